@@ -1,0 +1,10 @@
+//! cursus-mail: the mail types every Cursus program shares.
+//!
+//! Pure: no I/O, no unsafe code, no panics on input. Parsers here take bytes that may come
+//! from anyone on the Internet and return typed values or `None`.
+
+#![forbid(unsafe_code)]
+
+pub mod status;
+
+pub use status::{EnhancedStatus, ExitCode, Outcome, OutcomeKind, codes};
