@@ -5,6 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
+pub mod fromline;
+pub mod header;
 pub mod status;
 
+pub use address::Sender;
 pub use status::{EnhancedStatus, ExitCode, Outcome, OutcomeKind, codes};

@@ -18,9 +18,19 @@ pub struct EnhancedStatus {
 impl EnhancedStatus {
     /// Builds a status; `class` must be 2, 4 or 5 and subject/detail at most 999.
     pub const fn new(class: u8, subject: u16, detail: u16) -> Self {
-        assert!(class == 2 || class == 4 || class == 5, "status class must be 2, 4 or 5");
-        assert!(subject <= 999 && detail <= 999, "status subject/detail out of range");
-        EnhancedStatus { class, subject, detail }
+        assert!(
+            class == 2 || class == 4 || class == 5,
+            "status class must be 2, 4 or 5"
+        );
+        assert!(
+            subject <= 999 && detail <= 999,
+            "status subject/detail out of range"
+        );
+        EnhancedStatus {
+            class,
+            subject,
+            detail,
+        }
     }
 
     /// Parses `X.Y.Z` (RFC 3463 §2: class 2/4/5, 1-3 digit subject and detail).
@@ -42,7 +52,11 @@ impl EnhancedStatus {
         if !matches!(class, 2 | 4 | 5) {
             return None;
         }
-        Some(EnhancedStatus { class, subject: subject.parse().ok()?, detail: detail.parse().ok()? })
+        Some(EnhancedStatus {
+            class,
+            subject: subject.parse().ok()?,
+            detail: detail.parse().ok()?,
+        })
     }
 
     pub const fn class(self) -> u8 {
@@ -172,8 +186,10 @@ impl fmt::Display for Outcome {
 /// bounce line should stay short and must never carry message content).
 pub fn one_line(text: String) -> String {
     const MAX: usize = 200;
-    let mut out: String =
-        text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>();
     if out.len() > MAX {
         let mut cut = MAX;
         while !out.is_char_boundary(cut) {

@@ -1,1 +1,178 @@
-//! placeholder
+//! cursus-privsep: credential changes and process hygiene, the only unsafe code in Cursus.
+//!
+//! Trusts its callers to pass a uid/gid they resolved from the system's user database; it
+//! trusts nothing about the state it inherited (file descriptors, signal dispositions,
+//! umask). Every function either succeeds completely or returns an error; a credential
+//! change that cannot be verified afterwards is an error, never a warning.
+//!
+//! Attacks it stops:
+//! - A delivery agent started as root that keeps a way back to root (saved set-user-ID, a
+//!   supplementary group such as `mail` or `disk`): [`become_user`] clears supplementary
+//!   groups, sets real, effective and saved IDs, and then proves that `setuid(0)` fails.
+//! - A raw setuid in a threaded process changes one thread only (Linux per-thread
+//!   credentials): [`become_user`] refuses to run when the process has more than one thread.
+//! - Descriptors leaked by the parent (Exim passes its own, e.g. fd 251) reaching a user's
+//!   filter or command: [`close_inherited_descriptors`].
+//! - A file-size limit set by the MTA (Postfix `mailbox_size_limit`) killing us with
+//!   SIGXFSZ mid-write instead of giving EFBIG we can roll back: [`ignore_sigxfsz`].
+
+#![allow(unsafe_code)] // reason: the one crate allowed unsafe code; each block has a SAFETY note
+
+use std::fmt;
+use std::io;
+
+use nix::unistd::{Gid, Uid};
+
+/// Why a credential change failed.
+#[derive(Debug)]
+pub enum PrivsepError {
+    Threaded(usize),
+    Call {
+        call: &'static str,
+        source: nix::Error,
+    },
+    NotDropped {
+        detail: String,
+    },
+}
+
+impl fmt::Display for PrivsepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivsepError::Threaded(n) => {
+                write!(
+                    f,
+                    "refusing to change credentials in a process with {n} threads"
+                )
+            }
+            PrivsepError::Call { call, source } => write!(f, "{call} failed: {source}"),
+            PrivsepError::NotDropped { detail } => {
+                write!(f, "privileges not fully dropped: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrivsepError {}
+
+fn call(call: &'static str) -> impl FnOnce(nix::Error) -> PrivsepError {
+    move |source| PrivsepError::Call { call, source }
+}
+
+/// The number of threads in this process, from /proc/self/status (1 when unknown).
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .map(|v| v.trim().parse::<usize>())
+            })
+        })
+        .and_then(Result::ok)
+        .unwrap_or(1)
+}
+
+/// Becomes `uid`/`gid` for good: supplementary groups set to `gid` alone (as Postfix and
+/// OpenSMTPD do for deliveries), then gid, then uid, real, effective and saved; then
+/// verifies with getresuid/getresgid and proves there is no way back to root.
+pub fn become_user(uid: u32, gid: u32) -> Result<(), PrivsepError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(PrivsepError::Threaded(threads));
+    }
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    nix::unistd::setgroups(&[gid]).map_err(call("setgroups"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(call("setresgid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(call("setresuid"))?;
+    verify(uid, gid)
+}
+
+fn verify(uid: Uid, gid: Gid) -> Result<(), PrivsepError> {
+    let r = nix::unistd::getresuid().map_err(call("getresuid"))?;
+    let g = nix::unistd::getresgid().map_err(call("getresgid"))?;
+    if [r.real, r.effective, r.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
+        return Err(PrivsepError::NotDropped {
+            detail: format!(
+                "uid {}/{}/{} gid {}/{}/{}",
+                r.real, r.effective, r.saved, g.real, g.effective, g.saved
+            ),
+        });
+    }
+    let groups = nix::unistd::getgroups().map_err(call("getgroups"))?;
+    if groups.iter().any(|g| *g != gid) {
+        return Err(PrivsepError::NotDropped {
+            detail: format!("groups {groups:?}"),
+        });
+    }
+    if !uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(PrivsepError::NotDropped {
+            detail: "setuid(0) succeeded".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Ignores SIGXFSZ so that exceeding a file-size limit makes write(2) fail with EFBIG,
+/// which the writer turns into a rollback and a "mailbox full" outcome.
+pub fn ignore_sigxfsz() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: installing SIG_IGN runs no handler code, so no async-signal-safety concern
+    // arises; we are single-threaded at start-up.
+    unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
+/// Resets SIGPIPE to be ignored (Rust's runtime already does this; an MTA may have changed
+/// the inherited mask) so a closed output pipe is an EPIPE error, never a silent death.
+pub fn ignore_sigpipe() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: as for ignore_sigxfsz: SIG_IGN installs no handler code.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
+/// Closes every descriptor from 3 upwards that the parent left open.
+pub fn close_inherited_descriptors() -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; nothing in this process owns a descriptor
+    // above 2 yet (called first thing in main, before any file is opened).
+    let rc = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.9: walk /proc/self/fd instead.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: as above; EBADF for the directory fd already closed is harmless.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+/// Sets the umask so every file and directory we create is private unless we say otherwise.
+pub fn private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_sees_test_threads() {
+        // The test harness runs tests on worker threads: more than one thread exists.
+        let handle =
+            std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert!(thread_count() >= 2);
+        assert!(matches!(
+            become_user(65534, 65534),
+            Err(PrivsepError::Threaded(_))
+        ));
+        handle.join().ok();
+    }
+}

@@ -1,0 +1,430 @@
+//! Configuration of cursus-deliver: an optional system file, an optional per-user file, and
+//! `-o` overrides, each a small TOML document with the same keys.
+//!
+//! Trusts the system file (root-owned, read before privileges are dropped) for every key;
+//! trusts the user's file only for keys that affect that user's own mail (it cannot set
+//! `allow_root`). Fails with a [`ConfigError`] naming the file, line and column, and for a
+//! misspelt key a suggestion; the caller exits 78.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the system file lives when `-c` is not given.
+pub const SYSTEM_CONFIG: &str = "/etc/cursus/deliver.toml";
+/// The per-user file, relative to the home directory.
+pub const USER_CONFIG: &str = ".config/cursus/deliver.toml";
+
+/// One configuration file as written; every key optional.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub destination: Option<String>,
+    pub folder_autocreate: Option<bool>,
+    pub extension_folders: Option<bool>,
+    pub recipient_delimiter: Option<String>,
+    pub quota: Option<Size>,
+    pub quota_messages: Option<u64>,
+    pub quota_full: Option<QuotaFull>,
+    pub max_message_size: Option<Size>,
+    pub lock_timeout: Option<u64>,
+    pub mbox_dotlock: Option<bool>,
+    pub fsync: Option<bool>,
+    pub allow_root: Option<bool>,
+}
+
+const KEYS: &[&str] = &[
+    "destination",
+    "folder_autocreate",
+    "extension_folders",
+    "recipient_delimiter",
+    "quota",
+    "quota_messages",
+    "quota_full",
+    "max_message_size",
+    "lock_timeout",
+    "mbox_dotlock",
+    "fsync",
+    "allow_root",
+];
+
+/// What over quota means for the MTA: a bounce or a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaFull {
+    Permanent,
+    Temporary,
+}
+
+/// A byte count written as a number or a string with a K, M or G suffix (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Size(n)),
+            Raw::Text(t) => parse_size(&t).map(Size).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {t:?}: write a number of bytes, or one with a K, M or G suffix such as \"100M\""
+                ))
+            }),
+        }
+    }
+}
+
+/// Parses `1234`, `10K`, `100M`, `2G` (case-insensitive, optional trailing `B`).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
+    let (digits, mult) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&t[..t.len() - 1], 1 << 20),
+        'g' | 'G' => (&t[..t.len() - 1], 1 << 30),
+        't' | 'T' => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// The settings in force after merging system file, user file and overrides.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub destination: String,
+    pub folder_autocreate: bool,
+    pub extension_folders: bool,
+    pub recipient_delimiter: String,
+    pub quota_bytes: Option<u64>,
+    pub quota_messages: Option<u64>,
+    pub quota_full: QuotaFull,
+    pub max_message_size: Option<u64>,
+    pub lock_timeout: Duration,
+    pub mbox_dotlock: bool,
+    pub fsync: bool,
+    pub allow_root: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            destination: "maildir:~/Maildir".into(),
+            folder_autocreate: true,
+            extension_folders: false,
+            recipient_delimiter: "+".into(),
+            quota_bytes: None,
+            quota_messages: None,
+            quota_full: QuotaFull::Permanent,
+            max_message_size: None,
+            lock_timeout: Duration::from_secs(60),
+            mbox_dotlock: true,
+            fsync: true,
+            allow_root: false,
+        }
+    }
+}
+
+/// Who wrote a file, which decides the keys it may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    System,
+    User,
+    Override,
+}
+
+impl Settings {
+    /// Applies one file on top of the current settings.
+    pub fn apply(
+        &mut self,
+        file: &ConfigFile,
+        origin: Origin,
+        source: &str,
+    ) -> Result<(), ConfigError> {
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        if let Some(v) = &file.destination {
+            self.destination = v.clone();
+        }
+        if let Some(v) = file.folder_autocreate {
+            self.folder_autocreate = v;
+        }
+        if let Some(v) = file.extension_folders {
+            self.extension_folders = v;
+        }
+        if let Some(v) = &file.recipient_delimiter {
+            self.recipient_delimiter = v.clone();
+        }
+        if let Some(v) = file.quota {
+            self.quota_bytes = nonzero(v.0);
+        }
+        if let Some(v) = file.quota_messages {
+            self.quota_messages = nonzero(v);
+        }
+        if let Some(v) = file.quota_full {
+            self.quota_full = v;
+        }
+        if let Some(v) = file.max_message_size {
+            self.max_message_size = nonzero(v.0);
+        }
+        if let Some(v) = file.lock_timeout {
+            self.lock_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.mbox_dotlock {
+            self.mbox_dotlock = v;
+        }
+        if let Some(v) = file.fsync {
+            self.fsync = v;
+        }
+        if let Some(v) = file.allow_root {
+            if origin != Origin::System {
+                // A user's file or an MTA-supplied -o must not be able to unlock delivery as
+                // root: only the administrator's file may name that setting.
+                return Err(ConfigError::new(
+                    source,
+                    None,
+                    "allow_root may only be set in the system configuration file",
+                ));
+            }
+            self.allow_root = v;
+        }
+        Ok(())
+    }
+}
+
+/// A configuration problem, with where it is and, when we can tell, what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub line: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(source: &str, line: Option<(usize, usize)>, message: impl Into<String>) -> Self {
+        ConfigError {
+            source: source.to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.source, self.message),
+            None => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+/// Parses one file's text; `source` names it in errors.
+pub fn parse(text: &str, source: &str) -> Result<ConfigFile, ConfigError> {
+    toml::from_str::<ConfigFile>(text).map_err(|e| {
+        let line = e.span().map(|span| line_col(text, span.start));
+        let mut message = e.message().trim().to_string();
+        if let Some(unknown) = unknown_key(&message) {
+            message = match suggest(&unknown) {
+                Some(s) => format!("unknown setting `{unknown}`; did you mean `{s}`?"),
+                None => format!(
+                    "unknown setting `{unknown}`; known settings: {}",
+                    KEYS.join(", ")
+                ),
+            };
+        }
+        ConfigError::new(source, line, message)
+    })
+}
+
+/// Reads and parses a file; `Ok(None)` when it does not exist. The file must belong to
+/// root or to `owner` and must not be writable by group or others.
+///
+/// Attack stopped: a configuration file someone else can write lets them choose where this
+/// user's mail goes (and, for the system file, unlock `allow_root`, making a root
+/// delivery write attacker-chosen text to an attacker-chosen path).
+pub fn load(path: &Path, owner: u32) -> Result<Option<ConfigFile>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let source = path.display().to_string();
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfigError::new(&source, None, format!("cannot read: {e}"))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ConfigError::new(&source, None, format!("cannot stat: {e}")))?;
+    if meta.uid() != 0 && meta.uid() != owner {
+        return Err(ConfigError::new(
+            &source,
+            None,
+            format!(
+                "owned by uid {}, not by root or uid {owner}; refusing to trust it",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(ConfigError::new(
+            &source,
+            None,
+            format!(
+                "writable by group or others (mode {:o}); run chmod go-w on it",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| ConfigError::new(&source, None, format!("cannot read: {e}")))?;
+    parse(&text, &source).map(Some)
+}
+
+/// Turns `-o key=value` strings into one document: the value is taken as TOML when it
+/// parses as such (numbers, booleans, quoted strings), else as a plain string.
+pub fn parse_overrides(overrides: &[String]) -> Result<ConfigFile, ConfigError> {
+    let mut doc = String::new();
+    for o in overrides {
+        let Some((key, value)) = o.split_once('=') else {
+            return Err(ConfigError::new(
+                "-o",
+                None,
+                format!("{o:?} is not KEY=VALUE"),
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ConfigError::new(
+                "-o",
+                None,
+                format!("{key:?} is not a setting name"),
+            ));
+        }
+        let value = value.trim();
+        let as_toml = format!("{key} = {value}\n");
+        if !value.is_empty() && toml::from_str::<toml::Table>(&as_toml).is_ok() {
+            doc.push_str(&as_toml);
+        } else {
+            doc.push_str(&format!(
+                "{key} = {}\n",
+                toml::Value::String(value.to_string())
+            ));
+        }
+    }
+    parse(&doc, "-o")
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+fn unknown_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// The known key closest to `word`, if it is close enough to be a typo.
+fn suggest(word: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|k| (edit_distance(word, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The per-user file for a home directory.
+pub fn user_config_path(home: &Path) -> PathBuf {
+    home.join(USER_CONFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (t, want) in [
+            ("100", Some(100)),
+            ("10K", Some(10240)),
+            ("100M", Some(100 << 20)),
+            ("2g", Some(2 << 30)),
+            ("5MB", Some(5 << 20)),
+            ("x", None),
+            ("", None),
+            ("-1", None),
+        ] {
+            assert_eq!(parse_size(t), want, "{t}");
+        }
+    }
+
+    #[test]
+    fn errors_name_line_column_and_suggest() {
+        let e = parse(
+            "fsync = true\ndestinaton = \"mbox:/x\"\n",
+            "/etc/cursus/deliver.toml",
+        )
+        .expect_err("typo");
+        assert_eq!(e.line, Some((2, 1)));
+        assert!(e.to_string().starts_with("/etc/cursus/deliver.toml:2:1: unknown setting `destinaton`; did you mean `destination`?"), "{e}");
+
+        let e = parse("quota = \"lots\"\n", "f").expect_err("bad size");
+        assert_eq!(e.line.map(|l| l.0), Some(1));
+        assert!(e.message.contains("invalid size"), "{e}");
+
+        let e = parse("quota_full = \"sometimes\"\n", "f").expect_err("bad enum");
+        assert!(e.message.contains("permanent"), "{e}");
+
+        let e = parse("[x\n", "f").expect_err("syntax");
+        assert_eq!(e.line.map(|l| l.0), Some(1));
+    }
+
+    #[test]
+    fn user_file_cannot_allow_root() {
+        let f = parse("allow_root = true\n", "u").expect("parses");
+        let mut s = Settings::default();
+        assert!(s.apply(&f, Origin::User, "u").is_err());
+        assert!(s.apply(&f, Origin::Override, "-o").is_err());
+        assert!(s.apply(&f, Origin::System, "s").is_ok());
+        assert!(s.allow_root);
+    }
+
+    #[test]
+    fn overrides_take_toml_or_plain_strings() {
+        let f = parse_overrides(&[
+            "quota_full=temporary".into(),
+            "fsync=false".into(),
+            "quota=\"10M\"".into(),
+            "lock_timeout=5".into(),
+        ])
+        .expect("parses");
+        assert_eq!(f.quota_full, Some(QuotaFull::Temporary));
+        assert_eq!(f.fsync, Some(false));
+        assert_eq!(f.quota, Some(Size(10 << 20)));
+        assert_eq!(f.lock_timeout, Some(5));
+        assert!(parse_overrides(&["nonsense".into()]).is_err());
+        assert!(parse_overrides(&["fsinc=true".into()]).is_err());
+    }
+}

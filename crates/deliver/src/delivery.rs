@@ -1,0 +1,449 @@
+//! One delivery from start to outcome: configuration, identity, destination, the message,
+//! trace headers and loop check, then the mailbox write.
+//!
+//! Trusts the system configuration file and the user database; everything from argv, the
+//! environment and stdin is hostile. Never returns an error: every path ends in an
+//! [`Outcome`] whose status, text and exit code the MTA understands (mda-interface §2:
+//! temporary is always 75). The message is read to EOF on every path.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use cursus_mail::address::{extension, split_address, strip_brackets};
+use cursus_mail::header::{trace_prefix, trace_state};
+use cursus_mail::{ExitCode, Outcome, Sender, codes};
+use cursus_mailbox::{
+    FolderName, MaildirOptions, MboxOptions, Message, MhOptions, QuotaLimits, deliver_maildir,
+    deliver_mbox, deliver_mh,
+};
+
+use crate::cli::Args;
+use crate::config::{self, ConfigError, Origin, QuotaFull, Settings};
+use crate::destination::{self, Destination, TemplateError, TemplateValues};
+use crate::input::{self, ReadMessage};
+use crate::user::{self, Recipient, UserError};
+
+/// The process environment as the MTA gave it (values lossily decoded).
+pub type Env = HashMap<String, String>;
+
+/// Runs one delivery. `stdin` is read to EOF whatever happens (unless `-p` names a file).
+pub fn run(args: &Args, env: &Env, stdin: &mut dyn Read) -> Outcome {
+    let mut consumed = false;
+    let outcome = run_steps(args, env, stdin, &mut consumed);
+    if !consumed && args.path.is_none() {
+        input::drain(stdin);
+    }
+    outcome
+}
+
+fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) -> Outcome {
+    let getenv = |k: &str| env.get(k).cloned();
+    let mut settings = Settings::default();
+
+    // 1. The system file, read with the privileges we started with (it is root's).
+    let system_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::SYSTEM_CONFIG));
+    match config::load(&system_path, user::euid().as_raw()) {
+        Ok(Some(file)) => {
+            if let Err(e) =
+                settings.apply(&file, Origin::System, &system_path.display().to_string())
+            {
+                return config_failure(&e);
+            }
+        }
+        Ok(None) if args.config.is_some() => {
+            return config_failure(&ConfigError::new(
+                &system_path.display().to_string(),
+                None,
+                "no such file",
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => return config_failure(&e),
+    }
+
+    // 2. Identity: drop root before reading anything the user controls.
+    if let Err(e) = user::check_not_setuid() {
+        return user_failure(e);
+    }
+    let recipient = if user::euid().is_root() && !settings.allow_root {
+        user::become_recipient(args.user.as_deref(), false)
+    } else {
+        user::resolve_recipient(args.user.as_deref(), &getenv, settings.allow_root)
+    };
+    let recipient = match recipient {
+        Ok(r) => r,
+        Err(e) => return user_failure(e),
+    };
+
+    // 3. The user's own file (only when the home is theirs), then -o overrides.
+    if let (true, Some(home)) = (recipient.is_self, recipient.home.as_deref()) {
+        let path = config::user_config_path(home);
+        match config::load(&path, user::euid().as_raw()) {
+            Ok(Some(file)) => {
+                if let Err(e) = settings.apply(&file, Origin::User, &path.display().to_string()) {
+                    return config_failure(&e);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return config_failure(&e),
+        }
+    }
+    if !args.overrides.is_empty() {
+        match config::parse_overrides(&args.overrides) {
+            Ok(file) => {
+                if let Err(e) = settings.apply(&file, Origin::Override, "-o") {
+                    return config_failure(&e);
+                }
+            }
+            Err(e) => return config_failure(&e),
+        }
+    }
+
+    // 4. The destination.
+    let destination = match choose_destination(args, &settings, &recipient) {
+        Ok(d) => d,
+        Err(outcome) => return outcome,
+    };
+
+    // 5. The message, read to EOF.
+    let spill_dir = getenv("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let spill_dir = spill_dir.unwrap_or_else(|| PathBuf::from("/tmp"));
+    let read = match &args.path {
+        Some(path) => match File::open(path) {
+            Ok(mut f) => input::read_message(&mut f, &spill_dir),
+            Err(e) => {
+                return Outcome::permanent(
+                    codes::SYSTEM_STATUS,
+                    ExitCode::Usage,
+                    format!("cannot open message file {}: {e}", path.display()),
+                );
+            }
+        },
+        None => {
+            *consumed = true;
+            input::read_message(stdin, &spill_dir)
+        }
+    };
+    let message = match read {
+        Ok(m) => m,
+        Err(e) => {
+            return Outcome::temporary(codes::SYSTEM_STATUS, format!("reading the message: {e}"));
+        }
+    };
+    if message.is_empty() {
+        return Outcome::permanent(codes::MEDIA_ERROR, ExitCode::DataErr, "empty message");
+    }
+    if let Some(limit) = settings.max_message_size.filter(|l| message.size() > *l) {
+        return Outcome::permanent(
+            codes::MESSAGE_TOO_LARGE,
+            ExitCode::NoPerm,
+            format!(
+                "message size {} exceeds the limit of {limit} bytes",
+                message.size()
+            ),
+        );
+    }
+
+    // 6. Envelope, trace headers and loop check.
+    let envelope = Envelope::gather(args, env, &message, &recipient);
+    let state = trace_state(&message.header, Some(&envelope.final_recipient));
+    if state.looped {
+        return Outcome::permanent(
+            codes::ROUTING_LOOP,
+            ExitCode::DataErr,
+            format!("mail forwarding loop for {}", envelope.final_recipient),
+        );
+    }
+    let mut prefix = trace_prefix(
+        &state,
+        &envelope.sender.return_path(),
+        Some(&envelope.final_recipient),
+    );
+    if message.starts_with_body {
+        prefix.push(b'\n');
+    }
+    let sender = envelope.sender.address().map(str::to_string);
+    let stored = Message {
+        prefix,
+        header: message.header,
+        body: message.body,
+    };
+
+    // 7. The write.
+    store(
+        &destination,
+        &stored,
+        sender.as_deref(),
+        &settings,
+        args,
+        env,
+        &envelope,
+    )
+}
+
+/// The envelope of this delivery, from arguments, then environment, then the message.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub sender: Sender,
+    pub original_recipient: String,
+    pub final_recipient: String,
+}
+
+impl Envelope {
+    fn gather(args: &Args, env: &Env, message: &ReadMessage, recipient: &Recipient) -> Self {
+        let nonempty = |v: Option<&String>| v.filter(|s| !s.trim().is_empty()).cloned();
+        let sender = args
+            .sender
+            .clone()
+            .or_else(|| env.get("SENDER").cloned())
+            .or_else(|| message.from_line_sender.clone())
+            .map_or(Sender::Null, |s| Sender::parse(&s));
+        let original = nonempty(args.original_recipient.as_ref())
+            .or_else(|| nonempty(env.get("ORIGINAL_RECIPIENT")));
+        let final_rcpt = nonempty(args.final_recipient.as_ref())
+            .or_else(|| nonempty(env.get("RECIPIENT")))
+            .or_else(|| original.clone())
+            .unwrap_or_else(|| {
+                if recipient.name.contains('@') {
+                    recipient.name.clone()
+                } else {
+                    format!("{}@{}", recipient.name, hostname())
+                }
+            });
+        let final_recipient = strip_brackets(&final_rcpt).to_string();
+        let original_recipient = original.map_or_else(
+            || final_recipient.clone(),
+            |o| strip_brackets(&o).to_string(),
+        );
+        Envelope {
+            sender,
+            original_recipient,
+            final_recipient,
+        }
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn choose_destination(
+    args: &Args,
+    settings: &Settings,
+    recipient: &Recipient,
+) -> Result<Destination, Outcome> {
+    if let Some(p) = &args.maildir {
+        return Ok(Destination::Maildir(p.clone()));
+    }
+    if let Some(p) = &args.mbox {
+        return Ok(Destination::Mbox(p.clone()));
+    }
+    if let Some(p) = &args.mh {
+        return Ok(Destination::Mh(p.clone()));
+    }
+    let template = settings.destination.as_str();
+    let home_based = destination::uses_home(template);
+    if home_based && recipient.unknown && !destination::uses_user(template) {
+        return Err(Outcome::permanent(
+            codes::BAD_MAILBOX,
+            ExitCode::NoUser,
+            format!("unknown user {}", recipient.name),
+        ));
+    }
+    if home_based && !recipient.is_self {
+        // Running as a shared account (vmail) for another system user: the files would
+        // belong to the wrong uid. A configuration problem, so retry rather than bounce.
+        return Err(Outcome::temporary(
+            codes::CONFIG_ERROR,
+            format!(
+                "running as uid {} cannot deliver into the home of {}; configure a destination without ~ (see cursus-deliver(1))",
+                user::euid(),
+                recipient.name
+            ),
+        ));
+    }
+    let values = TemplateValues {
+        user: &recipient.name,
+        home: recipient.home.as_deref(),
+    };
+    destination::expand(template, &values).map_err(|e| match e {
+        TemplateError::Syntax(text) => config_failure(&ConfigError::new("destination", None, text)),
+        TemplateError::UnsafeUser(u) => Outcome::permanent(
+            codes::BAD_MAILBOX,
+            ExitCode::NoUser,
+            format!("user name {u:?} cannot name a mailbox"),
+        ),
+        TemplateError::NoHome => Outcome::temporary(
+            codes::CONFIG_ERROR,
+            format!("no home directory known for {}", recipient.name),
+        ),
+    })
+}
+
+/// The folder this delivery asks for: `-m`, or with `extension_folders` the address
+/// extension when that folder already exists. `None` is INBOX; the note says why a
+/// requested folder was not used.
+fn choose_folder(
+    args: &Args,
+    env: &Env,
+    settings: &Settings,
+    envelope: &Envelope,
+    root: &Path,
+) -> (Option<FolderName>, bool, Option<String>) {
+    if let Some(name) = args.folder.as_deref().filter(|n| !n.is_empty()) {
+        if name.eq_ignore_ascii_case("INBOX") {
+            return (None, false, None);
+        }
+        return match FolderName::parse(name) {
+            Ok(f) => (Some(f), settings.folder_autocreate, None),
+            Err(e) => (
+                None,
+                false,
+                Some(format!(
+                    "folder {name:?} not usable ({e}); delivered to INBOX"
+                )),
+            ),
+        };
+    }
+    if !settings.extension_folders {
+        return (None, false, None);
+    }
+    let delimiters = settings.recipient_delimiter.as_str();
+    let from_env = env
+        .get("EXTENSION")
+        .filter(|e| !e.is_empty())
+        .cloned()
+        .or_else(|| {
+            env.get("LOCAL_PART_SUFFIX")
+                .and_then(|s| s.strip_prefix(|c| delimiters.contains(c)))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        });
+    let ext = from_env.or_else(|| {
+        let (local, _) = split_address(&envelope.original_recipient);
+        extension(local, delimiters)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+    });
+    match ext.as_deref().map(FolderName::parse) {
+        Some(Ok(f)) if root.join(f.dir_name()).is_dir() => (Some(f), false, None),
+        _ => (None, false, None),
+    }
+}
+
+fn store(
+    destination: &Destination,
+    message: &Message,
+    sender: Option<&str>,
+    settings: &Settings,
+    args: &Args,
+    env: &Env,
+    envelope: &Envelope,
+) -> Outcome {
+    let result = match destination {
+        Destination::Maildir(root) => {
+            let (folder, autocreate, note) = choose_folder(args, env, settings, envelope, root);
+            let quota = (settings.quota_bytes.is_some() || settings.quota_messages.is_some())
+                .then_some(QuotaLimits {
+                    bytes: settings.quota_bytes,
+                    messages: settings.quota_messages,
+                });
+            let opts = MaildirOptions {
+                create: true,
+                folder,
+                autocreate_folder: autocreate,
+                quota,
+                flags: String::new(),
+                fsync: settings.fsync,
+            };
+            deliver_maildir(root, message, &opts).map(|mut s| {
+                if s.note.is_none() {
+                    s.note = note;
+                }
+                s
+            })
+        }
+        Destination::Mbox(path) => {
+            let opts = MboxOptions {
+                create: true,
+                lock_timeout: settings.lock_timeout,
+                dotlock: settings.mbox_dotlock,
+                stale_dotlock_after: std::time::Duration::from_secs(300),
+                fsync: settings.fsync,
+            };
+            deliver_mbox(path, sender, message, &opts)
+        }
+        Destination::Mh(path) => {
+            let opts = MhOptions {
+                create: true,
+                fsync: settings.fsync,
+                lock_timeout: settings.lock_timeout,
+            };
+            deliver_mh(path, message, &opts)
+        }
+    };
+    match result {
+        Ok(stored) => {
+            let mut text = format!("delivered to {}", stored.path.display());
+            if let Some(note) = stored.note {
+                text.push_str(&format!(" ({note})"));
+            }
+            Outcome::delivered(text)
+        }
+        Err(e) if e.is_over_quota() && settings.quota_full == QuotaFull::Temporary => {
+            Outcome::temporary(codes::MAILBOX_FULL, e.to_string())
+        }
+        Err(e) => e.outcome(),
+    }
+}
+
+fn config_failure(e: &ConfigError) -> Outcome {
+    Outcome::permanent(
+        codes::CONFIG_ERROR,
+        ExitCode::Config,
+        format!("configuration error: {e}"),
+    )
+}
+
+fn user_failure(e: UserError) -> Outcome {
+    match e {
+        UserError::Unknown(name) => Outcome::permanent(
+            codes::BAD_MAILBOX,
+            ExitCode::NoUser,
+            format!("unknown user {name}"),
+        ),
+        UserError::RootRefused => Outcome::permanent(
+            codes::SECURITY,
+            ExitCode::NoPerm,
+            "refusing to deliver as root (set allow_root in the system configuration to permit it)",
+        ),
+        UserError::RootNeedsUser => Outcome::permanent(
+            codes::SYSTEM_STATUS,
+            ExitCode::Usage,
+            "started as root without -d USER",
+        ),
+        UserError::SetUid => Outcome::permanent(
+            codes::SECURITY,
+            ExitCode::NoPerm,
+            "cursus-deliver must not be installed set-user-ID; the MTA runs it as the recipient",
+        ),
+        UserError::Lookup(text) => {
+            Outcome::temporary(codes::SYSTEM_STATUS, format!("user lookup failed: {text}"))
+        }
+        UserError::Drop(text) => Outcome::temporary(
+            codes::SYSTEM_STATUS,
+            format!("cannot become the recipient: {text}"),
+        ),
+    }
+}

@@ -1,0 +1,342 @@
+//! Maildir and Maildir++ delivery: tmp, unique name, link into new/ (mda-interface §3.2-3.3).
+//!
+//! Trusts: the maildir path up to its last component (the destination policy vetted it);
+//! below it nothing: the root is opened with O_DIRECTORY|O_NOFOLLOW and everything else with
+//! `*at()` calls relative to it, `tmp`/`new`/`cur` and folders with O_DIRECTORY|O_NOFOLLOW.
+//! Fails: without leaving anything behind: any error after the file in `tmp/` was created
+//! unlinks it, and a file appears in `new/` (or `cur/`) only complete, fsynced and by one
+//! atomic link or rename. Over quota is [`MailboxError::OverQuota`], decided before writing.
+//!
+//! Checks and what they stop:
+//! * A symlinked root, `tmp`, `new`, `cur` or folder is refused (`UnsafeReason::Symlink`): a
+//!   user (or a compromised account) pointing `new/` at another user's directory would make a
+//!   privileged deliverer write there.
+//! * Files are created with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: a planted symlink or file
+//!   under our name is never written through; a collision just picks a new name.
+//! * `linkat`, never a replacing `rename`: an existing message is never overwritten; EEXIST
+//!   picks a new name. Where hard links are impossible, `renameat2(RENAME_NOREPLACE)`.
+//! * Folder names only as [`FolderName`] (no `/`, no `..`, no leading dot).
+
+use std::io::{BufWriter, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat, renameat2};
+use nix::sys::stat::Mode;
+use nix::sys::stat::fstatat;
+use nix::unistd::{UnlinkatFlags, fsync, linkat, unlinkat};
+
+use crate::error::MailboxError;
+use crate::folder::FolderName;
+use crate::maildir_name::{final_name, normalize_flags, unique_name, with_flags};
+use crate::message::Message;
+use crate::quota::{self, QuotaDecision, QuotaLimits};
+use crate::safe_open::{self, FILE_MODE};
+use crate::stored::Stored;
+
+/// Names tried when one is taken (each new name has 64 fresh random bits, so a second
+/// collision means something is wrong).
+const NAME_ATTEMPTS: u32 = 5;
+/// The empty file that marks a Maildir++ folder.
+pub const MAILDIRFOLDER: &str = "maildirfolder";
+
+/// How to deliver into a maildir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaildirOptions {
+    /// Create the maildir root and tmp/new/cur (0700) when missing.
+    pub create: bool,
+    /// Deliver into this Maildir++ folder.
+    pub folder: Option<FolderName>,
+    /// Create the folder (with its maildirfolder file) when missing; when false and missing,
+    /// deliver to INBOX and say so in [`Stored::note`].
+    pub autocreate_folder: bool,
+    /// Limits from configuration (written as line 1 of maildirsize); `None` = use maildirsize
+    /// if present, else no quota.
+    pub quota: Option<QuotaLimits>,
+    /// Maildir info flags ("FS"); sorted and deduplicated here; non-empty → `cur/name:2,FLAGS`,
+    /// empty → `new/`.
+    pub flags: String,
+    /// fsync the file and the new/ (or cur/) directory.
+    pub fsync: bool,
+}
+
+impl Default for MaildirOptions {
+    /// Create the maildir, INBOX, no folder autocreation, quota from maildirsize, no flags,
+    /// fsync on.
+    fn default() -> Self {
+        MaildirOptions {
+            create: true,
+            folder: None,
+            autocreate_folder: false,
+            quota: None,
+            flags: String::new(),
+            fsync: true,
+        }
+    }
+}
+
+/// The three directories of one maildir (the root or a folder).
+struct Subdirs {
+    path: PathBuf,
+    tmp: OwnedFd,
+    new: OwnedFd,
+    cur: OwnedFd,
+}
+
+fn open_subdirs(base: BorrowedFd<'_>, path: &Path, create: bool) -> Result<Subdirs, MailboxError> {
+    let open = |name: &str| -> Result<OwnedFd, MailboxError> {
+        let sub = path.join(name);
+        safe_open::open_dir_at(base, name, &sub, create)?.ok_or_else(|| {
+            MailboxError::io(
+                "cannot open directory",
+                &sub,
+                std::io::Error::from_raw_os_error(Errno::ENOENT as i32),
+            )
+        })
+    };
+    Ok(Subdirs {
+        path: path.to_path_buf(),
+        tmp: open("tmp")?,
+        new: open("new")?,
+        cur: open("cur")?,
+    })
+}
+
+/// Delivers `message` into the maildir at `root` (or its folder); see the file header.
+pub fn deliver_maildir(
+    root: &Path,
+    message: &Message,
+    opts: &MaildirOptions,
+) -> Result<Stored, MailboxError> {
+    let mut notes = Vec::new();
+    let root_fd = safe_open::open_dir(root, opts.create)?;
+    let (target, folder) = open_target(root_fd.as_fd(), root, opts, &mut notes)?;
+
+    let (flags, dropped) = normalize_flags(&opts.flags);
+    if dropped {
+        notes.push("flag characters other than ASCII letters ignored".into());
+    }
+    let size = message.size();
+    let counted = !folder.as_ref().is_some_and(FolderName::is_trash);
+    let decision = if counted {
+        quota::check(
+            root_fd.as_fd(),
+            root,
+            target.tmp.as_fd(),
+            opts.quota,
+            size,
+            opts.fsync,
+            &mut notes,
+        )?
+    } else {
+        QuotaDecision::NoQuota
+    };
+
+    let (tmp_name, tmp_path) = write_tmp(&target, message, opts.fsync)?;
+    let (dest_fd, dest_dir) = if flags.is_empty() {
+        (&target.new, "new")
+    } else {
+        (&target.cur, "cur")
+    };
+    let dest_path = target.path.join(dest_dir);
+    let moved = move_into(
+        &target,
+        &tmp_name,
+        dest_fd.as_fd(),
+        &dest_path,
+        &flags,
+        message,
+    );
+    let final_name = match moved {
+        Ok(name) => name,
+        Err(e) => {
+            let _ = unlinkat(&target.tmp, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+    };
+    if let Err(e) = unlinkat(&target.tmp, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir)
+        && e != Errno::ENOENT
+    {
+        notes.push(format!(
+            "cannot remove {}: {}",
+            tmp_path.display(),
+            e.desc()
+        ));
+    }
+    if opts.fsync
+        && let Err(e) = fsync(dest_fd)
+    {
+        // The message may not survive a crash; take it back so the retry does not
+        // duplicate it (a reader that already moved it makes this unlink a no-op).
+        let _ = unlinkat(dest_fd, final_name.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(MailboxError::nix("cannot fsync", dest_path, e));
+    }
+    if matches!(decision, QuotaDecision::Fits)
+        && let Err(e) = quota::record_delivery(root_fd.as_fd(), root, size)
+    {
+        notes.push(format!("maildirsize not updated: {e}"));
+    }
+    Ok(Stored::new(dest_path.join(final_name), notes))
+}
+
+/// Opens the maildir to deliver into: the root, or the folder (created if allowed, else INBOX
+/// with a note). Returns the folder actually used.
+fn open_target(
+    root_fd: BorrowedFd<'_>,
+    root: &Path,
+    opts: &MaildirOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Subdirs, Option<FolderName>), MailboxError> {
+    let Some(folder) = &opts.folder else {
+        return Ok((open_subdirs(root_fd, root, opts.create)?, None));
+    };
+    let dir_name = folder.dir_name();
+    let folder_path = root.join(&dir_name);
+    let Some(folder_fd) =
+        safe_open::open_dir_at(root_fd, &dir_name, &folder_path, opts.autocreate_folder)?
+    else {
+        notes.push(format!(
+            "folder {folder} does not exist; delivered to INBOX"
+        ));
+        return Ok((open_subdirs(root_fd, root, opts.create)?, None));
+    };
+    let subdirs = open_subdirs(
+        folder_fd.as_fd(),
+        &folder_path,
+        opts.autocreate_folder || opts.create,
+    )?;
+    if opts.autocreate_folder {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match openat(
+            &folder_fd,
+            MAILDIRFOLDER,
+            flags,
+            Mode::from_bits_truncate(FILE_MODE),
+        ) {
+            Ok(_) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(MailboxError::nix(
+                    "cannot create",
+                    folder_path.join(MAILDIRFOLDER),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok((subdirs, Some(folder.clone())))
+}
+
+/// Creates, writes, fsyncs and closes the file in `tmp/`; returns its name and path. On any
+/// error the file is removed.
+fn write_tmp(
+    target: &Subdirs,
+    message: &Message,
+    fsync: bool,
+) -> Result<(String, PathBuf), MailboxError> {
+    let tmp_dir = target.path.join("tmp");
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    for _ in 0..NAME_ATTEMPTS {
+        let name = unique_name().map_err(|e| MailboxError::io("cannot name", &tmp_dir, e))?;
+        let path = tmp_dir.join(&name);
+        let fd = match openat(
+            &target.tmp,
+            name.as_str(),
+            flags,
+            Mode::from_bits_truncate(FILE_MODE),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(MailboxError::nix("cannot create", &path, e)),
+        };
+        if let Err(e) = write_file(std::fs::File::from(fd), message, fsync) {
+            let _ = unlinkat(&target.tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(MailboxError::io("cannot write", &path, e));
+        }
+        return Ok((name, path));
+    }
+    Err(MailboxError::NoUniqueName {
+        path: tmp_dir,
+        attempts: NAME_ATTEMPTS,
+    })
+}
+
+/// Writes every byte (checked), fsyncs (checked), closes (checked): qmail's NFS rules.
+fn write_file(file: std::fs::File, message: &Message, fsync: bool) -> std::io::Result<()> {
+    let mut writer = BufWriter::with_capacity(64 * 1024, &file);
+    let written = message.write_to(&mut writer).and_then(|()| writer.flush());
+    let _ = writer.into_parts();
+    written?;
+    if fsync {
+        file.sync_all()?;
+    }
+    nix::unistd::close(OwnedFd::from(file)).map_err(std::io::Error::from)
+}
+
+/// Links the tmp file into `new/` or `cur/` under its final name (a new unique name on
+/// EEXIST); falls back to a non-replacing rename where hard links are impossible.
+fn move_into(
+    target: &Subdirs,
+    tmp_name: &str,
+    dest: BorrowedFd<'_>,
+    dest_path: &Path,
+    flags: &str,
+    message: &Message,
+) -> Result<String, MailboxError> {
+    let mut unique = tmp_name.to_string();
+    for _ in 0..NAME_ATTEMPTS {
+        let mut name = final_name(&unique, message.size(), message.rfc822_size());
+        if !flags.is_empty() {
+            name = with_flags(&name, flags);
+        }
+        let linked = linkat(&target.tmp, tmp_name, dest, name.as_str(), AtFlags::empty());
+        let result = match linked {
+            // No hard links here: rename, but never over an existing message.
+            Err(Errno::EPERM | Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EMLINK) => {
+                rename_noreplace(target.tmp.as_fd(), tmp_name, dest, &name)
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => return Ok(name),
+            Err(Errno::EEXIST) => {
+                unique =
+                    unique_name().map_err(|e| MailboxError::io("cannot name", dest_path, e))?;
+            }
+            Err(e) => {
+                return Err(MailboxError::nix(
+                    "cannot link into",
+                    dest_path.join(&name),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(MailboxError::NoUniqueName {
+        path: dest_path.to_path_buf(),
+        attempts: NAME_ATTEMPTS,
+    })
+}
+
+/// `renameat2(RENAME_NOREPLACE)`; where the file system does not support the flag, a check
+/// that the name is free followed by a plain rename (a race window the link path does not
+/// have, taken only on file systems without hard links).
+fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> Result<(), Errno> {
+    match renameat2(from_dir, from, to_dir, to, RenameFlags::RENAME_NOREPLACE) {
+        Err(Errno::EINVAL | Errno::ENOSYS) => {
+            match fstatat(to_dir, to, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(_) => Err(Errno::EEXIST),
+                Err(Errno::ENOENT) => renameat(from_dir, from, to_dir, to),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
