@@ -260,6 +260,13 @@ pub fn load(path: &Path, owner: u32) -> Result<Option<ConfigFile>, ConfigError> 
     let meta = file
         .metadata()
         .map_err(|e| ConfigError::new(&source, None, format!("cannot stat: {e}")))?;
+    if path == Path::new("/dev/null") {
+        // `-c /dev/null`: the conventional way to say "no system configuration".
+        return Ok(Some(ConfigFile::default()));
+    }
+    if !meta.is_file() {
+        return Err(ConfigError::new(&source, None, "not a regular file"));
+    }
     if meta.uid() != 0 && meta.uid() != owner {
         return Err(ConfigError::new(
             &source,
