@@ -106,13 +106,32 @@ Configuration (TOML, optional): the system file /etc/cursus/deliver.toml, then t
   max_message_size = \"0\"              larger messages are refused with 5.2.3 (0: no limit)
   lock_timeout = 60                   seconds to wait for an mbox or MH lock
   mbox_dotlock = true                 take <mbox>.lock as well as the fcntl lock
-  fsync = true                        fsync each message and its directory
+  fsync = \"full\"                      \"full\": fsync each message and its directory entry;
+                                      \"file\": the message only (Postfix local, procmail);
+                                      \"none\" (true and false mean full and none)
   allow_root = false                  system file only: permit delivery as uid 0
+  sieve = \"~/.dovecot.sieve\"         the user's active Sieve script (\"~/path\" or an
+                                      absolute path; a symlink into ~/sieve/ is followed);
+                                      \"\" turns Sieve off. Errors go to SCRIPT.log and the
+                                      message is kept in INBOX
+  sieve_before = []                   system file only: administrator scripts run before
+  sieve_after = []                    and after the user's, e.g. [\"/etc/cursus/spam.sieve\"]
+  sieve_global_dir = \"\"               system file only: where include :global finds
+                                      NAME.sieve (include :personal reads ~/sieve/NAME.sieve)
+  sieve_reject = \"exit\"               reject prints 5.7.1 and exits 77 so the MTA bounces;
+                                      \"mdn\": mails an RFC 5429 rejection and exits 0
+  sendmail = \"/usr/sbin/sendmail\"     not in the user's file: the program (and arguments)
+                                      redirect, vacation and notify mail is handed to, run
+                                      as PROGRAM -i -f SENDER -- RECIPIENT..., never by a shell
 
 Examples:
   Postfix main.cf:  mailbox_command = /usr/lib/cursus/cursus-deliver -f \"$SENDER\" -a \"$ORIGINAL_RECIPIENT\" -m \"$EXTENSION\"
   OpenSMTPD:        action \"local\" mda \"/usr/lib/cursus/cursus-deliver\"
   .forward:         \"|/usr/lib/cursus/cursus-deliver\"
+
+Sieve: redirect, vacation and notify are sent after the message is stored, so a failure
+never loses it; when nothing was stored (redirect without :copy) a sendmail failure is a
+temporary failure (exit 75). Vacation and duplicate memory: ~/.local/share/cursus/sieve.sqlite.
 
 See docs/mta-integration.md for Postfix pipe(8), Exim and sendmail.";
 

@@ -3,8 +3,10 @@
 //!
 //! Trusts the system file (root-owned, read before privileges are dropped) for every key;
 //! trusts the user's file only for keys that affect that user's own mail (it cannot set
-//! `allow_root`). Fails with a [`ConfigError`] naming the file, line and column, and for a
-//! misspelt key a suggestion; the caller exits 78.
+//! `allow_root`, the administrator's Sieve scripts `sieve_before`, `sieve_after` and
+//! `sieve_global_dir`, nor the `sendmail` program; `-o` may set only the last). Fails with
+//! a [`ConfigError`] naming the file, line and column, and for a misspelt key a
+//! suggestion; the caller exits 78.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,8 +33,14 @@ pub struct ConfigFile {
     pub max_message_size: Option<Size>,
     pub lock_timeout: Option<u64>,
     pub mbox_dotlock: Option<bool>,
-    pub fsync: Option<bool>,
+    pub fsync: Option<Fsync>,
     pub allow_root: Option<bool>,
+    pub sieve: Option<String>,
+    pub sieve_before: Option<Vec<String>>,
+    pub sieve_after: Option<Vec<String>>,
+    pub sieve_global_dir: Option<String>,
+    pub sieve_reject: Option<SieveReject>,
+    pub sendmail: Option<String>,
 }
 
 const KEYS: &[&str] = &[
@@ -48,7 +56,16 @@ const KEYS: &[&str] = &[
     "mbox_dotlock",
     "fsync",
     "allow_root",
+    "sieve",
+    "sieve_before",
+    "sieve_after",
+    "sieve_global_dir",
+    "sieve_reject",
+    "sendmail",
 ];
+
+/// The command redirect, vacation, notify and MDN rejections are handed to.
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 
 /// What over quota means for the MTA: a bounce or a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -56,6 +73,62 @@ const KEYS: &[&str] = &[
 pub enum QuotaFull {
     Permanent,
     Temporary,
+}
+
+/// What a Sieve `reject` does in an MDA (RFC 5429 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SieveReject {
+    /// Print `5.7.1 reason` and exit 77: the MTA bounces with our text.
+    Exit,
+    /// Mail an RFC 5429 §2.1.1 rejection (an MDN) to the envelope sender and exit 0.
+    Mdn,
+}
+
+/// How much of a delivery is forced to disk before we report success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// The message file and the directory entry that names it (the default): after exit 0
+    /// the message survives a crash.
+    Full,
+    /// The message file only, as Postfix local(8) and procmail do: after a crash the file
+    /// may be left unnamed or in tmp/.
+    File,
+    /// Nothing: for throw-away mailboxes and tests.
+    None,
+}
+
+impl Fsync {
+    pub fn file(self) -> bool {
+        self != Fsync::None
+    }
+
+    pub fn directory(self) -> bool {
+        self == Fsync::Full
+    }
+}
+
+impl<'de> Deserialize<'de> for Fsync {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(true) => Ok(Fsync::Full),
+            Raw::Flag(false) => Ok(Fsync::None),
+            Raw::Text(t) => match t.as_str() {
+                "full" => Ok(Fsync::Full),
+                "file" => Ok(Fsync::File),
+                "none" => Ok(Fsync::None),
+                other => Err(serde::de::Error::custom(format!(
+                    "invalid fsync {other:?}: use \"full\" (file and directory, the default), \"file\" or \"none\""
+                ))),
+            },
+        }
+    }
 }
 
 /// A byte count written as a number or a string with a K, M or G suffix (powers of 1024).
@@ -108,8 +181,20 @@ pub struct Settings {
     pub max_message_size: Option<u64>,
     pub lock_timeout: Duration,
     pub mbox_dotlock: bool,
-    pub fsync: bool,
+    pub fsync: Fsync,
     pub allow_root: bool,
+    /// The user's active script: `None` looks for `~/.dovecot.sieve`; `Some("")` turns
+    /// Sieve off; otherwise `~/path` or an absolute path.
+    pub sieve: Option<String>,
+    /// Administrator scripts run before the user's (system file only).
+    pub sieve_before: Vec<PathBuf>,
+    /// Administrator scripts run after the user's (system file only).
+    pub sieve_after: Vec<PathBuf>,
+    /// Where `include :global "NAME"` finds `NAME.sieve` (system file only).
+    pub sieve_global_dir: Option<PathBuf>,
+    pub sieve_reject: SieveReject,
+    /// The sendmail-compatible command as argv (program first); never run by a shell.
+    pub sendmail: Vec<String>,
 }
 
 impl Default for Settings {
@@ -125,8 +210,14 @@ impl Default for Settings {
             max_message_size: None,
             lock_timeout: Duration::from_secs(60),
             mbox_dotlock: true,
-            fsync: true,
+            fsync: Fsync::Full,
             allow_root: false,
+            sieve: None,
+            sieve_before: Vec::new(),
+            sieve_after: Vec::new(),
+            sieve_global_dir: None,
+            sieve_reject: SieveReject::Exit,
+            sendmail: vec![DEFAULT_SENDMAIL.to_string()],
         }
     }
 }
@@ -193,8 +284,93 @@ impl Settings {
             }
             self.allow_root = v;
         }
+        if let Some(v) = &file.sieve {
+            let v = v.trim();
+            if !(v.is_empty() || v.starts_with("~/") || v.starts_with('/')) {
+                return Err(ConfigError::new(
+                    source,
+                    None,
+                    format!("sieve = {v:?}: write \"~/path\", an absolute path, or \"\" for none"),
+                ));
+            }
+            self.sieve = Some(v.to_string());
+        }
+        // Administrator scripts run for every user and see every message: only the
+        // administrator's file may name them. From a user's file they would be pointless
+        // (the user has their own script); from -o, text an MTA passes could name any file.
+        if let Some(v) = &file.sieve_before {
+            system_only(origin, source, "sieve_before")?;
+            self.sieve_before = absolute_paths(v, source, "sieve_before")?;
+        }
+        if let Some(v) = &file.sieve_after {
+            system_only(origin, source, "sieve_after")?;
+            self.sieve_after = absolute_paths(v, source, "sieve_after")?;
+        }
+        if let Some(v) = &file.sieve_global_dir {
+            system_only(origin, source, "sieve_global_dir")?;
+            self.sieve_global_dir = if v.is_empty() {
+                None
+            } else {
+                absolute_paths(std::slice::from_ref(v), source, "sieve_global_dir")?.pop()
+            };
+        }
+        if let Some(v) = file.sieve_reject {
+            self.sieve_reject = v;
+        }
+        if let Some(v) = &file.sendmail {
+            if origin == Origin::User {
+                // Attack: a user without a shell (IMAP/FTP only) who can upload a
+                // deliver.toml and an executable would get a program run for them.
+                return Err(ConfigError::new(
+                    source,
+                    None,
+                    "sendmail may only be set in the system configuration file or with -o",
+                ));
+            }
+            let argv: Vec<String> = v.split_ascii_whitespace().map(str::to_string).collect();
+            if argv.first().is_none_or(|p| !p.starts_with('/')) {
+                return Err(ConfigError::new(
+                    source,
+                    None,
+                    format!(
+                        "sendmail = {v:?}: write an absolute path to the program, optionally followed by arguments"
+                    ),
+                ));
+            }
+            self.sendmail = argv;
+        }
         Ok(())
     }
+}
+
+fn system_only(origin: Origin, source: &str, key: &str) -> Result<(), ConfigError> {
+    if origin == Origin::System {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            source,
+            None,
+            format!("{key} may only be set in the system configuration file"),
+        ))
+    }
+}
+
+fn absolute_paths(values: &[String], source: &str, key: &str) -> Result<Vec<PathBuf>, ConfigError> {
+    values
+        .iter()
+        .map(|v| {
+            let p = PathBuf::from(v);
+            if p.is_absolute() {
+                Ok(p)
+            } else {
+                Err(ConfigError::new(
+                    source,
+                    None,
+                    format!("{key}: {v:?} is not an absolute path"),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// A configuration problem, with where it is and, when we can tell, what was meant.
@@ -419,6 +595,62 @@ mod tests {
     }
 
     #[test]
+    fn user_file_cannot_name_administrator_scripts_or_sendmail() {
+        for text in [
+            "sieve_before = [\"/etc/cursus/spam.sieve\"]\n",
+            "sieve_after = [\"/etc/cursus/after.sieve\"]\n",
+            "sieve_global_dir = \"/etc/cursus/sieve\"\n",
+        ] {
+            let f = parse(text, "u").expect("parses");
+            let mut s = Settings::default();
+            let e = s.apply(&f, Origin::User, "u").expect_err(text);
+            assert!(e.message.contains("system configuration"), "{e}");
+            assert!(s.apply(&f, Origin::Override, "-o").is_err(), "{text}");
+            assert!(s.apply(&f, Origin::System, "s").is_ok(), "{text}");
+        }
+        let f = parse("sendmail = \"/home/joe/evil\"\n", "u").expect("parses");
+        assert!(Settings::default().apply(&f, Origin::User, "u").is_err());
+        let mut s = Settings::default();
+        assert!(s.apply(&f, Origin::Override, "-o").is_ok());
+        assert_eq!(s.sendmail, vec!["/home/joe/evil".to_string()]);
+    }
+
+    #[test]
+    fn sieve_settings_parse_and_check() {
+        let f = parse(
+            "sieve = \"~/sieve/main.sieve\"\nsieve_reject = \"mdn\"\nsendmail = \"/usr/sbin/sendmail -oi\"\nsieve_before = [\"/a.sieve\", \"/b.sieve\"]\n",
+            "s",
+        )
+        .expect("parses");
+        let mut s = Settings::default();
+        s.apply(&f, Origin::System, "s").expect("applies");
+        assert_eq!(s.sieve.as_deref(), Some("~/sieve/main.sieve"));
+        assert_eq!(s.sieve_reject, SieveReject::Mdn);
+        assert_eq!(s.sendmail, vec!["/usr/sbin/sendmail", "-oi"]);
+        assert_eq!(
+            s.sieve_before,
+            vec![PathBuf::from("/a.sieve"), PathBuf::from("/b.sieve")]
+        );
+        for bad in [
+            "sieve = \"relative\"\n",
+            "sieve_before = [\"rel.sieve\"]\n",
+            "sendmail = \"sendmail\"\n",
+            "sendmail = \"\"\n",
+        ] {
+            let f = parse(bad, "s").expect("parses");
+            assert!(
+                Settings::default().apply(&f, Origin::System, "s").is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse("sieve_reject = \"bounce\"\n", "s").is_err());
+        let f = parse_overrides(&["sieve=".into()]).expect("parses");
+        let mut s = Settings::default();
+        s.apply(&f, Origin::Override, "-o").expect("applies");
+        assert_eq!(s.sieve.as_deref(), Some(""));
+    }
+
+    #[test]
     fn overrides_take_toml_or_plain_strings() {
         let f = parse_overrides(&[
             "quota_full=temporary".into(),
@@ -428,7 +660,7 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(f.quota_full, Some(QuotaFull::Temporary));
-        assert_eq!(f.fsync, Some(false));
+        assert_eq!(f.fsync, Some(Fsync::None));
         assert_eq!(f.quota, Some(Size(10 << 20)));
         assert_eq!(f.lock_timeout, Some(5));
         assert!(parse_overrides(&["nonsense".into()]).is_err());

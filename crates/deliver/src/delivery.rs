@@ -1,5 +1,6 @@
 //! One delivery from start to outcome: configuration, identity, destination, the message,
-//! trace headers and loop check, then the mailbox write.
+//! trace headers and loop check, Sieve filtering when the user or the administrator has
+//! scripts (`filter.rs`, `disposition.rs`), then the mailbox write.
 //!
 //! Trusts the system configuration file and the user database; everything from argv, the
 //! environment and stdin is hostile. Never returns an error: every path ends in an
@@ -15,13 +16,15 @@ use cursus_mail::address::{extension, split_address, strip_brackets};
 use cursus_mail::header::{trace_prefix, trace_state};
 use cursus_mail::{ExitCode, Outcome, Sender, codes};
 use cursus_mailbox::{
-    FolderName, MaildirOptions, MboxOptions, Message, MhOptions, QuotaLimits, deliver_maildir,
-    deliver_mbox, deliver_mh,
+    FolderName, MailboxError, MaildirOptions, MboxOptions, Message, MhOptions, QuotaLimits, Stored,
+    deliver_maildir, deliver_mbox, deliver_mh,
 };
 
 use crate::cli::Args;
 use crate::config::{self, ConfigError, Origin, QuotaFull, Settings};
 use crate::destination::{self, Destination, TemplateError, TemplateValues};
+use crate::disposition::{Delivery, filter_and_deliver};
+use crate::filter;
 use crate::input::{self, ReadMessage};
 use crate::user::{self, Recipient, UserError};
 
@@ -170,22 +173,56 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
         prefix.push(b'\n');
     }
     let sender = envelope.sender.address().map(str::to_string);
-    let stored = Message {
+    let mut stored = Message {
         prefix,
         header: message.header,
         body: message.body,
     };
+    let (folder, autocreate, folder_note) = match &destination {
+        Destination::Maildir(root) => choose_folder(args, env, &settings, &envelope, root),
+        _ => (None, false, None),
+    };
 
-    // 7. The write.
-    store(
+    // 7. Sieve, between the loop check and the store (only as the recipient: another
+    // user's home and scripts are not ours to read).
+    let home = recipient.home.as_deref().filter(|_| recipient.is_self);
+    let scripts = filter::find(&settings, home);
+    if !scripts.is_empty() {
+        let host_name = hostname();
+        let delivery = Delivery {
+            destination: &destination,
+            default_folder: folder,
+            default_autocreate: autocreate,
+            settings: &settings,
+            envelope: &envelope,
+            home,
+            host_name: &host_name,
+        };
+        return filter_and_deliver(&delivery, &scripts, &mut stored);
+    }
+
+    // 8. The write.
+    let request = StoreRequest {
+        folder,
+        autocreate,
+        flags: String::new(),
+    };
+    match write_mailbox(
         &destination,
         &stored,
         sender.as_deref(),
         &settings,
-        args,
-        env,
-        &envelope,
-    )
+        &request,
+    ) {
+        Ok(s) => {
+            let mut text = format!("delivered to {}", s.path.display());
+            if let Some(note) = s.note.or(folder_note) {
+                text.push_str(&format!(" ({note})"));
+            }
+            Outcome::delivered(text)
+        }
+        Err(e) => mailbox_failure(&e, &settings),
+    }
 }
 
 /// The envelope of this delivery, from arguments, then environment, then the message.
@@ -342,18 +379,27 @@ fn choose_folder(
     }
 }
 
-fn store(
+/// Which mailbox of the destination a copy goes to, and how.
+#[derive(Debug, Clone, Default)]
+pub struct StoreRequest {
+    /// A Maildir++ folder; `None` is INBOX (for mbox and MH, always the mailbox itself).
+    pub folder: Option<FolderName>,
+    /// Create the folder when missing.
+    pub autocreate: bool,
+    /// Maildir info flags ("FS"): the copy goes to cur/ with `:2,FLAGS`.
+    pub flags: String,
+}
+
+/// Writes one copy of the message.
+pub fn write_mailbox(
     destination: &Destination,
     message: &Message,
     sender: Option<&str>,
     settings: &Settings,
-    args: &Args,
-    env: &Env,
-    envelope: &Envelope,
-) -> Outcome {
-    let result = match destination {
+    request: &StoreRequest,
+) -> Result<Stored, MailboxError> {
+    match destination {
         Destination::Maildir(root) => {
-            let (folder, autocreate, note) = choose_folder(args, env, settings, envelope, root);
             let quota = (settings.quota_bytes.is_some() || settings.quota_messages.is_some())
                 .then_some(QuotaLimits {
                     bytes: settings.quota_bytes,
@@ -361,18 +407,14 @@ fn store(
                 });
             let opts = MaildirOptions {
                 create: true,
-                folder,
-                autocreate_folder: autocreate,
+                folder: request.folder.clone(),
+                autocreate_folder: request.autocreate,
                 quota,
-                flags: String::new(),
-                fsync: settings.fsync,
+                flags: request.flags.clone(),
+                fsync: settings.fsync.file(),
+                fsync_directory: settings.fsync.directory(),
             };
-            deliver_maildir(root, message, &opts).map(|mut s| {
-                if s.note.is_none() {
-                    s.note = note;
-                }
-                s
-            })
+            deliver_maildir(root, message, &opts)
         }
         Destination::Mbox(path) => {
             let opts = MboxOptions {
@@ -380,31 +422,27 @@ fn store(
                 lock_timeout: settings.lock_timeout,
                 dotlock: settings.mbox_dotlock,
                 stale_dotlock_after: std::time::Duration::from_secs(300),
-                fsync: settings.fsync,
+                fsync: settings.fsync.file(),
             };
             deliver_mbox(path, sender, message, &opts)
         }
         Destination::Mh(path) => {
             let opts = MhOptions {
                 create: true,
-                fsync: settings.fsync,
+                fsync: settings.fsync.file(),
                 lock_timeout: settings.lock_timeout,
             };
             deliver_mh(path, message, &opts)
         }
-    };
-    match result {
-        Ok(stored) => {
-            let mut text = format!("delivered to {}", stored.path.display());
-            if let Some(note) = stored.note {
-                text.push_str(&format!(" ({note})"));
-            }
-            Outcome::delivered(text)
-        }
-        Err(e) if e.is_over_quota() && settings.quota_full == QuotaFull::Temporary => {
-            Outcome::temporary(codes::MAILBOX_FULL, e.to_string())
-        }
-        Err(e) => e.outcome(),
+    }
+}
+
+/// The outcome of a failed mailbox write (over quota defers when so configured).
+pub fn mailbox_failure(e: &MailboxError, settings: &Settings) -> Outcome {
+    if e.is_over_quota() && settings.quota_full == QuotaFull::Temporary {
+        Outcome::temporary(codes::MAILBOX_FULL, e.to_string())
+    } else {
+        e.outcome()
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The library behind the `cursus-deliver` binary, so tests and the LDA can drive a
 //! delivery without a process. Trusts the system configuration and the user database;
-//! treats argv, environment and message as hostile. Every delivery ends in an
-//! [`cursus_mail::Outcome`].
+//! treats argv, environment and message as hostile; runs the user's and the administrator's
+//! Sieve scripts when there are any. Every delivery ends in an [`cursus_mail::Outcome`].
 
 #![forbid(unsafe_code)]
 
@@ -11,8 +11,14 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod disposition;
+pub mod filter;
 pub mod input;
+pub mod response;
+pub mod sendmail;
+pub mod sieve_host;
 pub mod user;
+pub mod vacation;
 
 pub use cli::Args;
 pub use delivery::{Env, run};

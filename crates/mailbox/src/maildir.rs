@@ -57,8 +57,11 @@ pub struct MaildirOptions {
     /// Maildir info flags ("FS"); sorted and deduplicated here; non-empty → `cur/name:2,FLAGS`,
     /// empty → `new/`.
     pub flags: String,
-    /// fsync the file and the new/ (or cur/) directory.
+    /// fsync the message file before it is linked into new/ (or cur/).
     pub fsync: bool,
+    /// Also fsync the new/ (or cur/) directory after the link, so the name survives a
+    /// crash too (Dovecot does this; Postfix local(8) and procmail do not).
+    pub fsync_directory: bool,
 }
 
 impl Default for MaildirOptions {
@@ -72,6 +75,7 @@ impl Default for MaildirOptions {
             quota: None,
             flags: String::new(),
             fsync: true,
+            fsync_directory: true,
         }
     }
 }
@@ -164,7 +168,7 @@ pub fn deliver_maildir(
             e.desc()
         ));
     }
-    if opts.fsync
+    if opts.fsync_directory
         && let Err(e) = fsync(dest_fd)
     {
         // The message may not survive a crash; take it back so the retry does not
