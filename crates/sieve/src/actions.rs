@@ -102,19 +102,23 @@ pub enum Action {
     Vacation(Vacation),
     /// Send a notification.
     Notify(Notify),
-    /// Pipe the message to a program (vnd.dovecot.pipe).
-    Pipe {
-        /// Program name.
-        program: String,
-        /// Arguments.
-        args: Vec<String>,
-        /// `:copy` (does not cancel implicit keep).
-        copy: bool,
-        /// `:try`: failure does not fail the result.
-        try_: bool,
-        /// Index into [`Outcome::edited_messages`].
-        message: Option<usize>,
-    },
+}
+
+/// A `pipe` action (vnd.dovecot.pipe). Kept beside the [`Action`] list, not in it, until
+/// the delivery agent handles it; only scripts compiled with `Config::extprograms` can
+/// produce one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeAction {
+    /// Program name.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// `:copy` (does not cancel implicit keep).
+    pub copy: bool,
+    /// `:try`: failure does not fail the result.
+    pub try_: bool,
+    /// Index into the edited messages of the result.
+    pub message: Option<usize>,
 }
 
 impl Action {
@@ -128,7 +132,6 @@ impl Action {
             Action::Discard => "discard",
             Action::Vacation(_) => "vacation",
             Action::Notify(_) => "notify",
-            Action::Pipe { .. } => "pipe",
         }
     }
 }
@@ -146,7 +149,9 @@ pub struct Outcome {
 impl Outcome {
     /// Whether the message ends up in the default mailbox (explicitly or implicitly).
     pub fn keeps(&self) -> bool {
-        self.actions.iter().any(|a| matches!(a, Action::Keep { .. }))
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Keep { .. }))
     }
 }
 
@@ -170,6 +175,8 @@ pub struct ResultSet {
     pub implicit_keep: bool,
     /// Edited message snapshots.
     pub edited: Vec<Vec<u8>>,
+    /// Pipe actions (vnd.dovecot.pipe), in order.
+    pub pipes: Vec<PipeAction>,
 }
 
 fn same_mailbox(a: &str, b: &str) -> bool {
@@ -180,7 +187,12 @@ fn same_mailbox(a: &str, b: &str) -> bool {
 impl ResultSet {
     /// A fresh result: implicit keep in force.
     pub fn new() -> Self {
-        ResultSet { actions: Vec::new(), implicit_keep: true, edited: Vec::new() }
+        ResultSet {
+            actions: Vec::new(),
+            implicit_keep: true,
+            edited: Vec::new(),
+            pipes: Vec::new(),
+        }
     }
 
     /// Snapshot an edited message, reusing the previous identical snapshot.
@@ -197,16 +209,36 @@ impl ResultSet {
         // Conflicts with reject (RFC 5429 §2.1: reject vs. keep/fileinto/redirect/vacation).
         let is_reject = matches!(action, Action::Reject { .. });
         let delivers = |a: &Action| {
-            matches!(a, Action::Keep { .. } | Action::FileInto { .. } | Action::Vacation(_))
-                || matches!(a, Action::Redirect { copy: false, .. })
+            matches!(
+                a,
+                Action::Keep { .. } | Action::FileInto { .. } | Action::Vacation(_)
+            ) || matches!(a, Action::Redirect { copy: false, .. })
         };
         if is_reject {
-            if let Some(other) = self.actions.iter().find(|a| delivers(a) || matches!(a, Action::Reject { .. })) {
-                let what = if matches!(other, Action::Reject { .. }) { "another reject" } else { other.name() };
-                return Err(format!("reject action conflicts with earlier {what} action"));
+            if let Some(other) = self
+                .actions
+                .iter()
+                .find(|a| delivers(a) || matches!(a, Action::Reject { .. }))
+            {
+                let what = if matches!(other, Action::Reject { .. }) {
+                    "another reject"
+                } else {
+                    other.name()
+                };
+                return Err(format!(
+                    "reject action conflicts with earlier {what} action"
+                ));
             }
-        } else if delivers(&action) && self.actions.iter().any(|a| matches!(a, Action::Reject { .. })) {
-            return Err(format!("{} action conflicts with earlier reject action", action.name()));
+        } else if delivers(&action)
+            && self
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Reject { .. }))
+        {
+            return Err(format!(
+                "{} action conflicts with earlier reject action",
+                action.name()
+            ));
         }
         // Duplicates.
         match &action {
@@ -221,11 +253,20 @@ impl ResultSet {
                         continue;
                     }
                     match a {
-                        Action::Keep { flags: f, message: m, .. } => {
+                        Action::Keep {
+                            flags: f,
+                            message: m,
+                            ..
+                        } => {
                             *f = flags.clone();
                             *m = *message;
                         }
-                        Action::FileInto { flags: f, message: m, copy, .. } => {
+                        Action::FileInto {
+                            flags: f,
+                            message: m,
+                            copy,
+                            ..
+                        } => {
                             *f = flags.clone();
                             *m = *message;
                             *copy = false;
@@ -236,7 +277,13 @@ impl ResultSet {
                     return Ok(());
                 }
             }
-            Action::FileInto { mailbox, flags, copy, message, .. } => {
+            Action::FileInto {
+                mailbox,
+                flags,
+                copy,
+                message,
+                ..
+            } => {
                 for a in &mut self.actions {
                     let hit = match a {
                         Action::FileInto { mailbox: m, .. } => same_mailbox(m, mailbox),
@@ -245,12 +292,21 @@ impl ResultSet {
                     };
                     if hit {
                         match a {
-                            Action::FileInto { flags: f, copy: c, message: m, .. } => {
+                            Action::FileInto {
+                                flags: f,
+                                copy: c,
+                                message: m,
+                                ..
+                            } => {
                                 *f = flags.clone();
                                 *c = *c && *copy;
                                 *m = *message;
                             }
-                            Action::Keep { flags: f, message: m, .. } => {
+                            Action::Keep {
+                                flags: f,
+                                message: m,
+                                ..
+                            } => {
                                 *f = flags.clone();
                                 *m = *message;
                             }
@@ -265,17 +321,25 @@ impl ResultSet {
             }
             Action::Redirect { address, copy, .. } => {
                 for a in &mut self.actions {
-                    if let Action::Redirect { address: x, copy: c, .. } = a {
-                        if x.eq_ignore_ascii_case(address) {
-                            *c = *c && *copy;
-                            if !copy {
-                                self.implicit_keep = false;
-                            }
-                            return Ok(());
+                    if let Action::Redirect {
+                        address: x,
+                        copy: c,
+                        ..
+                    } = a
+                        && x.eq_ignore_ascii_case(address)
+                    {
+                        *c = *c && *copy;
+                        if !copy {
+                            self.implicit_keep = false;
                         }
+                        return Ok(());
                     }
                 }
-                let redirects = self.actions.iter().filter(|a| matches!(a, Action::Redirect { .. })).count();
+                let redirects = self
+                    .actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Redirect { .. }))
+                    .count();
                 if redirects >= limits.max_redirects {
                     return Err("number of redirect actions exceeds policy limit".into());
                 }
@@ -287,7 +351,11 @@ impl ResultSet {
                 }
             }
             Action::Vacation(_) => {
-                if self.actions.iter().any(|a| matches!(a, Action::Vacation(_))) {
+                if self
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Vacation(_)))
+                {
                     return Err("duplicate vacation action not allowed".into());
                 }
             }
@@ -302,29 +370,47 @@ impl ResultSet {
                 if same {
                     return Ok(());
                 }
-                let count = self.actions.iter().filter(|a| matches!(a, Action::Notify(_))).count();
+                let count = self
+                    .actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Notify(_)))
+                    .count();
                 if count >= limits.max_notifications {
                     return Err("number of notify actions exceeds policy limit".into());
                 }
             }
             Action::Reject { .. } => {}
-            Action::Pipe { program, args, .. } => {
-                if self.actions.iter().any(|a| matches!(a, Action::Pipe { program: p, args: g, .. } if p == program && g == args)) {
-                    return Ok(());
-                }
-            }
         }
         if self.actions.len() >= limits.max_actions {
             return Err("total number of actions exceeds policy limit".into());
         }
         match &action {
             Action::Keep { .. } | Action::Reject { .. } => self.implicit_keep = false,
-            Action::FileInto { copy: false, .. }
-            | Action::Redirect { copy: false, .. }
-            | Action::Pipe { copy: false, .. } => self.implicit_keep = false,
+            Action::FileInto { copy: false, .. } | Action::Redirect { copy: false, .. } => {
+                self.implicit_keep = false
+            }
             _ => {}
         }
         self.actions.push(action);
+        Ok(())
+    }
+
+    /// Add a pipe action (duplicates merged; counts toward the action limit).
+    pub fn add_pipe(&mut self, pipe: PipeAction, limits: &ActionLimits) -> Result<(), String> {
+        if self
+            .pipes
+            .iter()
+            .any(|p| p.program == pipe.program && p.args == pipe.args)
+        {
+            return Ok(());
+        }
+        if self.actions.len() + self.pipes.len() >= limits.max_actions {
+            return Err("total number of actions exceeds policy limit".into());
+        }
+        if !pipe.copy {
+            self.implicit_keep = false;
+        }
+        self.pipes.push(pipe);
         Ok(())
     }
 
@@ -332,18 +418,32 @@ impl ResultSet {
     pub fn finish(&self, final_message: Option<usize>) -> Outcome {
         let mut actions = self.actions.clone();
         if self.implicit_keep {
-            actions.push(Action::Keep { flags: Vec::new(), implicit: true, message: final_message });
+            actions.push(Action::Keep {
+                flags: Vec::new(),
+                implicit: true,
+                message: final_message,
+            });
         }
-        Outcome { actions, edited_messages: self.edited.clone() }
+        Outcome {
+            actions,
+            edited_messages: self.edited.clone(),
+        }
     }
 }
 
 /// Normalise a redirect address to an addr-spec; `None` when it is not a valid address.
 pub fn normalize_redirect(addr: &str) -> Option<String> {
     match address::parse_one(addr) {
-        address::Address::Mailbox { local, domain: Some(d) } => {
-            Some(address::Address::Mailbox { local, domain: Some(d) }.addr_spec())
-        }
+        address::Address::Mailbox {
+            local,
+            domain: Some(d),
+        } => Some(
+            address::Address::Mailbox {
+                local,
+                domain: Some(d),
+            }
+            .addr_spec(),
+        ),
         _ => None,
     }
 }
@@ -408,11 +508,22 @@ mod tests {
     use super::*;
 
     fn lim() -> ActionLimits {
-        ActionLimits { max_actions: 32, max_redirects: 4, max_notifications: 12 }
+        ActionLimits {
+            max_actions: 32,
+            max_redirects: 4,
+            max_notifications: 12,
+        }
     }
 
     fn fileinto(m: &str, copy: bool) -> Action {
-        Action::FileInto { mailbox: m.into(), flags: vec![], copy, create: false, special_use: None, message: None }
+        Action::FileInto {
+            mailbox: m.into(),
+            flags: vec![],
+            copy,
+            create: false,
+            special_use: None,
+            message: None,
+        }
     }
 
     #[test]
@@ -423,7 +534,15 @@ mod tests {
         r.add(fileinto("A", false), &lim()).expect("ok");
         assert_eq!(r.actions.len(), 1);
         assert!(!r.implicit_keep);
-        r.add(Action::Keep { flags: vec![], implicit: false, message: None }, &lim()).expect("ok");
+        r.add(
+            Action::Keep {
+                flags: vec![],
+                implicit: false,
+                message: None,
+            },
+            &lim(),
+        )
+        .expect("ok");
         r.add(fileinto("inbox", false), &lim()).expect("ok");
         assert_eq!(r.actions.len(), 2);
     }
@@ -431,22 +550,60 @@ mod tests {
     #[test]
     fn reject_conflicts() {
         let mut r = ResultSet::new();
-        r.add(Action::Keep { flags: vec![], implicit: false, message: None }, &lim()).expect("ok");
-        assert!(r.add(Action::Reject { reason: "x".into(), extended: false }, &lim()).is_err());
+        r.add(
+            Action::Keep {
+                flags: vec![],
+                implicit: false,
+                message: None,
+            },
+            &lim(),
+        )
+        .expect("ok");
+        assert!(
+            r.add(
+                Action::Reject {
+                    reason: "x".into(),
+                    extended: false
+                },
+                &lim()
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn redirect_limit() {
         let mut r = ResultSet::new();
         for i in 0..4 {
-            r.add(Action::Redirect { address: format!("a{i}@x"), copy: false, message: None }, &lim()).expect("ok");
+            r.add(
+                Action::Redirect {
+                    address: format!("a{i}@x"),
+                    copy: false,
+                    message: None,
+                },
+                &lim(),
+            )
+            .expect("ok");
         }
-        assert!(r.add(Action::Redirect { address: "b@x".into(), copy: false, message: None }, &lim()).is_err());
+        assert!(
+            r.add(
+                Action::Redirect {
+                    address: "b@x".into(),
+                    copy: false,
+                    message: None
+                },
+                &lim()
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn mailto() {
-        assert_eq!(mailto_recipients("mailto:a@b.c?subject=x").as_deref(), Ok(&["a@b.c".to_string()][..]));
+        assert_eq!(
+            mailto_recipients("mailto:a@b.c?subject=x").as_deref(),
+            Ok(&["a@b.c".to_string()][..])
+        );
         assert!(mailto_recipients("xmpp:a@b").is_err());
         assert!(mailto_recipients("mailto:").is_err());
     }

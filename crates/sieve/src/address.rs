@@ -204,7 +204,11 @@ pub fn parse_one(s: &str) -> Address {
         _ => return Address::Invalid(t.to_string()),
     };
     if spec.is_empty() {
-        return if t.contains('<') { Address::Null } else { Address::Invalid(t.to_string()) };
+        return if t.contains('<') {
+            Address::Null
+        } else {
+            Address::Invalid(t.to_string())
+        };
     }
     parse_addr_spec(spec).unwrap_or_else(|| Address::Invalid(t.to_string()))
 }
@@ -239,7 +243,8 @@ pub fn parse_addr_spec(spec: &str) -> Option<Address> {
     } else {
         let words: Vec<&str> = local_raw.split_whitespace().collect();
         let joins_on_dots = words.windows(2).all(|w| {
-            w.first().is_some_and(|a| a.ends_with('.')) || w.get(1).is_some_and(|b| b.starts_with('.'))
+            w.first().is_some_and(|a| a.ends_with('.'))
+                || w.get(1).is_some_and(|b| b.starts_with('.'))
         });
         if !joins_on_dots {
             return None;
@@ -255,7 +260,8 @@ pub fn parse_addr_spec(spec: &str) -> Option<Address> {
             let d: String = d.chars().filter(|c| !c.is_whitespace()).collect();
             let ok = !d.is_empty()
                 && (d.starts_with('[') && d.ends_with(']')
-                    || d.split('.').all(|l| !l.is_empty() && l.chars().all(|c| is_atext(c))));
+                    || d.split('.')
+                        .all(|l| !l.is_empty() && l.chars().all(is_atext)));
             if !ok {
                 return None;
             }
@@ -270,7 +276,12 @@ fn smtp_domain_ok(d: &str) -> bool {
     if d.starts_with('[') {
         return d.ends_with(']') && d.len() > 2;
     }
-    !d.is_empty() && d.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii()))
+    !d.is_empty()
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
+        })
 }
 
 /// Parse an SMTP path (RFC 5321 §4.1.2) as given in MAIL FROM / RCPT TO, with or without
@@ -372,26 +383,44 @@ mod tests {
     use super::*;
 
     fn mb(l: &str, d: &str) -> Address {
-        Address::Mailbox { local: l.into(), domain: Some(d.into()) }
+        Address::Mailbox {
+            local: l.into(),
+            domain: Some(d.into()),
+        }
     }
 
     #[test]
     fn table() {
         let cases: Vec<(&str, Vec<Address>)> = vec![
             ("a@b.c", vec![mb("a", "b.c")]),
-            ("\"Joe\" <j@x.org>, k@y.org", vec![mb("j", "x.org"), mb("k", "y.org")]),
-            ("group: a@b, c@d;, e@f", vec![mb("a", "b"), mb("c", "d"), mb("e", "f")]),
+            (
+                "\"Joe\" <j@x.org>, k@y.org",
+                vec![mb("j", "x.org"), mb("k", "y.org")],
+            ),
+            (
+                "group: a@b, c@d;, e@f",
+                vec![mb("a", "b"), mb("c", "d"), mb("e", "f")],
+            ),
             ("undisclosed-recipients:;", vec![]),
             ("a@b (comment)", vec![mb("a", "b")]),
             ("<@r1,@r2:u@d>", vec![mb("u", "d")]),
             ("\"S[r]us\"@example.net", vec![mb("S[r]us", "example.net")]),
             ("<>", vec![Address::Null]),
-            ("not an address", vec![Address::Invalid("not an address".into())]),
+            (
+                "not an address",
+                vec![Address::Invalid("not an address".into())],
+            ),
         ];
         for (i, want) in cases {
             assert_eq!(parse_list(i), want, "{i}");
         }
-        assert_eq!(mb("S[r]us", "example.net").addr_spec(), "\"S[r]us\"@example.net");
-        assert_eq!(mb("Sirius", "example.net").addr_spec(), "Sirius@example.net");
+        assert_eq!(
+            mb("S[r]us", "example.net").addr_spec(),
+            "\"S[r]us\"@example.net"
+        );
+        assert_eq!(
+            mb("Sirius", "example.net").addr_spec(),
+            "Sirius@example.net"
+        );
     }
 }

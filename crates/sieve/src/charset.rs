@@ -98,16 +98,18 @@ pub fn qp_decode(input: &[u8], header: bool) -> Vec<u8> {
 }
 
 const CP1252: [u16; 32] = [
-    0x20ac, 0x81, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160, 0x2039, 0x0152, 0x8d,
-    0x017d, 0x8f, 0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a,
-    0x0153, 0x9d, 0x017e, 0x0178,
+    0x20ac, 0x81, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160, 0x2039,
+    0x0152, 0x8d, 0x017d, 0x8f, 0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014,
+    0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0x9d, 0x017e, 0x0178,
 ];
 
 /// Decode `bytes` in `charset` to a UTF-8 string.
 pub fn decode(charset: &str, bytes: &[u8]) -> String {
     let cs = charset.trim().to_ascii_lowercase();
     match cs.as_str() {
-        "iso-8859-1" | "latin1" | "iso8859-1" | "l1" => bytes.iter().map(|&b| char::from(b)).collect(),
+        "iso-8859-1" | "latin1" | "iso8859-1" | "l1" => {
+            bytes.iter().map(|&b| char::from(b)).collect()
+        }
         "iso-8859-15" | "latin9" => bytes
             .iter()
             .map(|&b| match b {
@@ -181,6 +183,9 @@ mod tests {
         assert_eq!(qp_decode(b"a_b", true), b"a b");
         assert_eq!(decode("iso-8859-1", &[0x63, 0xe9]), "cé");
         assert_eq!(decode("windows-1252", &[0x80]), "€");
-        assert_eq!(base64_decode(base64_encode(b"\x00\xff\x10").as_bytes()), b"\x00\xff\x10");
+        assert_eq!(
+            base64_decode(base64_encode(b"\x00\xff\x10").as_bytes()),
+            b"\x00\xff\x10"
+        );
     }
 }

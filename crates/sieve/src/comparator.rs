@@ -65,7 +65,10 @@ impl Comparator {
         match self {
             Comparator::Octet => a.as_bytes().cmp(b.as_bytes()),
             Comparator::AsciiNumeric => numeric_compare(a, b),
-            _ => a.chars().map(|c| self.fold(c)).cmp(b.chars().map(|c| self.fold(c))),
+            _ => a
+                .chars()
+                .map(|c| self.fold(c))
+                .cmp(b.chars().map(|c| self.fold(c))),
         }
     }
 
@@ -88,7 +91,10 @@ impl Comparator {
 /// The leading digits of `s` without leading zeros; `None` when `s` does not start with a
 /// digit (which i;ascii-numeric treats as positive infinity).
 fn leading_number(s: &str) -> Option<&str> {
-    let end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
     if end == 0 {
         return None;
     }
@@ -120,7 +126,12 @@ mod tests {
             (UnicodeCasemap, "ÄBC", "äbc", Ordering::Equal),
             (AsciiNumeric, "007", "7", Ordering::Equal),
             (AsciiNumeric, "10", "9", Ordering::Greater),
-            (AsciiNumeric, "abc", "99999999999999999999999", Ordering::Greater),
+            (
+                AsciiNumeric,
+                "abc",
+                "99999999999999999999999",
+                Ordering::Greater,
+            ),
             (AsciiNumeric, "abc", "", Ordering::Equal),
         ];
         for (c, a, b, want) in cases {

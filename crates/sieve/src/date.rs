@@ -7,7 +7,8 @@
 
 /// The date parts RFC 5260 §4.3 defines.
 pub const DATE_PARTS: &[&str] = &[
-    "year", "month", "day", "date", "julian", "hour", "minute", "second", "time", "iso8601", "std11", "zone", "weekday",
+    "year", "month", "day", "date", "julian", "hour", "minute", "second", "time", "iso8601",
+    "std11", "zone", "weekday",
 ];
 
 /// A point in time with the zone it is shown in.
@@ -67,7 +68,9 @@ pub fn parse_zone(s: &str) -> Option<i32> {
     Some(sign * (h * 60 + m))
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 
 fn obsolete_zone(z: &str) -> Option<i32> {
     Some(match z.to_ascii_uppercase().as_str() {
@@ -121,7 +124,12 @@ pub fn parse_rfc5322(s: &str) -> Option<DateTime> {
         Some(s) => s.parse().ok()?,
         None => 0,
     };
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 || !(0..=9999).contains(&year) {
+    if !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || !(0..=9999).contains(&year)
+    {
         return None;
     }
     let offset = match toks.get(4) {
@@ -129,7 +137,10 @@ pub fn parse_rfc5322(s: &str) -> Option<DateTime> {
         None => 0,
     };
     let local = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
-    Some(DateTime { timestamp: local - i64::from(offset) * 60, offset })
+    Some(DateTime {
+        timestamp: local - i64::from(offset) * 60,
+        offset,
+    })
 }
 
 /// Format a zone offset as "+hhmm".
@@ -158,14 +169,26 @@ pub fn date_part(dt: DateTime, part: &str) -> Option<String> {
         "second" => format!("{ss:02}"),
         "time" => format!("{hh:02}:{mm:02}:{ss:02}"),
         "iso8601" => {
-            let z = format!("{}:{}", zone.get(..3).unwrap_or("+00"), zone.get(3..).unwrap_or("00"));
+            let z = format!(
+                "{}:{}",
+                zone.get(..3).unwrap_or("+00"),
+                zone.get(3..).unwrap_or("00")
+            );
             format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{z}")
         }
         "std11" => {
             const WD: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-            const MN: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-            let wd = WD.get((days + 4).rem_euclid(7) as usize).copied().unwrap_or("Sun");
-            let mn = MN.get((m - 1).clamp(0, 11) as usize).copied().unwrap_or("Jan");
+            const MN: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            let wd = WD
+                .get((days + 4).rem_euclid(7) as usize)
+                .copied()
+                .unwrap_or("Sun");
+            let mn = MN
+                .get((m - 1).clamp(0, 11) as usize)
+                .copied()
+                .unwrap_or("Jan");
             format!("{wd}, {d:02} {mn} {y:04} {hh:02}:{mm:02}:{ss:02} {zone}")
         }
         "zone" => zone,

@@ -20,7 +20,10 @@ pub struct CompileError {
 impl CompileError {
     /// An error at `pos`.
     pub fn new(pos: Pos, message: impl Into<String>) -> Self {
-        CompileError { pos, message: message.into() }
+        CompileError {
+            pos,
+            message: message.into(),
+        }
     }
 }
 
@@ -93,7 +96,10 @@ pub struct RuntimeError {
 impl RuntimeError {
     /// An error at `pos`.
     pub fn new(pos: Pos, message: impl Into<String>) -> Self {
-        RuntimeError { pos, message: message.into() }
+        RuntimeError {
+            pos,
+            message: message.into(),
+        }
     }
 }
 

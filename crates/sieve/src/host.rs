@@ -32,7 +32,11 @@ pub trait Host {
     }
 
     /// The source of an included script, `Ok(None)` when it does not exist.
-    fn load_script(&mut self, location: ScriptLocation, name: &str) -> Result<Option<String>, String> {
+    fn load_script(
+        &mut self,
+        location: ScriptLocation,
+        name: &str,
+    ) -> Result<Option<String>, String> {
         let _ = (location, name);
         Ok(None)
     }
@@ -58,7 +62,10 @@ pub trait Host {
 
     /// The current time and local zone.
     fn now(&mut self) -> DateTime {
-        DateTime { timestamp: 0, offset: 0 }
+        DateTime {
+            timestamp: 0,
+            offset: 0,
+        }
     }
 
     /// An environment item (RFC 5183 §4): domain, host, location, name, phase,
@@ -81,8 +88,14 @@ pub trait Host {
 
     /// Run an external program (vnd.dovecot.pipe/filter/execute) and return its
     /// standard output; `Err` when it is unknown, refused, fails or times out.
-    fn run_program(&mut self, request: &crate::program::ProgramRequest<'_>) -> Result<Vec<u8>, String> {
-        Err(format!("program '{}' cannot be run: external programs are not supported", request.name))
+    fn run_program(
+        &mut self,
+        request: &crate::program::ProgramRequest<'_>,
+    ) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "program '{}' cannot be run: external programs are not supported",
+            request.name
+        ))
     }
 
     /// A debug message from `debug_log`.

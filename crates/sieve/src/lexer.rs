@@ -95,7 +95,13 @@ pub struct Lexer<'a> {
 impl<'a> Lexer<'a> {
     /// A lexer over `src`.
     pub fn new(src: &'a [u8]) -> Self {
-        Lexer { src, at: 0, line: 1, col: 1, soft_errors: Vec::new() }
+        Lexer {
+            src,
+            at: 0,
+            line: 1,
+            col: 1,
+            soft_errors: Vec::new(),
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -119,7 +125,10 @@ impl<'a> Lexer<'a> {
     }
 
     fn pos(&self) -> Pos {
-        Pos { line: self.line, col: self.col }
+        Pos {
+            line: self.line,
+            col: self.col,
+        }
     }
 
     /// Skip whitespace and comments; an unterminated bracket comment is an error token.
@@ -145,7 +154,9 @@ impl<'a> Lexer<'a> {
                             None => {
                                 return Some((
                                     start,
-                                    Token::Error("end of bracket comment '*/' before end of script".into()),
+                                    Token::Error(
+                                        "end of bracket comment '*/' before end of script".into(),
+                                    ),
                                 ));
                             }
                             Some(b'*') if self.peek() == Some(b'/') => {
@@ -186,7 +197,8 @@ impl<'a> Lexer<'a> {
                     Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
                         let name = self.ident_chars();
                         if name.len() > MAX_IDENTIFIER {
-                            self.soft_errors.push((pos, format!("tag ':{}...' is too long", prefix(&name))));
+                            self.soft_errors
+                                .push((pos, format!("tag ':{}...' is too long", prefix(&name))));
                         }
                         Token::Tag(name)
                     }
@@ -201,20 +213,27 @@ impl<'a> Lexer<'a> {
                     self.multiline()
                 } else {
                     if name.len() > MAX_IDENTIFIER {
-                        self.soft_errors.push((pos, format!("identifier '{}...' is too long", prefix(&name))));
+                        self.soft_errors.push((
+                            pos,
+                            format!("identifier '{}...' is too long", prefix(&name)),
+                        ));
                     }
                     Token::Identifier(name)
                 }
             }
             other => {
-                // A run of garbage is one error.
+                // A run of garbage is one error (the first byte is always consumed).
+                self.bump();
                 while let Some(c) = self.peek() {
                     if c.is_ascii_alphanumeric() || b" \t\r\n;,()[]{}\":#/_".contains(&c) {
                         break;
                     }
                     self.bump();
                 }
-                Token::Error(format!("unexpected character '{}'", char::from(other).escape_default()))
+                Token::Error(format!(
+                    "unexpected character '{}'",
+                    char::from(other).escape_default()
+                ))
             }
         };
         (pos, tok)
@@ -272,11 +291,15 @@ impl<'a> Lexer<'a> {
         let mut out = Vec::new();
         loop {
             match self.bump() {
-                None => return Token::Error("end of quoted string '\"' before end of script".into()),
+                None => {
+                    return Token::Error("end of quoted string '\"' before end of script".into());
+                }
                 Some(b'"') => break,
                 Some(b'\\') => match self.bump() {
                     Some(c) => out.push(c),
-                    None => return Token::Error("end of quoted string before end of script".into()),
+                    None => {
+                        return Token::Error("end of quoted string before end of script".into());
+                    }
                 },
                 Some(b'\r') if self.peek() == Some(b'\n') => {}
                 Some(b'\n') => out.extend_from_slice(b"\r\n"),
@@ -311,7 +334,9 @@ impl<'a> Lexer<'a> {
                     self.bump();
                     break;
                 }
-                None => return Token::Error("end of multi-line string before end of script".into()),
+                None => {
+                    return Token::Error("end of multi-line string before end of script".into());
+                }
                 Some(_) => {
                     self.bump();
                     return Token::Error("expected a line break after 'text:'".into());
@@ -338,7 +363,11 @@ impl<'a> Lexer<'a> {
             if !ended {
                 return Token::Error("end of multi-line string '.' before end of script".into());
             }
-            let body = if line.starts_with(b"..") { line.get(1..).unwrap_or_default() } else { &line[..] };
+            let body = if line.starts_with(b"..") {
+                line.get(1..).unwrap_or_default()
+            } else {
+                &line[..]
+            };
             out.extend_from_slice(body);
             out.extend_from_slice(b"\r\n");
         }
@@ -372,13 +401,41 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(&str, Vec<Token>)] = &[
-            ("keep;", vec![Token::Identifier("keep".into()), Token::Semicolon]),
-            ("size :over 1K", vec![Token::Identifier("size".into()), Token::Tag("over".into()), Token::Number(1024)]),
+            (
+                "keep;",
+                vec![Token::Identifier("keep".into()), Token::Semicolon],
+            ),
+            (
+                "size :over 1K",
+                vec![
+                    Token::Identifier("size".into()),
+                    Token::Tag("over".into()),
+                    Token::Number(1024),
+                ],
+            ),
             ("\"a\\\"b\\c\"", vec![Token::Quoted("a\"bc".into())]),
-            ("text: # c\nx\n..y\n.\n", vec![Token::MultiLine("x\r\n.y\r\n".into())]),
+            (
+                "text: # c\nx\n..y\n.\n",
+                vec![Token::MultiLine("x\r\n.y\r\n".into())],
+            ),
             ("/* c */ # x\nstop", vec![Token::Identifier("stop".into())]),
             ("18446744073709551616", vec![Token::Number(u64::MAX)]),
             ("18446744073709551615", vec![Token::Number(u64::MAX)]),
+            // Regression: a lone '/' used to yield an empty error token forever.
+            (
+                "/x",
+                vec![
+                    Token::Error("unexpected character '/'".into()),
+                    Token::Identifier("x".into()),
+                ],
+            ),
+            (
+                "$$$;",
+                vec![
+                    Token::Error("unexpected character '$'".into()),
+                    Token::Semicolon,
+                ],
+            ),
         ];
         for (src, want) in cases {
             assert_eq!(&toks(src), want, "{src}");

@@ -36,7 +36,7 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 
-pub use actions::{Action, Notify, Outcome, Vacation};
+pub use actions::{Action, Notify, Outcome, PipeAction, Vacation};
 pub use date::DateTime;
 pub use error::{CompileError, CompileErrors, Diagnostics, RuntimeError};
 pub use host::{Host, NullHost, ScriptLocation};
@@ -72,6 +72,8 @@ pub struct Config {
     pub max_header_size: usize,
     /// Accept `vnd.dovecot.testsuite` (conformance harness only).
     pub testsuite: bool,
+    /// Accept vnd.dovecot.pipe/filter/execute (programs run through [`Host::run_program`]).
+    pub extprograms: bool,
     /// Accept any header name in the address test (Pigeonhole refuses non-address ones).
     pub lenient_address_headers: bool,
     /// Capabilities switched off.
@@ -100,6 +102,7 @@ impl Default for Config {
             max_match_values: 32,
             max_header_size: 2048,
             testsuite: false,
+            extprograms: false,
             lenient_address_headers: false,
             disabled_extensions: Vec::new(),
             subaddress_separator: "+".into(),
@@ -143,12 +146,22 @@ pub fn evaluate(
 /// message. Compiles and evaluates under tight limits; must never panic or hang.
 pub fn parse_and_run_for_fuzz(bytes: &[u8]) {
     let (script, message) = match bytes.iter().position(|&b| b == 0) {
-        Some(i) => (bytes.get(..i).unwrap_or_default(), bytes.get(i + 1..).unwrap_or_default()),
+        Some(i) => (
+            bytes.get(..i).unwrap_or_default(),
+            bytes.get(i + 1..).unwrap_or_default(),
+        ),
         None => (bytes, &b"From: a@b.c\r\nSubject: x\r\n\r\nbody\r\n"[..]),
     };
-    let config = Config { max_steps: 10_000, ..Config::default() };
+    let config = Config {
+        max_steps: 10_000,
+        ..Config::default()
+    };
     if let Ok(s) = compile(script, &config) {
-        let env = Envelope { from: "a@b.c".into(), to: "d@e.f".into(), ..Envelope::default() };
+        let env = Envelope {
+            from: "a@b.c".into(),
+            to: "d@e.f".into(),
+            ..Envelope::default()
+        };
         let _ = evaluate(&s, &config, &mut NullHost, &env, message);
         let _ = Script::from_bytes(&s.to_bytes(), &config);
     }

@@ -162,11 +162,16 @@ pub fn glob_match(value: &str, pattern: &str, cmp: Comparator) -> Option<Vec<Str
     }
     // Build captures in pattern order.
     let mut caps = vec![value.to_string()];
-    let slice = |a: usize, b: usize| -> String { orig.get(a..b).map(|s| s.iter().collect()).unwrap_or_default() };
+    let slice = |a: usize, b: usize| -> String {
+        orig.get(a..b)
+            .map(|s| s.iter().collect())
+            .unwrap_or_default()
+    };
     for (i, seg) in segs.iter().enumerate() {
         let s = starts.get(i).copied().unwrap_or(0);
         if i > 0 {
-            let prev_end = starts.get(i - 1).copied().unwrap_or(0) + segs.get(i - 1).map_or(0, |p| p.len());
+            let prev_end =
+                starts.get(i - 1).copied().unwrap_or(0) + segs.get(i - 1).map_or(0, |p| p.len());
             caps.push(slice(prev_end, s));
         }
         for (j, t) in seg.iter().enumerate() {
@@ -182,13 +187,22 @@ pub fn glob_match(value: &str, pattern: &str, cmp: Comparator) -> Option<Vec<Str
 /// it, case-insensitively for the casemap comparators.
 pub fn compile_regex(pattern: &str, cmp: Comparator) -> Result<regex::Regex, String> {
     let mut b = regex::RegexBuilder::new(pattern);
-    b.case_insensitive(matches!(cmp, Comparator::AsciiCasemap | Comparator::UnicodeCasemap))
-        .size_limit(1 << 20)
-        .dfa_size_limit(1 << 20)
-        .nest_limit(64);
+    b.case_insensitive(matches!(
+        cmp,
+        Comparator::AsciiCasemap | Comparator::UnicodeCasemap
+    ))
+    .size_limit(1 << 20)
+    .dfa_size_limit(1 << 20)
+    .nest_limit(64);
     b.build().map_err(|e| {
         let text = e.to_string();
-        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid").trim().to_string();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid")
+            .trim()
+            .to_string();
         format!("invalid regular expression '{pattern}' for regex match: {last}")
     })
 }
@@ -197,7 +211,11 @@ pub fn compile_regex(pattern: &str, cmp: Comparator) -> Result<regex::Regex, Str
 /// empty strings).
 pub fn regex_captures(re: &regex::Regex, value: &str) -> Option<Vec<String>> {
     let caps = re.captures(value)?;
-    Some(caps.iter().map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default()).collect())
+    Some(
+        caps.iter()
+            .map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -230,6 +248,9 @@ mod tests {
     fn regex_errors_are_values() {
         assert!(compile_regex("a(", Comparator::Octet).is_err());
         let re = compile_regex("^(a+)b$", Comparator::AsciiCasemap).expect("valid");
-        assert_eq!(regex_captures(&re, "AAB"), Some(vec!["AAB".into(), "AA".into()]));
+        assert_eq!(
+            regex_captures(&re, "AAB"),
+            Some(vec!["AAB".into(), "AA".into()])
+        );
     }
 }

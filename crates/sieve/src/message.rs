@@ -83,7 +83,10 @@ fn parse_headers_full(data: &[u8]) -> (Vec<Header>, usize, bool) {
     let mut headers: Vec<Header> = Vec::new();
     let mut at = 0;
     while at < data.len() {
-        let end = data.get(at..).and_then(|r| r.iter().position(|&b| b == b'\n')).map(|p| at + p + 1);
+        let end = data
+            .get(at..)
+            .and_then(|r| r.iter().position(|&b| b == b'\n'))
+            .map(|p| at + p + 1);
         let line_end = end.unwrap_or(data.len());
         let line = data.get(at..line_end).unwrap_or_default();
         let content = line.strip_suffix(b"\n").unwrap_or(line);
@@ -97,9 +100,14 @@ fn parse_headers_full(data: &[u8]) -> (Vec<Header>, usize, bool) {
                 h.raw.extend_from_slice(content);
             }
         } else if let Some(colon) = content.iter().position(|&b| b == b':') {
-            let name = String::from_utf8_lossy(content.get(..colon).unwrap_or_default()).trim_end().to_string();
+            let name = String::from_utf8_lossy(content.get(..colon).unwrap_or_default())
+                .trim_end()
+                .to_string();
             if !name.is_empty() && !name.contains(' ') {
-                headers.push(Header { name, raw: content.get(colon + 1..).unwrap_or_default().to_vec() });
+                headers.push(Header {
+                    name,
+                    raw: content.get(colon + 1..).unwrap_or_default().to_vec(),
+                });
             } else {
                 // Not a header line: the header ends here and the rest is body.
                 return (headers, at, true);
@@ -118,7 +126,11 @@ impl Message {
         let data = to_crlf(raw);
         let (headers, body_at, has_body) = parse_headers_full(&data);
         let body = data.get(body_at..).unwrap_or_default().to_vec();
-        Message { headers, body, has_body }
+        Message {
+            headers,
+            body,
+            has_body,
+        }
     }
 
     /// The message as bytes, CRLF line ends.
@@ -139,13 +151,24 @@ impl Message {
 
     /// Size in octets of [`Message::to_bytes`].
     pub fn size(&self) -> usize {
-        let sep = if self.has_body || !self.body.is_empty() { 2 } else { 0 };
-        self.headers.iter().map(|h| h.name.len() + h.raw.len() + 3).sum::<usize>() + sep + self.body.len()
+        let sep = if self.has_body || !self.body.is_empty() {
+            2
+        } else {
+            0
+        };
+        self.headers
+            .iter()
+            .map(|h| h.name.len() + h.raw.len() + 3)
+            .sum::<usize>()
+            + sep
+            + self.body.len()
     }
 
     /// The fields named `name` (case-insensitive), in order.
     pub fn fields<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Header> + 'a {
-        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
     }
 
     /// The decoded values of the fields named `name`.
@@ -156,7 +179,13 @@ impl Message {
     /// The MIME part tree of this message.
     pub fn mime_tree(&self) -> Part {
         let mut count = 0;
-        build_part(self.headers.clone(), &self.body, 0, &mut count, ContentType::default_text())
+        build_part(
+            self.headers.clone(),
+            &self.body,
+            0,
+            &mut count,
+            ContentType::default_text(),
+        )
     }
 }
 
@@ -181,16 +210,27 @@ impl ContentType {
     }
 
     fn octet_stream() -> Self {
-        ContentType { kind: "application".into(), subtype: "octet-stream".into(), params: Vec::new() }
+        ContentType {
+            kind: "application".into(),
+            subtype: "octet-stream".into(),
+            params: Vec::new(),
+        }
     }
 
     fn message_rfc822() -> Self {
-        ContentType { kind: "message".into(), subtype: "rfc822".into(), params: Vec::new() }
+        ContentType {
+            kind: "message".into(),
+            subtype: "rfc822".into(),
+            params: Vec::new(),
+        }
     }
 
     /// A parameter value by name.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Parse a Content-Type value; `None` when it has no valid type/subtype.
@@ -202,12 +242,17 @@ impl ContentType {
         if kind.is_empty() || subtype.is_empty() || !is_token(&kind) || !is_token(&subtype) {
             return None;
         }
-        Some(ContentType { kind, subtype, params })
+        Some(ContentType {
+            kind,
+            subtype,
+            params,
+        })
     }
 }
 
 fn is_token(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
 }
 
 /// Split "value; a=b; c="d"" into the value and its parameters (comments are not removed
@@ -238,7 +283,9 @@ pub fn split_params(value: &str) -> (String, Vec<(String, String)>) {
     }
     parts.push(cur);
     let mut it = parts.into_iter();
-    let main = strip_comments(&it.next().unwrap_or_default()).trim().to_string();
+    let main = strip_comments(&it.next().unwrap_or_default())
+        .trim()
+        .to_string();
     let mut params = Vec::new();
     for p in it {
         if let Some((n, v)) = p.split_once('=') {
@@ -305,12 +352,15 @@ fn pct_decode_bytes(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            if let Some(v) = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if c == b'%'
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(c);
         i += 1;
@@ -362,16 +412,30 @@ pub struct Part {
 }
 
 fn header_value(headers: &[Header], name: &str) -> Option<String> {
-    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(Header::unfolded)
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(Header::unfolded)
 }
 
-fn build_part(headers: Vec<Header>, body: &[u8], depth: usize, count: &mut usize, default: ContentType) -> Part {
+fn build_part(
+    headers: Vec<Header>,
+    body: &[u8],
+    depth: usize,
+    count: &mut usize,
+    default: ContentType,
+) -> Part {
     *count += 1;
     let content_type = match header_value(&headers, "content-type") {
         Some(v) => ContentType::parse(&v).unwrap_or_else(ContentType::octet_stream),
         None => default,
     };
-    let mut part = Part { headers, content_type, body: body.to_vec(), children: Vec::new() };
+    let mut part = Part {
+        headers,
+        content_type,
+        body: body.to_vec(),
+        children: Vec::new(),
+    };
     if depth >= MAX_MIME_DEPTH || *count >= MAX_MIME_PARTS {
         return part;
     }
@@ -388,14 +452,21 @@ fn build_part(headers: Vec<Header>, body: &[u8], depth: usize, count: &mut usize
                 }
                 let (h, at) = parse_headers(chunk);
                 let b = chunk.get(at..).unwrap_or_default();
-                part.children.push(build_part(h, b, depth + 1, count, child_default.clone()));
+                part.children
+                    .push(build_part(h, b, depth + 1, count, child_default.clone()));
             }
         }
     } else if part.content_type.kind == "message" && part.content_type.subtype == "rfc822" {
         let decoded = decode_transfer(&part.headers, body).unwrap_or_else(|| body.to_vec());
         let (h, at) = parse_headers(&decoded);
         let b = decoded.get(at..).unwrap_or_default().to_vec();
-        part.children.push(build_part(h, &b, depth + 1, count, ContentType::default_text()));
+        part.children.push(build_part(
+            h,
+            &b,
+            depth + 1,
+            count,
+            ContentType::default_text(),
+        ));
     }
     part
 }
@@ -406,10 +477,16 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
     let mut start: Option<usize> = None;
     let mut at = 0;
     while at < body.len() {
-        let end = body.get(at..).and_then(|r| r.iter().position(|&b| b == b'\n')).map_or(body.len(), |p| at + p + 1);
+        let end = body
+            .get(at..)
+            .and_then(|r| r.iter().position(|&b| b == b'\n'))
+            .map_or(body.len(), |p| at + p + 1);
         let line = body.get(at..end).unwrap_or_default();
         let trimmed = trim_line_end(line);
-        if let Some(rest) = trimmed.strip_prefix(b"--".as_slice()).and_then(|r| r.strip_prefix(boundary)) {
+        if let Some(rest) = trimmed
+            .strip_prefix(b"--".as_slice())
+            .and_then(|r| r.strip_prefix(boundary))
+        {
             let rest = trim_ws(rest);
             let closing = rest.starts_with(b"--");
             if rest.is_empty() || closing {
@@ -456,7 +533,9 @@ fn trim_ws(mut l: &[u8]) -> &[u8] {
 
 /// Undo the Content-Transfer-Encoding of a part body; `None` for an unknown encoding.
 pub fn decode_transfer(headers: &[Header], body: &[u8]) -> Option<Vec<u8>> {
-    let cte = header_value(headers, "content-transfer-encoding").unwrap_or_default().to_ascii_lowercase();
+    let cte = header_value(headers, "content-transfer-encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match cte.trim() {
         "base64" => Some(charset::base64_decode(body)),
         "quoted-printable" => Some(charset::qp_decode(body, false)),
@@ -519,9 +598,13 @@ pub fn multipart_outside_text(part: &Part) -> String {
     };
     let delim = format!("--{boundary}");
     let body = String::from_utf8_lossy(&part.body).into_owned();
-    let pre = body.find(&delim).map_or(body.as_str(), |i| body.get(..i).unwrap_or(""));
+    let pre = body
+        .find(&delim)
+        .map_or(body.as_str(), |i| body.get(..i).unwrap_or(""));
     let close = format!("--{boundary}--");
-    let epi = body.rfind(&close).map_or("", |i| body.get(i + close.len()..).unwrap_or(""));
+    let epi = body
+        .rfind(&close)
+        .map_or("", |i| body.get(i + close.len()..).unwrap_or(""));
     let epi = epi.strip_prefix("\r\n").unwrap_or(epi);
     format!("{pre}{epi}")
 }
@@ -598,7 +681,10 @@ mod tests {
         assert_eq!(m.headers.len(), 2);
         assert_eq!(m.header_values("subject"), vec!["x  y".to_string()]);
         assert_eq!(m.size(), m.to_bytes().len());
-        assert_eq!(m.to_bytes(), b"From: a@b\r\nSubject: x\r\n  y\r\n\r\nbody\r\n".to_vec());
+        assert_eq!(
+            m.to_bytes(),
+            b"From: a@b\r\nSubject: x\r\n  y\r\n\r\nbody\r\n".to_vec()
+        );
     }
 
     #[test]

@@ -90,7 +90,14 @@ struct Parser<'a> {
 pub fn parse(src: &[u8], max_nesting: usize, diag: &mut Diagnostics) -> Vec<CommandNode> {
     let mut lexer = Lexer::new(src);
     let (pos, tok) = lexer.next_token();
-    let mut p = Parser { lexer, tok, pos, diag, max_nesting, bail: false };
+    let mut p = Parser {
+        lexer,
+        tok,
+        pos,
+        diag,
+        max_nesting,
+        bail: false,
+    };
     p.skip_lex_errors();
     let cmds = p.commands(0);
     if p.tok != Token::Eof {
@@ -167,7 +174,10 @@ impl Parser<'_> {
                 other => {
                     let what = other.describe();
                     let pos = self.pos;
-                    self.err(pos, format!("unexpected {what}, expected a command identifier"));
+                    self.err(
+                        pos,
+                        format!("unexpected {what}, expected a command identifier"),
+                    );
                     self.recover();
                     if self.tok == Token::RBrace && depth == 0 {
                         self.advance();
@@ -178,7 +188,9 @@ impl Parser<'_> {
     }
 
     fn command(&mut self, depth: usize) -> Option<CommandNode> {
-        let Token::Identifier(name) = &self.tok else { return None };
+        let Token::Identifier(name) = &self.tok else {
+            return None;
+        };
         let name = name.to_ascii_lowercase();
         let pos = self.pos;
         self.advance();
@@ -187,7 +199,14 @@ impl Parser<'_> {
             self.bail = false;
             return None;
         };
-        let mut node = CommandNode { name, pos, args, tests, test_list, block: None };
+        let mut node = CommandNode {
+            name,
+            pos,
+            args,
+            tests,
+            test_list,
+            block: None,
+        };
         match self.tok {
             Token::Semicolon => {
                 self.advance();
@@ -196,7 +215,10 @@ impl Parser<'_> {
             Token::LBrace => {
                 if depth + 1 > self.max_nesting {
                     let p = self.pos;
-                    self.err(p, format!("blocks nested deeper than {} levels", self.max_nesting));
+                    self.err(
+                        p,
+                        format!("blocks nested deeper than {} levels", self.max_nesting),
+                    );
                     self.recover();
                     return None;
                 }
@@ -204,7 +226,13 @@ impl Parser<'_> {
                 let body = self.commands(depth + 1);
                 if self.tok != Token::RBrace {
                     let (p, what) = (self.pos, self.tok.describe());
-                    self.err(p, format!("unexpected {what}, expected '}}' to close the block of '{}'", node.name));
+                    self.err(
+                        p,
+                        format!(
+                            "unexpected {what}, expected '}}' to close the block of '{}'",
+                            node.name
+                        ),
+                    );
                     return None;
                 }
                 self.advance();
@@ -213,7 +241,13 @@ impl Parser<'_> {
             }
             _ => {
                 let (p, what) = (self.pos, self.tok.describe());
-                self.err(p, format!("unexpected {what}, expected ';' or '{{' after command '{}'", node.name));
+                self.err(
+                    p,
+                    format!(
+                        "unexpected {what}, expected ';' or '{{' after command '{}'",
+                        node.name
+                    ),
+                );
                 self.recover();
                 None
             }
@@ -226,7 +260,10 @@ impl Parser<'_> {
         loop {
             let pos = self.pos;
             if args.len() > MAX_ARGUMENTS {
-                self.err(pos, format!("too many arguments (more than {MAX_ARGUMENTS})"));
+                self.err(
+                    pos,
+                    format!("too many arguments (more than {MAX_ARGUMENTS})"),
+                );
                 return None;
             }
             match &self.tok {
@@ -239,7 +276,10 @@ impl Parser<'_> {
                     self.advance();
                 }
                 Token::Quoted(s) | Token::MultiLine(s) => {
-                    args.push(Arg::Str(StrLit { value: s.clone(), pos }));
+                    args.push(Arg::Str(StrLit {
+                        value: s.clone(),
+                        pos,
+                    }));
                     self.advance();
                 }
                 Token::LBracket => {
@@ -270,12 +310,18 @@ impl Parser<'_> {
             let pos = self.pos;
             match &self.tok {
                 Token::Quoted(s) | Token::MultiLine(s) => {
-                    out.push(StrLit { value: s.clone(), pos });
+                    out.push(StrLit {
+                        value: s.clone(),
+                        pos,
+                    });
                     self.advance();
                 }
                 other => {
                     let what = other.describe();
-                    self.err(pos, format!("unexpected {what}, expected a string in the string list"));
+                    self.err(
+                        pos,
+                        format!("unexpected {what}, expected a string in the string list"),
+                    );
                     return None;
                 }
             }
@@ -287,7 +333,10 @@ impl Parser<'_> {
                 }
                 _ => {
                     let (p, what) = (self.pos, self.tok.describe());
-                    self.err(p, format!("unexpected {what}, expected ',' or ']' in the string list"));
+                    self.err(
+                        p,
+                        format!("unexpected {what}, expected ',' or ']' in the string list"),
+                    );
                     return None;
                 }
             }
@@ -297,7 +346,10 @@ impl Parser<'_> {
     fn test(&mut self, depth: usize) -> Option<TestNode> {
         if depth > self.max_nesting {
             let p = self.pos;
-            self.err(p, format!("tests nested deeper than {} levels", self.max_nesting));
+            self.err(
+                p,
+                format!("tests nested deeper than {} levels", self.max_nesting),
+            );
             self.bail = true;
             return None;
         }
@@ -310,7 +362,13 @@ impl Parser<'_> {
         let pos = self.pos;
         self.advance();
         let (args, tests, test_list) = self.arguments(depth)?;
-        Some(TestNode { name, pos, args, tests, test_list })
+        Some(TestNode {
+            name,
+            pos,
+            args,
+            tests,
+            test_list,
+        })
     }
 
     fn test_list(&mut self, depth: usize) -> Option<Vec<TestNode>> {
@@ -325,7 +383,10 @@ impl Parser<'_> {
                 }
                 _ => {
                     let (p, what) = (self.pos, self.tok.describe());
-                    self.err(p, format!("unexpected {what}, expected ',' or ')' in the test list"));
+                    self.err(
+                        p,
+                        format!("unexpected {what}, expected ',' or ')' in the test list"),
+                    );
                     return None;
                 }
             }

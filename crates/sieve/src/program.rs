@@ -79,7 +79,11 @@ pub fn convert_eol(input: &[u8], eol: &str) -> Vec<u8> {
         }
         out
     };
-    if eol.trim().eq_ignore_ascii_case("lf") { lf } else { crate::message::to_crlf(&lf) }
+    if eol.trim().eq_ignore_ascii_case("lf") {
+        lf
+    } else {
+        crate::message::to_crlf(&lf)
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +92,13 @@ mod tests {
 
     #[test]
     fn names_and_eol() {
-        for (n, ok) in [("cat", true), ("../x", false), ("a/b", false), ("", false), ("x\ny", false)] {
+        for (n, ok) in [
+            ("cat", true),
+            ("../x", false),
+            ("a/b", false),
+            ("", false),
+            ("x\ny", false),
+        ] {
             assert_eq!(valid_program_name(n), ok, "{n}");
         }
         assert_eq!(convert_eol(b"a\nb\r\n", "crlf"), b"a\r\nb\r\n");

@@ -36,12 +36,17 @@ pub fn is_protected_header(cfg: &Config, name: &str, adding: bool) -> bool {
     if lname == "subject" {
         return false;
     }
-    let listed = cfg
-        .settings
-        .get("sieve_editheader_header")
-        .and_then(|l| l.split_whitespace().find(|h| h.eq_ignore_ascii_case(&lname)).map(str::to_string));
+    let listed = cfg.settings.get("sieve_editheader_header").and_then(|l| {
+        l.split_whitespace()
+            .find(|h| h.eq_ignore_ascii_case(&lname))
+            .map(str::to_string)
+    });
     let Some(key_name) = listed else { return false };
-    let key = if adding { "forbid_add" } else { "forbid_delete" };
+    let key = if adding {
+        "forbid_add"
+    } else {
+        "forbid_delete"
+    };
     cfg.settings
         .get(&format!("sieve_editheader_header/{key_name}/{key}"))
         .is_some_and(|v| v.trim() == "yes")
@@ -65,7 +70,11 @@ pub fn fold_header(name: &str, value: &str) -> String {
         }
         return out;
     }
-    let v = if value.is_ascii() { value.to_string() } else { charset::encode_header_word(value) };
+    let v = if value.is_ascii() {
+        value.to_string()
+    } else {
+        charset::encode_header_word(value)
+    };
     let mut out = String::from(" ");
     let mut line_len = name.len() + 2;
     for (i, word) in v.split(' ').enumerate() {
@@ -90,7 +99,9 @@ fn first_header(m: &Message, name: &str) -> Option<String> {
 
 fn addr_of(a: &str) -> Option<String> {
     address::parse_list(a).into_iter().find_map(|x| match x {
-        Address::Mailbox { domain: Some(_), .. } => Some(x.addr_spec()),
+        Address::Mailbox {
+            domain: Some(_), ..
+        } => Some(x.addr_spec()),
         _ => None,
     })
 }
@@ -109,14 +120,28 @@ pub(crate) fn plan_vacation(
 ) -> Vacation {
     let msg = &rt.message;
     let sender = address::envelope_spec(&rt.envelope.from).unwrap_or_default();
-    let orig_subject = msg.header_values("subject").into_iter().next().unwrap_or_default();
+    let orig_subject = msg
+        .header_values("subject")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     let subject = match subject {
         Some(s) => s,
         None => {
-            let dflt = rt.cfg.settings.get("sieve_vacation_default_subject").cloned();
-            let tmpl = rt.cfg.settings.get("sieve_vacation_default_subject_template").cloned();
+            let dflt = rt
+                .cfg
+                .settings
+                .get("sieve_vacation_default_subject")
+                .cloned();
+            let tmpl = rt
+                .cfg
+                .settings
+                .get("sieve_vacation_default_subject_template")
+                .cloned();
             match (tmpl, dflt) {
-                (Some(t), _) if !t.is_empty() => t.replace("%$", &orig_subject).replace("%{subject}", &orig_subject),
+                (Some(t), _) if !t.is_empty() => t
+                    .replace("%$", &orig_subject)
+                    .replace("%{subject}", &orig_subject),
                 (_, Some(d)) if !d.is_empty() => d,
                 _ => format!("Auto: {orig_subject}"),
             }
@@ -139,10 +164,15 @@ pub(crate) fn plan_vacation(
     if let Some(a) = address::envelope_spec(&rt.envelope.to).filter(|a| !a.is_empty()) {
         mine.push(a);
     }
-    if setting("sieve_vacation_use_original_recipient") {
-        if let Some(a) = rt.envelope.orig_to.as_deref().and_then(address::envelope_spec).filter(|a| !a.is_empty()) {
-            mine.push(a);
-        }
+    if setting("sieve_vacation_use_original_recipient")
+        && let Some(a) = rt
+            .envelope
+            .orig_to
+            .as_deref()
+            .and_then(address::envelope_spec)
+            .filter(|a| !a.is_empty())
+    {
+        mine.push(a);
     }
     for a in addresses {
         if let Some(x) = addr_of(a) {
@@ -156,7 +186,16 @@ pub(crate) fn plan_vacation(
         for v in msg.header_values(h) {
             for a in address::parse_list(&v) {
                 let s = a.addr_spec();
-                if hit.is_none() && matches!(a, Address::Mailbox { domain: Some(_), .. }) && is_mine(&s) {
+                if hit.is_none()
+                    && matches!(
+                        a,
+                        Address::Mailbox {
+                            domain: Some(_),
+                            ..
+                        }
+                    )
+                    && is_mine(&s)
+                {
                     hit = Some(s);
                 }
             }
@@ -164,13 +203,25 @@ pub(crate) fn plan_vacation(
     }
     let lsender = sender.to_ascii_lowercase();
     let local = lsender.split('@').next().unwrap_or("");
-    let auto = first_header(msg, "auto-submitted").is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
+    let auto =
+        first_header(msg, "auto-submitted").is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
     let precedence = first_header(msg, "precedence").is_some_and(|v| {
-        matches!(v.trim().to_ascii_lowercase().as_str(), "bulk" | "list" | "junk")
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "bulk" | "list" | "junk"
+        )
     });
-    let list = ["list-id", "list-help", "list-subscribe", "list-unsubscribe", "list-post", "list-owner", "list-archive"]
-        .iter()
-        .any(|h| msg.fields(h).next().is_some());
+    let list = [
+        "list-id",
+        "list-help",
+        "list-subscribe",
+        "list-unsubscribe",
+        "list-post",
+        "list-owner",
+        "list-archive",
+    ]
+    .iter()
+    .any(|h| msg.fields(h).next().is_some());
     let system_sender = local == "mailer-daemon"
         || local == "listserv"
         || local == "majordomo"
@@ -180,10 +231,15 @@ pub(crate) fn plan_vacation(
         || local == "postmaster";
     let sender_is_me = is_mine(&sender);
     let suppress = first_header(msg, "x-auto-response-suppress").is_some_and(|v| {
-        v.split(',').any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "all" | "oof"))
+        v.split(',')
+            .any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "all" | "oof"))
     });
     let dont_check = setting("sieve_vacation_dont_check_recipient")
-        || rt.cfg.settings.get("sieve_vacation_check_recipient").is_some_and(|v| v.trim() == "no");
+        || rt
+            .cfg
+            .settings
+            .get("sieve_vacation_check_recipient")
+            .is_some_and(|v| v.trim() == "no");
     let send = !sender.is_empty()
         && (hit.is_some() || dont_check)
         && !suppress
@@ -195,7 +251,10 @@ pub(crate) fn plan_vacation(
         && !rt.host.vacation_responded(&handle, &sender);
     let from_addr = match from {
         Some(f) if !f.is_empty() => f,
-        _ => hit.clone().or_else(|| mine.first().cloned()).unwrap_or_default(),
+        _ => hit
+            .clone()
+            .or_else(|| mine.first().cloned())
+            .unwrap_or_default(),
     };
     let in_reply_to = first_header(msg, "message-id");
     let references = match (first_header(msg, "references"), in_reply_to.clone()) {
@@ -210,14 +269,14 @@ pub(crate) fn plan_vacation(
     for h in ["sender", "from"] {
         if let Some(v) = first_header(msg, h) {
             let decoded = crate::message::decode_rfc2047(&v);
-            if let Some(a) = addr_of(&decoded) {
-                if ignore_env || a.eq_ignore_ascii_case(&sender) {
-                    to_header = v.clone();
-                    if ignore_env {
-                        recipient = a;
-                    }
-                    break;
+            if let Some(a) = addr_of(&decoded)
+                && (ignore_env || a.eq_ignore_ascii_case(&sender))
+            {
+                to_header = v.clone();
+                if ignore_env {
+                    recipient = a;
                 }
+                break;
             }
         }
     }
@@ -267,7 +326,10 @@ pub fn vacation_message(v: &Vacation) -> Outgoing {
     let mut m = String::new();
     m.push_str(&format!("From:{}\r\n", fold_header("From", &v.from)));
     m.push_str(&format!("To: {}\r\n", v.to_header));
-    m.push_str(&format!("Subject:{}\r\n", fold_header("Subject", &v.subject)));
+    m.push_str(&format!(
+        "Subject:{}\r\n",
+        fold_header("Subject", &v.subject)
+    ));
     if let Some(i) = &v.in_reply_to {
         m.push_str(&format!("In-Reply-To: {i}\r\n"));
     }
@@ -278,46 +340,88 @@ pub fn vacation_message(v: &Vacation) -> Outgoing {
     m.push_str("Precedence: bulk\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
     if v.mime {
-        m.push_str(&crate::message::to_crlf(v.reason.as_bytes()).iter().map(|&b| char::from(b)).collect::<String>());
+        m.push_str(
+            &crate::message::to_crlf(v.reason.as_bytes())
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>(),
+        );
         let bytes = [m.as_bytes(), b""].concat();
-        return Outgoing { from: v.envelope_from.clone(), to: v.recipient.clone(), message: crate::message::to_crlf(&bytes) };
+        return Outgoing {
+            from: v.envelope_from.clone(),
+            to: v.recipient.clone(),
+            message: crate::message::to_crlf(&bytes),
+        };
     }
     m.push_str("Content-Type: text/plain; charset=utf-8\r\n");
     m.push_str("Content-Transfer-Encoding: 8bit\r\n\r\n");
     let mut bytes = m.into_bytes();
     bytes.extend_from_slice(&crate::message::to_crlf(v.reason.as_bytes()));
-    Outgoing { from: v.envelope_from.clone(), to: v.recipient.clone(), message: bytes }
+    Outgoing {
+        from: v.envelope_from.clone(),
+        to: v.recipient.clone(),
+        message: bytes,
+    }
 }
 
 /// Build the rejection notice returned to the sender (RFC 5429 §2.1).
-pub fn reject_message(reason: &str, original: &[u8], sender: &str, recipient: &str, cfg: &Config) -> Outgoing {
+pub fn reject_message(
+    reason: &str,
+    original: &[u8],
+    sender: &str,
+    recipient: &str,
+    cfg: &Config,
+) -> Outgoing {
     let domain = recipient.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    let postmaster = cfg.settings.get("postmaster_address").cloned().unwrap_or_else(|| format!("postmaster@{domain}"));
+    let postmaster = cfg
+        .settings
+        .get("postmaster_address")
+        .cloned()
+        .unwrap_or_else(|| format!("postmaster@{domain}"));
     let boundary = "cursus-sieve-reject-boundary";
     let orig = Message::parse(original);
-    let subj = orig.header_values("subject").into_iter().next().unwrap_or_default();
+    let subj = orig
+        .header_values("subject")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     let mut m = String::new();
     m.push_str(&format!("From: Postmaster <{postmaster}>\r\n"));
     m.push_str(&format!("To: <{sender}>\r\n"));
-    m.push_str(&format!("Subject:{}\r\n", fold_header("Subject", &format!("Rejected: {subj}"))));
+    m.push_str(&format!(
+        "Subject:{}\r\n",
+        fold_header("Subject", &format!("Rejected: {subj}"))
+    ));
     m.push_str("Auto-Submitted: auto-replied (rejected)\r\n");
     m.push_str("Precedence: bulk\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
     m.push_str(&format!("Content-Type: multipart/report; report-type=disposition-notification;\r\n\tboundary=\"{boundary}\"\r\n\r\n"));
     m.push_str("This is a MIME-encapsulated message\r\n\r\n");
     m.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"));
-    m.push_str(&format!("Your message to <{recipient}> was automatically rejected:\r\n"));
-    m.push_str(&String::from_utf8_lossy(&crate::message::to_crlf(reason.as_bytes())));
+    m.push_str(&format!(
+        "Your message to <{recipient}> was automatically rejected:\r\n"
+    ));
+    m.push_str(&String::from_utf8_lossy(&crate::message::to_crlf(
+        reason.as_bytes(),
+    )));
     m.push_str("\r\n\r\n");
-    m.push_str(&format!("--{boundary}\r\nContent-Type: message/disposition-notification\r\n\r\n"));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: message/disposition-notification\r\n\r\n"
+    ));
     m.push_str("Reporting-UA: Cursus Sieve\r\n");
     m.push_str(&format!("Final-Recipient: rfc822; {recipient}\r\n"));
     m.push_str("Disposition: automatic-action/MDN-sent-automatically; deleted\r\n\r\n");
-    m.push_str(&format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"
+    ));
     let mut bytes = m.into_bytes();
     bytes.extend_from_slice(&orig.to_bytes());
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Outgoing { from: String::new(), to: sender.to_string(), message: bytes }
+    Outgoing {
+        from: String::new(),
+        to: sender.to_string(),
+        message: bytes,
+    }
 }
 
 /// A parsed `mailto:` URI (RFC 6068): recipients by role and extra header fields.
@@ -338,14 +442,22 @@ pub struct Mailto {
 }
 
 fn split_addrs(v: &str) -> Vec<String> {
-    v.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
+    v.split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// Parse a `mailto:` URI; `None` when it is not one.
 pub fn parse_mailto(uri: &str) -> Option<Mailto> {
-    let rest = uri.strip_prefix("mailto:").or_else(|| uri.strip_prefix("MAILTO:"))?;
+    let rest = uri
+        .strip_prefix("mailto:")
+        .or_else(|| uri.strip_prefix("MAILTO:"))?;
     let (to, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut m = Mailto { to: split_addrs(&crate::actions::percent_decode(to)?), ..Mailto::default() };
+    let mut m = Mailto {
+        to: split_addrs(&crate::actions::percent_decode(to)?),
+        ..Mailto::default()
+    };
     for kv in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let k = crate::actions::percent_decode(k)?.to_ascii_lowercase();
@@ -356,8 +468,18 @@ pub fn parse_mailto(uri: &str) -> Option<Mailto> {
             "bcc" => m.bcc.extend(split_addrs(&v)),
             "subject" => m.subject = Some(v),
             "body" => m.body = Some(v),
-            "from" | "auto-submitted" | "received" | "return-path" | "message-id" | "date" | "mime-version"
-            | "content-type" | "content-transfer-encoding" | "sender" | "reply-to" | "x-sieve" => {}
+            "from"
+            | "auto-submitted"
+            | "received"
+            | "return-path"
+            | "message-id"
+            | "date"
+            | "mime-version"
+            | "content-type"
+            | "content-transfer-encoding"
+            | "sender"
+            | "reply-to"
+            | "x-sieve" => {}
             _ => m.headers.push((k, v)),
         }
     }
@@ -374,15 +496,21 @@ pub fn notify_messages(
     cfg: &Config,
     notified: &mut Vec<String>,
 ) -> Vec<Outgoing> {
-    let Some(uri) = parse_mailto(&n.method) else { return Vec::new() };
-    if first_header(original, "auto-submitted").is_some_and(|v| !v.trim().eq_ignore_ascii_case("no")) {
+    let Some(uri) = parse_mailto(&n.method) else {
+        return Vec::new();
+    };
+    if first_header(original, "auto-submitted")
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"))
+    {
         return Vec::new();
     }
     let keep = |list: &[String], notified: &mut Vec<String>| -> Vec<(String, String)> {
         let mut out = Vec::new();
         for a in list {
             let decoded = crate::message::decode_rfc2047(a);
-            let Some(spec) = addr_of(&decoded) else { continue };
+            let Some(spec) = addr_of(&decoded) else {
+                continue;
+            };
             if notified.iter().any(|x| x.eq_ignore_ascii_case(&spec)) {
                 continue;
             }
@@ -394,23 +522,50 @@ pub fn notify_messages(
     let to = keep(&uri.to, notified);
     let cc = keep(&uri.cc, notified);
     let bcc = keep(&uri.bcc, notified);
-    let domain = envelope.to.rsplit_once('@').map_or("localhost", |(_, d)| d.trim_end_matches('>'));
-    let postmaster = cfg.settings.get("postmaster_address").cloned().unwrap_or_else(|| format!("postmaster@{domain}"));
-    let from_header = n.from.clone().unwrap_or_else(|| format!("Postmaster <{postmaster}>"));
+    let domain = envelope
+        .to
+        .rsplit_once('@')
+        .map_or("localhost", |(_, d)| d.trim_end_matches('>'));
+    let postmaster = cfg
+        .settings
+        .get("postmaster_address")
+        .cloned()
+        .unwrap_or_else(|| format!("postmaster@{domain}"));
+    let from_header = n
+        .from
+        .clone()
+        .unwrap_or_else(|| format!("Postmaster <{postmaster}>"));
     let env_from = if address::envelope_spec(&envelope.from).is_some_and(|f| f.is_empty()) {
         String::new()
     } else {
-        match cfg.settings.get("sieve_notify_mailto_envelope_from").map(|s| s.trim()) {
+        match cfg
+            .settings
+            .get("sieve_notify_mailto_envelope_from")
+            .map(|s| s.trim())
+        {
             Some("sender") => address::envelope_spec(&envelope.from).unwrap_or_default(),
             Some("recipient") => address::envelope_spec(&envelope.to).unwrap_or_default(),
             Some("user_email") => cfg.user_email.clone().unwrap_or_else(|| postmaster.clone()),
             Some(s) if s.starts_with('<') => s.trim_matches(['<', '>']).to_string(),
-            _ => n.from.as_deref().and_then(addr_of).unwrap_or_else(|| postmaster.clone()),
+            _ => n
+                .from
+                .as_deref()
+                .and_then(addr_of)
+                .unwrap_or_else(|| postmaster.clone()),
         }
     };
     let subject = uri.subject.clone().unwrap_or_else(|| {
-        let s = first_header(original, "subject").map(|s| crate::message::decode_rfc2047(&s)).unwrap_or_default();
-        format!("[SIEVE] New mail notification{}", if s.is_empty() { String::new() } else { format!(": {s}") })
+        let s = first_header(original, "subject")
+            .map(|s| crate::message::decode_rfc2047(&s))
+            .unwrap_or_default();
+        format!(
+            "[SIEVE] New mail notification{}",
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!(": {s}")
+            }
+        )
     });
     let body = uri.body.clone().unwrap_or_else(|| n.message.clone());
     let (prio, imp) = match n.importance {
@@ -445,12 +600,19 @@ pub fn notify_messages(
     to.iter()
         .chain(cc.iter())
         .chain(bcc.iter())
-        .map(|(_, spec)| Outgoing { from: env_from.clone(), to: spec.clone(), message: bytes.clone() })
+        .map(|(_, spec)| Outgoing {
+            from: env_from.clone(),
+            to: spec.clone(),
+            message: bytes.clone(),
+        })
         .collect()
 }
 
 fn status_header(rt: &Runtime<'_>, prefix: &str) -> Option<(String, Option<regex::Regex>)> {
-    let spec = rt.cfg.settings.get(&format!("sieve_{prefix}_status_header"))?;
+    let spec = rt
+        .cfg
+        .settings
+        .get(&format!("sieve_{prefix}_status_header"))?;
     match spec.split_once(':') {
         Some((h, re)) => Some((h.trim().to_string(), regex::Regex::new(re.trim()).ok())),
         None => Some((spec.trim().to_string(), None)),
@@ -478,8 +640,14 @@ fn parse_f64(s: &str) -> Option<f64> {
 /// The spamtest value (RFC 5235 §3.2): "0" when untested, 1..10 otherwise; with
 /// `percent`, 0..100.
 pub(crate) fn spamtest_value(rt: &Runtime<'_>, percent: bool) -> String {
-    let Some((raw, _)) = header_number(rt, "spamtest") else { return "0".into() };
-    let typ = rt.cfg.settings.get("sieve_spamtest_status_type").map_or("score", |s| s.trim());
+    let Some((raw, _)) = header_number(rt, "spamtest") else {
+        return "0".into();
+    };
+    let typ = rt
+        .cfg
+        .settings
+        .get("sieve_spamtest_status_type")
+        .map_or("score", |s| s.trim());
     let max = rt
         .cfg
         .settings
@@ -487,10 +655,17 @@ pub(crate) fn spamtest_value(rt: &Runtime<'_>, percent: bool) -> String {
         .and_then(|s| parse_f64(s))
         .or_else(|| {
             let spec = rt.cfg.settings.get("sieve_spamtest_score_max_header")?;
-            let (h, re) = spec.split_once(':').map_or((spec.as_str(), None), |(h, r)| (h, Some(r)));
+            let (h, re) = spec
+                .split_once(':')
+                .map_or((spec.as_str(), None), |(h, r)| (h, Some(r)));
             let v = rt.message.header_values(h.trim()).into_iter().next()?;
             let s = match re {
-                Some(re) => regex::Regex::new(re.trim()).ok()?.captures(v.trim())?.get(1)?.as_str().to_string(),
+                Some(re) => regex::Regex::new(re.trim())
+                    .ok()?
+                    .captures(v.trim())?
+                    .get(1)?
+                    .as_str()
+                    .to_string(),
                 None => v,
             };
             parse_f64(&s)
@@ -505,19 +680,24 @@ pub(crate) fn spamtest_value(rt: &Runtime<'_>, percent: bool) -> String {
         }
         "text" => {
             for i in (1..=10).rev() {
-                if let Some(t) = rt.cfg.settings.get(&format!("sieve_spamtest_text_value/{i}")) {
-                    if t.trim() == raw {
-                        if percent {
-                            return format!("{}", ((i - 1) as f64 * 100.0 / 9.0).round() as i64);
-                        }
-                        return i.to_string();
+                if let Some(t) = rt
+                    .cfg
+                    .settings
+                    .get(&format!("sieve_spamtest_text_value/{i}"))
+                    && t.trim() == raw
+                {
+                    if percent {
+                        return format!("{}", ((i - 1) as f64 * 100.0 / 9.0).round() as i64);
                     }
+                    return i.to_string();
                 }
             }
             return "0".into();
         }
         _ => {
-            let Some(v) = parse_f64(&raw) else { return "0".into() };
+            let Some(v) = parse_f64(&raw) else {
+                return "0".into();
+            };
             let Some(m) = max else { return "0".into() };
             if m <= 0.0 {
                 return "0".into();
@@ -542,25 +722,44 @@ fn scale(ratio: f64, percent: bool, spam: bool) -> String {
 
 /// The virustest value (RFC 5235 §3.3): "0" untested, 1 clean .. 5 infected.
 pub(crate) fn virustest_value(rt: &Runtime<'_>) -> String {
-    let Some((raw, _)) = header_number(rt, "virustest") else { return "0".into() };
-    let typ = rt.cfg.settings.get("sieve_virustest_status_type").map_or("score", String::as_str);
+    let Some((raw, _)) = header_number(rt, "virustest") else {
+        return "0".into();
+    };
+    let typ = rt
+        .cfg
+        .settings
+        .get("sieve_virustest_status_type")
+        .map_or("score", String::as_str);
     match typ {
         "text" => {
             for i in (1..=5).rev() {
-                if let Some(t) = rt.cfg.settings.get(&format!("sieve_virustest_text_value/{i}")) {
-                    if t == &raw {
-                        return i.to_string();
-                    }
+                if let Some(t) = rt
+                    .cfg
+                    .settings
+                    .get(&format!("sieve_virustest_text_value/{i}"))
+                    && t == &raw
+                {
+                    return i.to_string();
                 }
             }
             "0".into()
         }
         "strlen" => {
-            let m = rt.cfg.settings.get("sieve_virustest_max_value").and_then(|s| parse_f64(s)).unwrap_or(5.0);
+            let m = rt
+                .cfg
+                .settings
+                .get("sieve_virustest_max_value")
+                .and_then(|s| parse_f64(s))
+                .unwrap_or(5.0);
             scale(raw.chars().count() as f64 / m, false, false)
         }
         _ => {
-            let m = rt.cfg.settings.get("sieve_virustest_max_value").and_then(|s| parse_f64(s)).unwrap_or(5.0);
+            let m = rt
+                .cfg
+                .settings
+                .get("sieve_virustest_max_value")
+                .and_then(|s| parse_f64(s))
+                .unwrap_or(5.0);
             match parse_f64(&raw) {
                 Some(v) if m > 0.0 => scale(v / m, false, false),
                 _ => "0".into(),

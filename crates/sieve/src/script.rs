@@ -31,7 +31,9 @@ pub struct Value {
 impl Value {
     /// A constant value.
     pub fn lit(s: impl Into<String>) -> Value {
-        Value { pieces: vec![Piece::Lit(s.into())] }
+        Value {
+            pieces: vec![Piece::Lit(s.into())],
+        }
     }
 
     /// The text if the value contains no variable references.
@@ -614,10 +616,21 @@ impl Script {
     }
 
     /// Load the byte form written by [`Script::to_bytes`], compiling it again.
-    pub fn from_bytes(bytes: &[u8], config: &crate::Config) -> Result<Script, crate::error::CompileErrors> {
-        let bad = || crate::error::CompileErrors(vec![crate::error::CompileError::new(Pos::default(), "not a compiled cursus-sieve script")]);
+    pub fn from_bytes(
+        bytes: &[u8],
+        config: &crate::Config,
+    ) -> Result<Script, crate::error::CompileErrors> {
+        let bad = || {
+            crate::error::CompileErrors(vec![crate::error::CompileError::new(
+                Pos::default(),
+                "not a compiled cursus-sieve script",
+            )])
+        };
         let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(bad)?;
-        let len_bytes: [u8; 8] = rest.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+        let len_bytes: [u8; 8] = rest
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
         let len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad())?;
         let src = rest.get(8..).ok_or_else(bad)?;
         if src.len() != len {

@@ -115,6 +115,9 @@ pub struct TestRecord {
     pub reason: String,
 }
 
+/// A message in the in-memory store: its bytes and IMAP flags.
+pub type StoredMessage = (Vec<u8>, Vec<String>);
+
 /// Loads a script file by path relative to the test file.
 pub type Loader = Box<dyn FnMut(&str) -> Option<String>>;
 
@@ -125,7 +128,7 @@ pub struct TsState {
     current: Option<String>,
     fail_reason: Option<String>,
     /// Mail store: mailbox name to messages.
-    pub mailboxes: BTreeMap<String, Vec<(Vec<u8>, Vec<String>)>>,
+    pub mailboxes: BTreeMap<String, Vec<StoredMessage>>,
     /// Messages sent.
     pub outbox: Vec<Outgoing>,
     compiled: Option<Rc<Script>>,
@@ -144,7 +147,9 @@ pub struct TsState {
 
 impl fmt::Debug for TsState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TsState").field("records", &self.records).finish_non_exhaustive()
+        f.debug_struct("TsState")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,8 +161,20 @@ pub fn run_testsuite(
     loader: Loader,
     path: &str,
 ) -> Result<Vec<TestRecord>, String> {
-    let cfg = Config { testsuite: true, ..config.clone() };
-    let script = crate::compile::compile(source, &cfg).map_err(|e| e.to_string())?;
+    let cfg = Config {
+        testsuite: true,
+        extprograms: true,
+        ..config.clone()
+    };
+    let script = {
+        let mut loader = |loc: crate::host::ScriptLocation, name: &str| {
+            host.load_script(loc, name).ok().flatten()
+        };
+        match crate::compile::compile_with_loader(source, &cfg, &mut loader) {
+            (Some(s), _) => s,
+            (None, d) => return Err(crate::error::CompileErrors(d.errors).to_string()),
+        }
+    };
     let mut mailboxes = BTreeMap::new();
     mailboxes.insert("INBOX".to_string(), Vec::new());
     let st = TsState {
@@ -177,7 +194,11 @@ pub fn run_testsuite(
         metadata: BTreeMap::new(),
         envelope: Envelope::default(),
     };
-    let env = Envelope { from: "sender@example.com".into(), to: "recipient@example.com".into(), ..Envelope::default() };
+    let env = Envelope {
+        from: "sender@example.com".into(),
+        to: "recipient@example.com".into(),
+        ..Envelope::default()
+    };
     let msg = Message::parse(b"From: sender@example.com\r\nTo: recipient@example.com\r\nSubject: Test message\r\n\r\nTest message.\r\n");
     let mut st = st;
     st.envelope = env.clone();
@@ -187,7 +208,11 @@ pub fn run_testsuite(
     let r = rt.exec_block(&mut frame, &script.body);
     let mut records = rt.ts.take().map(|s| s.records).unwrap_or_default();
     if let Err(e) = r {
-        records.push(TestRecord { name: "(script)".into(), passed: false, reason: e.to_string() });
+        records.push(TestRecord {
+            name: "(script)".into(),
+            passed: false,
+            reason: e.to_string(),
+        });
     }
     Ok(records)
 }
@@ -199,13 +224,23 @@ fn ts<'a>(rt: &'a mut Runtime<'_>) -> Option<&'a mut TsState> {
 /// Whether the in-memory store has `name` (None outside the testsuite).
 pub(crate) fn mailbox_exists(rt: &mut Runtime<'_>, name: &str) -> Option<bool> {
     let st = ts(rt)?;
-    Some(st.mailboxes.keys().any(|k| k == name || (k.eq_ignore_ascii_case("INBOX") && name.eq_ignore_ascii_case("INBOX"))))
+    Some(st.mailboxes.keys().any(|k| {
+        k == name || (k.eq_ignore_ascii_case("INBOX") && name.eq_ignore_ascii_case("INBOX"))
+    }))
 }
 
 /// A metadata value from the testsuite store: `None` outside the testsuite.
-pub(crate) fn metadata(rt: &mut Runtime<'_>, mailbox: Option<&str>, name: &str) -> Option<Option<String>> {
+pub(crate) fn metadata(
+    rt: &mut Runtime<'_>,
+    mailbox: Option<&str>,
+    name: &str,
+) -> Option<Option<String>> {
     let st = ts(rt)?;
-    Some(st.metadata.get(&(mailbox.map(str::to_string), name.to_string())).cloned())
+    Some(
+        st.metadata
+            .get(&(mailbox.map(str::to_string), name.to_string()))
+            .cloned(),
+    )
 }
 
 /// Variables of the `tst` namespace.
@@ -219,7 +254,11 @@ pub(crate) fn namespace_var(rt: &mut Runtime<'_>, name: &str) -> Option<String> 
 }
 
 const fn tag(name: &'static str, arg: Option<Kind>) -> TagSpec {
-    TagSpec { name, arg, ext: None }
+    TagSpec {
+        name,
+        arg,
+        ext: None,
+    }
 }
 
 const MSG_TAGS: &[TagSpec] = &[tag("smtp", None), tag("folder", Some(Kind::Str))];
@@ -228,7 +267,13 @@ const RUN_TAGS: &[TagSpec] = &[tag("append_result", None)];
 const MAILBOX_TAG: &[TagSpec] = &[tag("mailbox", Some(Kind::Str))];
 const RELOAD_TAGS: &[TagSpec] = &[tag("extension", Some(Kind::Str))];
 
-fn message_sel(c: &mut Compiler<'_>, name: &str, what: &'static str, pos: Pos, args: &[Arg]) -> Option<MessageSel> {
+fn message_sel(
+    c: &mut Compiler<'_, '_>,
+    name: &str,
+    what: &'static str,
+    pos: Pos,
+    args: &[Arg],
+) -> Option<MessageSel> {
     let s = c.split(name, what, pos, args, &[MSG_TAGS])?;
     if !c.positional(name, what, pos, &s, &[(Kind::Num, "index")]) {
         return None;
@@ -242,11 +287,14 @@ fn message_sel(c: &mut Compiler<'_>, name: &str, what: &'static str, pos: Pos, a
 }
 
 /// Compile a testsuite command; `None` when `node` is not one.
-pub(crate) fn compile_command(c: &mut Compiler<'_>, node: &CommandNode) -> Option<Option<Command>> {
+pub(crate) fn compile_command(
+    c: &mut Compiler<'_, '_>,
+    node: &CommandNode,
+) -> Option<Option<Command>> {
     let name = node.name.as_str();
     let pos = node.pos;
     let w = "command";
-    let simple = |c: &mut Compiler<'_>, slots: &[(Kind, &str)]| -> Option<Vec<Value>> {
+    let simple = |c: &mut Compiler<'_, '_>, slots: &[(Kind, &str)]| -> Option<Vec<Value>> {
         let s = c.split(name, w, pos, &node.args, &[])?;
         if !c.positional(name, w, pos, &s, slots) {
             return None;
@@ -262,7 +310,10 @@ pub(crate) fn compile_command(c: &mut Compiler<'_>, node: &CommandNode) -> Optio
             let v = simple(c, &[(Kind::Str, "test name")]);
             let body = c.commands(block, false);
             let v = v?;
-            TsCommand::Test { name: v.first().and_then(Value::constant).unwrap_or_default(), body }
+            TsCommand::Test {
+                name: v.first().and_then(Value::constant).unwrap_or_default(),
+                body,
+            }
         }
         "test_fail" => TsCommand::Fail(simple(c, &[(Kind::Str, "reason")])?.remove(0)),
         "test_set" => {
@@ -279,13 +330,17 @@ pub(crate) fn compile_command(c: &mut Compiler<'_>, node: &CommandNode) -> Optio
             TsCommand::ResultPrint
         }
         "test_message" => TsCommand::Message(message_sel(c, name, w, pos, &node.args)?),
-        "test_mailbox_create" => TsCommand::MailboxCreate(simple(c, &[(Kind::Str, "mailbox")])?.remove(0)),
+        "test_mailbox_create" => {
+            TsCommand::MailboxCreate(simple(c, &[(Kind::Str, "mailbox")])?.remove(0))
+        }
         "test_config_set" => {
             let mut v = simple(c, &[(Kind::Str, "setting"), (Kind::Str, "value")])?;
             let b = v.remove(1);
             TsCommand::ConfigSet(v.remove(0), b)
         }
-        "test_config_unset" => TsCommand::ConfigUnset(simple(c, &[(Kind::Str, "setting")])?.remove(0)),
+        "test_config_unset" => {
+            TsCommand::ConfigUnset(simple(c, &[(Kind::Str, "setting")])?.remove(0))
+        }
         "test_config_reload" => {
             let s = c.split(name, w, pos, &node.args, &[RELOAD_TAGS])?;
             if !c.positional(name, w, pos, &s, &[]) {
@@ -297,7 +352,13 @@ pub(crate) fn compile_command(c: &mut Compiler<'_>, node: &CommandNode) -> Optio
         "test_binary_load" => TsCommand::BinaryLoad(simple(c, &[(Kind::Str, "name")])?.remove(0)),
         "test_imap_metadata_set" => {
             let s = c.split(name, w, pos, &node.args, &[MAILBOX_TAG])?;
-            if !c.positional(name, w, pos, &s, &[(Kind::Str, "annotation"), (Kind::Str, "value")]) {
+            if !c.positional(
+                name,
+                w,
+                pos,
+                &s,
+                &[(Kind::Str, "annotation"), (Kind::Str, "value")],
+            ) {
                 return Some(None);
             }
             let mb = s.get("mailbox").map(|t| c.str_value(t.arg.as_ref()));
@@ -311,7 +372,7 @@ pub(crate) fn compile_command(c: &mut Compiler<'_>, node: &CommandNode) -> Optio
 }
 
 /// Compile a testsuite test; `None` when `node` is not one.
-pub(crate) fn compile_test(c: &mut Compiler<'_>, node: &TestNode) -> Option<Option<Test>> {
+pub(crate) fn compile_test(c: &mut Compiler<'_, '_>, node: &TestNode) -> Option<Option<Test>> {
     let name = node.name.as_str();
     let pos = node.pos;
     let w = "test";
@@ -328,7 +389,9 @@ pub(crate) fn compile_test(c: &mut Compiler<'_>, node: &TestNode) -> Option<Opti
             if !c.positional(name, w, pos, &s, &[]) {
                 return Some(None);
             }
-            TsTest::ScriptRun { append: s.has("append_result") }
+            TsTest::ScriptRun {
+                append: s.has("append_result"),
+            }
         }
         "test_multiscript" => {
             let s = c.split(name, w, pos, &node.args, &[])?;
@@ -338,7 +401,13 @@ pub(crate) fn compile_test(c: &mut Compiler<'_>, node: &TestNode) -> Option<Opti
             TsTest::MultiScript(c.values(&s.positional[0]))
         }
         "test_error" | "test_result_action" => {
-            let s = c.split(name, w, pos, &node.args, &[validate::COMPARATOR, validate::MATCH, INDEX_TAG])?;
+            let s = c.split(
+                name,
+                w,
+                pos,
+                &node.args,
+                &[validate::COMPARATOR, validate::MATCH, INDEX_TAG],
+            )?;
             if !c.positional(name, w, pos, &s, &[(Kind::StrList, "key list")]) {
                 return Some(None);
             }
@@ -372,13 +441,19 @@ fn apply_setting(cfg: &mut Config, name: &str, value: &str) {
     match (name, num) {
         ("sieve_max_actions", Some(n)) => cfg.max_actions = n,
         ("sieve_max_redirects", Some(n)) => cfg.max_redirects = n,
-        ("sieve_variables_max_variable_size" | "sieve_variables_max_value_size", Some(n)) => cfg.max_variable_size = n,
-        ("sieve_variables_max_scope_size" | "sieve_variables_max_scope_count", Some(n)) => cfg.max_variables = n,
+        ("sieve_variables_max_variable_size" | "sieve_variables_max_value_size", Some(n)) => {
+            cfg.max_variable_size = n
+        }
+        ("sieve_variables_max_scope_size" | "sieve_variables_max_scope_count", Some(n)) => {
+            cfg.max_variables = n
+        }
         ("sieve_include_max_nesting_depth", Some(n)) => cfg.max_include_depth = n,
         ("sieve_include_max_includes", Some(n)) => cfg.max_includes = n,
         ("sieve_notify_max_notifications", Some(n)) => cfg.max_notifications = n,
         ("sieve_editheader_max_header_size", Some(n)) => cfg.max_header_size = n,
-        ("sieve_subaddress_sep" | "recipient_delimiter", _) => cfg.subaddress_separator = value.to_string(),
+        ("sieve_subaddress_sep" | "recipient_delimiter", _) => {
+            cfg.subaddress_separator = value.to_string()
+        }
         ("sieve_user_email", _) => cfg.user_email = Some(value.to_string()),
         _ => {}
     }
@@ -393,7 +468,12 @@ fn fail(rt: &mut Runtime<'_>, reason: String) -> Flow {
 }
 
 /// Execute a testsuite command.
-pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &TsCommand, pos: Pos) -> Result<Flow, RuntimeError> {
+pub(crate) fn exec_command(
+    rt: &mut Runtime<'_>,
+    frame: &mut Frame<'_>,
+    cmd: &TsCommand,
+    pos: Pos,
+) -> Result<Flow, RuntimeError> {
     match cmd {
         TsCommand::Test { name, body } => {
             if let Some(st) = ts(rt) {
@@ -403,11 +483,17 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
             let r = rt.exec_block(frame, body);
             let (passed, reason, flow) = match r {
                 Ok(Flow::EndTest) => {
-                    let mut reason = ts(rt).and_then(|s| s.fail_reason.take()).unwrap_or_default();
-                    if let Some(st) = ts(rt) {
-                        if !st.errors.is_empty() {
-                            reason.push_str(&format!(" [{} error(s): {}]", st.errors.len(), st.errors.join(" | ")));
-                        }
+                    let mut reason = ts(rt)
+                        .and_then(|s| s.fail_reason.take())
+                        .unwrap_or_default();
+                    if let Some(st) = ts(rt)
+                        && !st.errors.is_empty()
+                    {
+                        reason.push_str(&format!(
+                            " [{} error(s): {}]",
+                            st.errors.len(),
+                            st.errors.join(" | ")
+                        ));
                     }
                     (false, reason, Flow::Next)
                 }
@@ -416,7 +502,11 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
                 Err(e) => (false, format!("runtime error: {e}"), Flow::Next),
             };
             if let Some(st) = ts(rt) {
-                st.records.push(TestRecord { name: name.clone(), passed, reason });
+                st.records.push(TestRecord {
+                    name: name.clone(),
+                    passed,
+                    reason,
+                });
                 st.current = None;
             }
             Ok(flow)
@@ -435,13 +525,27 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
                         // Back to the testsuite's envelope (test_message may have replaced it).
                         rt.envelope = saved;
                     }
-                    let (from_set, to_set) = ts(rt).map_or((true, true), |s| (s.env_from_set, s.env_to_set));
+                    let (from_set, to_set) =
+                        ts(rt).map_or((true, true), |s| (s.env_from_set, s.env_to_set));
                     if !from_set {
-                        let f = m.header_values("return-path").into_iter().chain(m.header_values("sender")).chain(m.header_values("from")).next();
-                        rt.envelope.from = f.and_then(|v| crate::address::parse_list(&v).into_iter().next()).map(|a| a.addr_spec()).unwrap_or_default();
+                        let f = m
+                            .header_values("return-path")
+                            .into_iter()
+                            .chain(m.header_values("sender"))
+                            .chain(m.header_values("from"))
+                            .next();
+                        rt.envelope.from = f
+                            .and_then(|v| crate::address::parse_list(&v).into_iter().next())
+                            .map(|a| a.addr_spec())
+                            .unwrap_or_default();
                     }
                     if !to_set {
-                        let t = m.header_values("envelope-to").into_iter().chain(m.header_values("delivered-to")).chain(m.header_values("to")).next();
+                        let t = m
+                            .header_values("envelope-to")
+                            .into_iter()
+                            .chain(m.header_values("delivered-to"))
+                            .chain(m.header_values("to"))
+                            .next();
                         rt.envelope.to = t
                             .and_then(|v| crate::address::parse_list(&v).into_iter().next())
                             .map_or_else(|| "recipient@example.com".to_string(), |a| a.addr_spec());
@@ -463,7 +567,12 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
                 }
                 "envelope.orig_to" => rt.envelope.orig_to = Some(value),
                 "envelope.auth" => rt.envelope.auth = Some(value),
-                _ => return Err(RuntimeError::new(pos, format!("test_set: unknown item '{item}'"))),
+                _ => {
+                    return Err(RuntimeError::new(
+                        pos,
+                        format!("test_set: unknown item '{item}'"),
+                    ));
+                }
             }
             if item.starts_with("envelope.") {
                 let e = rt.envelope.clone();
@@ -474,6 +583,10 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
             Ok(Flow::Next)
         }
         TsCommand::ResultReset => {
+            // Edits made by the discarded result go too.
+            if let Some(orig) = rt.original_message.take() {
+                rt.set_message(Message::parse(&orig));
+            }
             rt.result = ResultSet::new();
             rt.flags.clear();
             if let Some(st) = ts(rt) {
@@ -494,7 +607,11 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
         TsCommand::Message(sel) => {
             // Pigeonhole aborts the testsuite script here without failing the test.
             let _ = pos;
-            Ok(if select_message(rt, frame, sel) { Flow::Next } else { Flow::Stop })
+            Ok(if select_message(rt, frame, sel) {
+                Flow::Next
+            } else {
+                Flow::Stop
+            })
         }
         TsCommand::MailboxCreate(v) => {
             let n = rt.expand(frame, v);
@@ -523,11 +640,11 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
         }
         TsCommand::BinarySave(n) => {
             let n = rt.expand(frame, n);
-            if let Some(st) = ts(rt) {
-                if let Some(s) = &st.compiled {
-                    let b = s.to_bytes();
-                    st.binaries.insert(n, b);
-                }
+            if let Some(st) = ts(rt)
+                && let Some(s) = &st.compiled
+            {
+                let b = s.to_bytes();
+                st.binaries.insert(n, b);
             }
             Ok(Flow::Next)
         }
@@ -536,9 +653,13 @@ pub(crate) fn exec_command(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, cmd: &Ts
             let cfg = rt.cfg.clone();
             if let Some(st) = ts(rt) {
                 let Some(b) = st.binaries.get(&n) else {
-                    return Err(RuntimeError::new(pos, format!("test_binary_load: no binary '{n}'")));
+                    return Err(RuntimeError::new(
+                        pos,
+                        format!("test_binary_load: no binary '{n}'"),
+                    ));
                 };
-                let s = Script::from_bytes(b, &cfg).map_err(|e| RuntimeError::new(pos, e.to_string()))?;
+                let s = Script::from_bytes(b, &cfg)
+                    .map_err(|e| RuntimeError::new(pos, e.to_string()))?;
                 st.compiled = Some(Rc::new(s));
             }
             Ok(Flow::Next)
@@ -555,7 +676,10 @@ fn stored_flags(flags: &[String]) -> Vec<String> {
 
 fn strip_angle(s: &str) -> String {
     let t = s.trim();
-    t.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(t).to_string()
+    t.strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(t)
+        .to_string()
 }
 
 fn select_message(rt: &mut Runtime<'_>, frame: &Frame<'_>, sel: &MessageSel) -> bool {
@@ -564,15 +688,29 @@ fn select_message(rt: &mut Runtime<'_>, frame: &Frame<'_>, sel: &MessageSel) -> 
     let idx = usize::try_from(sel.index).unwrap_or(usize::MAX);
     match folder {
         None => {
-            let Some(o) = st.outbox.get(idx).cloned() else { return false };
+            let Some(o) = st.outbox.get(idx).cloned() else {
+                return false;
+            };
             rt.set_message(Message::parse(&o.message));
             rt.envelope.from = o.from;
             rt.envelope.to = o.to;
             true
         }
         Some(f) => {
-            let key = st.mailboxes.keys().find(|k| **k == f || (k.eq_ignore_ascii_case("INBOX") && f.eq_ignore_ascii_case("INBOX"))).cloned();
-            let Some((m, flags)) = key.and_then(|k| st.mailboxes.get(&k)).and_then(|v| v.get(idx)).cloned() else { return false };
+            let key = st
+                .mailboxes
+                .keys()
+                .find(|k| {
+                    **k == f || (k.eq_ignore_ascii_case("INBOX") && f.eq_ignore_ascii_case("INBOX"))
+                })
+                .cloned();
+            let Some((m, flags)) = key
+                .and_then(|k| st.mailboxes.get(&k))
+                .and_then(|v| v.get(idx))
+                .cloned()
+            else {
+                return false;
+            };
             rt.set_message(Message::parse(&m));
             rt.flags = flags;
             true
@@ -581,15 +719,20 @@ fn select_message(rt: &mut Runtime<'_>, frame: &Frame<'_>, sel: &MessageSel) -> 
 }
 
 fn compile_path(rt: &mut Runtime<'_>, path: &str) -> bool {
-    let cfg = Config { testsuite: false, ..rt.cfg.clone() };
-    let Some(st) = ts(rt) else { return false };
+    let cfg = rt.cfg.clone();
+    let Some(st) = rt.ts.as_deref_mut() else {
+        return false;
+    };
     st.errors.clear();
     st.compiled = None;
     let Some(src) = (st.loader)(path) else {
         st.errors.push(format!("failed to open script '{path}'"));
         return false;
     };
-    let (script, diag) = crate::compile::compile_with_diagnostics(src.as_bytes(), &cfg);
+    let host = &mut *rt.host;
+    let mut loader =
+        |loc: crate::host::ScriptLocation, name: &str| host.load_script(loc, name).ok().flatten();
+    let (script, diag) = crate::compile::compile_with_loader(src.as_bytes(), &cfg, &mut loader);
     st.errors = diag.errors.iter().map(|e| e.message.clone()).collect();
     match script {
         Some(s) => {
@@ -604,14 +747,23 @@ fn compile_path(rt: &mut Runtime<'_>, path: &str) -> bool {
 }
 
 fn run_compiled(rt: &mut Runtime<'_>, append: bool) -> bool {
-    let Some(script) = ts(rt).and_then(|s| s.compiled.clone()) else { return false };
+    let Some(script) = ts(rt).and_then(|s| s.compiled.clone()) else {
+        return false;
+    };
     if !append {
         rt.result = ResultSet::new();
     }
     rt.reset_run_state();
     let mut f = Frame::new(&script);
+    rt.warnings.clear();
     match rt.exec_block(&mut f, &script.body) {
-        Ok(_) => true,
+        Ok(_) => {
+            let w = std::mem::take(&mut rt.warnings);
+            if let Some(st) = ts(rt) {
+                st.errors = w;
+            }
+            true
+        }
         Err(e) => {
             if let Some(st) = ts(rt) {
                 st.errors = vec![e.message];
@@ -625,7 +777,10 @@ fn run_compiled(rt: &mut Runtime<'_>, append: bool) -> bool {
 fn execute_result(rt: &mut Runtime<'_>) -> bool {
     let outcome = rt.finish();
     let original = rt.message.to_bytes();
-    let original_unedited = rt.original_message.clone().unwrap_or_else(|| original.clone());
+    let original_unedited = rt
+        .original_message
+        .clone()
+        .unwrap_or_else(|| original.clone());
     let raw_env = rt.envelope.clone();
     let mut notified: Vec<String> = Vec::new();
     let mut env = rt.envelope.clone();
@@ -635,45 +790,74 @@ fn execute_result(rt: &mut Runtime<'_>) -> bool {
     let mut ok = true;
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    let mut pipes: Vec<(String, Vec<String>, bool, Vec<u8>)> = Vec::new();
     let msg_of = |m: &Option<usize>| -> Vec<u8> {
-        m.and_then(|i| outcome.edited_messages.get(i).cloned()).unwrap_or_else(|| original.clone())
+        m.and_then(|i| outcome.edited_messages.get(i).cloned())
+            .unwrap_or_else(|| original.clone())
     };
     let Some(st) = ts(rt) else { return false };
     for a in &outcome.actions {
         match a {
-            Action::Keep { message, flags, .. } => {
-                st.mailboxes.entry("INBOX".into()).or_default().push((msg_of(message), stored_flags(flags)))
-            }
-            Action::FileInto { mailbox, create, message, flags, .. } => {
+            Action::Keep { message, flags, .. } => st
+                .mailboxes
+                .entry("INBOX".into())
+                .or_default()
+                .push((msg_of(message), stored_flags(flags))),
+            Action::FileInto {
+                mailbox,
+                create,
+                message,
+                flags,
+                ..
+            } => {
                 if mailbox.contains("//") || mailbox.starts_with('/') || mailbox.ends_with('/') {
-                    errors.push(format!("failed to store into mailbox '{mailbox}': invalid mailbox name"));
+                    errors.push(format!(
+                        "failed to store into mailbox '{mailbox}': invalid mailbox name"
+                    ));
                     ok = false;
                     continue;
                 }
                 if mailbox.contains('\u{fffd}') {
-                    errors.push(format!("failed to store into mailbox '{mailbox}': invalid mailbox name (bad UTF-8)"));
+                    errors.push(format!(
+                        "failed to store into mailbox '{mailbox}': invalid mailbox name (bad UTF-8)"
+                    ));
                     ok = false;
                     continue;
                 }
-                let key = if mailbox.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { mailbox.clone() };
+                let key = if mailbox.eq_ignore_ascii_case("INBOX") {
+                    "INBOX".to_string()
+                } else {
+                    mailbox.clone()
+                };
                 if !st.mailboxes.contains_key(&key) && !create {
-                    errors.push(format!("failed to store into mailbox '{mailbox}': Mailbox doesn't exist: {mailbox}"));
+                    errors.push(format!(
+                        "failed to store into mailbox '{mailbox}': Mailbox doesn't exist: {mailbox}"
+                    ));
                     ok = false;
                     continue;
                 }
-                st.mailboxes.entry(key).or_default().push((msg_of(message), stored_flags(flags)));
+                st.mailboxes
+                    .entry(key)
+                    .or_default()
+                    .push((msg_of(message), stored_flags(flags)));
             }
-            Action::Redirect { address, message, .. } => {
+            Action::Redirect {
+                address, message, ..
+            } => {
                 let me = cfg.user_email.clone().unwrap_or_else(|| env.to.clone());
                 let body = msg_of(message);
-                if crate::response::redirect_loop(&body, &me) || crate::response::redirect_loop(&body, &env.to) {
+                if crate::response::redirect_loop(&body, &me)
+                    || crate::response::redirect_loop(&body, &env.to)
+                {
                     continue;
                 }
                 let from = if env.from.is_empty() {
                     String::new()
                 } else {
-                    match cfg.settings.get("sieve_redirect_envelope_from").map(|s| s.trim()) {
+                    match cfg
+                        .settings
+                        .get("sieve_redirect_envelope_from")
+                        .map(|s| s.trim())
+                    {
                         Some("recipient") => env.to.clone(),
                         Some("orig_recipient") => env
                             .orig_to
@@ -686,11 +870,17 @@ fn execute_result(rt: &mut Runtime<'_>) -> bool {
                     }
                 };
                 let bytes = crate::response::redirect_message(&body, &me);
-                out.push(Outgoing { from, to: address.clone(), message: bytes });
+                out.push(Outgoing {
+                    from,
+                    to: address.clone(),
+                    message: bytes,
+                });
             }
             Action::Reject { reason, .. } => {
                 if !env.from.is_empty() {
-                    out.push(crate::response::reject_message(reason, &original, &env.from, &env.to, &cfg));
+                    out.push(crate::response::reject_message(
+                        reason, &original, &env.from, &env.to, &cfg,
+                    ));
                 }
             }
             Action::Vacation(v) => {
@@ -700,14 +890,30 @@ fn execute_result(rt: &mut Runtime<'_>) -> bool {
             }
             Action::Notify(n) => {
                 let m = Message::parse(&original);
-                out.extend(crate::response::notify_messages(n, &m, &raw_env, &cfg, &mut notified));
+                out.extend(crate::response::notify_messages(
+                    n,
+                    &m,
+                    &raw_env,
+                    &cfg,
+                    &mut notified,
+                ));
             }
             Action::Discard => {}
-            Action::Pipe { program, args, try_, message, .. } => {
-                pipes.push((program.clone(), args.clone(), *try_, msg_of(message)));
-            }
         }
     }
+    let pipes: Vec<(String, Vec<String>, bool, Vec<u8>)> = rt
+        .result
+        .pipes
+        .iter()
+        .map(|p| {
+            (
+                p.program.clone(),
+                p.args.clone(),
+                p.try_,
+                msg_of(&p.message),
+            )
+        })
+        .collect();
     for (program, args, try_, input) in pipes {
         let req = crate::program::ProgramRequest {
             kind: crate::program::ProgramKind::Pipe,
@@ -717,17 +923,30 @@ fn execute_result(rt: &mut Runtime<'_>) -> bool {
             envelope: &raw_env,
             settings: &cfg.settings,
         };
-        if let Err(e) = rt.host.run_program(&req) {
-            if !try_ {
-                errors.push(format!("failed to pipe message to program '{program}': {e}"));
-                ok = false;
+        if let Err(e) = rt.host.run_program(&req)
+            && !try_
+        {
+            if e.contains("timed out") {
+                errors.push(format!("program '{program}' execution timed out"));
             }
+            errors.push(format!(
+                "failed to pipe message to program '{program}': {e}"
+            ));
+            ok = false;
         }
     }
     let Some(st) = ts(rt) else { return false };
-    if !ok && !outcome.actions.iter().any(|a| matches!(a, Action::Keep { .. })) {
+    if !ok
+        && !outcome
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Keep { .. }))
+    {
         // A failed store falls back to implicit keep of the unedited message.
-        st.mailboxes.entry("INBOX".into()).or_default().push((original_unedited, stored_flags(&[])));
+        st.mailboxes
+            .entry("INBOX".into())
+            .or_default()
+            .push((original_unedited, stored_flags(&[])));
     }
     st.outbox.extend(out);
     st.errors = errors;
@@ -735,7 +954,12 @@ fn execute_result(rt: &mut Runtime<'_>) -> bool {
 }
 
 /// Evaluate a testsuite test.
-pub(crate) fn exec_test(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, t: &TsTest, pos: Pos) -> Result<bool, RuntimeError> {
+pub(crate) fn exec_test(
+    rt: &mut Runtime<'_>,
+    frame: &mut Frame<'_>,
+    t: &TsTest,
+    pos: Pos,
+) -> Result<bool, RuntimeError> {
     match t {
         TsTest::ScriptCompile(p) => {
             let p = rt.expand(frame, p);
@@ -758,7 +982,13 @@ pub(crate) fn exec_test(rt: &mut Runtime<'_>, frame: &mut Frame<'_>, t: &TsTest,
         }
         TsTest::ResultAction { m, index, keys } => {
             // The implicit keep is not part of the listed result.
-            let names: Vec<String> = rt.result.actions.iter().map(|a| a.name().to_string()).collect();
+            let mut names: Vec<String> = rt
+                .result
+                .actions
+                .iter()
+                .map(|a| a.name().to_string())
+                .collect();
+            names.extend(rt.result.pipes.iter().map(|_| "pipe".to_string()));
             list_test(rt, frame, m, *index, keys, names, pos)
         }
         TsTest::ResultExecute => Ok(execute_result(rt)),

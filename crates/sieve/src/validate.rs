@@ -90,7 +90,9 @@ impl Kind {
     pub fn accepts(self, arg: &Arg) -> bool {
         matches!(
             (self, arg),
-            (Kind::Str, Arg::Str(_)) | (Kind::StrList, Arg::Str(_) | Arg::List(..)) | (Kind::Num, Arg::Number(..))
+            (Kind::Str, Arg::Str(_))
+                | (Kind::StrList, Arg::Str(_) | Arg::List(..))
+                | (Kind::Num, Arg::Number(..))
         )
     }
 }
@@ -140,7 +142,10 @@ pub const ADDRESS_PART: &[TagSpec] = &[
     t("detail", None, Some("subaddress")),
 ];
 /// :index / :last
-pub const INDEX: &[TagSpec] = &[t("index", Some(Kind::Num), Some("index")), t("last", None, Some("index"))];
+pub const INDEX: &[TagSpec] = &[
+    t("index", Some(Kind::Num), Some("index")),
+    t("last", None, Some("index")),
+];
 /// mime tags for header/address/exists.
 pub const MIME: &[TagSpec] = &[
     t("mime", None, Some("mime")),
@@ -216,7 +221,10 @@ pub fn split_args(
                 let Some(spec) = spec else {
                     diag.error(
                         *pos,
-                        format!("unknown tagged argument ':{name}' for the {} {} ({})", subject.name, subject.what, subject.name),
+                        format!(
+                            "unknown tagged argument ':{name}' for the {} {} ({})",
+                            subject.name, subject.what, subject.name
+                        ),
                     );
                     ok = false;
                     continue;
@@ -255,7 +263,11 @@ pub fn split_args(
                         }
                     },
                 };
-                out.tags.push(FoundTag { name: name.clone(), pos: *pos, arg: tag_arg });
+                out.tags.push(FoundTag {
+                    name: name.clone(),
+                    pos: *pos,
+                    arg: tag_arg,
+                });
             }
             other => out.positional.push(other.clone()),
         }
@@ -264,10 +276,18 @@ pub fn split_args(
 }
 
 /// Check positional arguments against `(kind, description)` slots.
-pub fn check_positional(subject: Subject<'_>, split: &Split, slots: &[(Kind, &str)], diag: &mut Diagnostics) -> bool {
+pub fn check_positional(
+    subject: Subject<'_>,
+    split: &Split,
+    slots: &[(Kind, &str)],
+    diag: &mut Diagnostics,
+) -> bool {
     let n = split.positional.len();
     if n != slots.len() {
-        let pos = split.positional.get(slots.len()).map_or(subject.pos, Arg::pos);
+        let pos = split
+            .positional
+            .get(slots.len())
+            .map_or(subject.pos, Arg::pos);
         diag.error(
             pos,
             format!(
@@ -313,7 +333,8 @@ pub fn strings(arg: &Arg) -> Vec<StrLit> {
 /// Whether `name` is a valid variable identifier (`[A-Za-z_][A-Za-z0-9_]*`).
 pub fn is_identifier(name: &str) -> bool {
     let mut c = name.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_') && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -324,14 +345,28 @@ mod tests {
     fn split_reports_unknown_tags() {
         let mut d = Diagnostics::default();
         let args = vec![Arg::Tag("all".into(), Pos::default())];
-        let s = Subject { name: "header", what: "test", pos: Pos::default() };
+        let s = Subject {
+            name: "header",
+            what: "test",
+            pos: Pos::default(),
+        };
         assert!(split_args(s, &args, &[MATCH], &|_| true, &mut d).is_none());
-        assert!(d.errors[0].message.contains("unknown tagged argument ':all' for the header test"));
+        assert!(
+            d.errors[0]
+                .message
+                .contains("unknown tagged argument ':all' for the header test")
+        );
     }
 
     #[test]
     fn identifiers() {
-        for (s, ok) in [("a", true), ("_a1", true), ("1a", false), ("", false), ("a.b", false)] {
+        for (s, ok) in [
+            ("a", true),
+            ("_a1", true),
+            ("1a", false),
+            ("", false),
+            ("a.b", false),
+        ] {
             assert_eq!(is_identifier(s), ok, "{s}");
         }
     }

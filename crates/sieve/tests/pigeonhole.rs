@@ -14,7 +14,9 @@ use cursus_sieve::testsuite::{Loader, run_testsuite};
 use cursus_sieve::{Config, DateTime, Host, ProgramRequest, ScriptLocation};
 
 /// Test blocks that passed when this floor was last raised.
-const FLOOR: usize = 0;
+/// 622 pass on the development machine; the margin covers the two vnd.dovecot.pipe blocks
+/// that depend on wall-clock timeouts and can fail on a heavily loaded machine.
+const FLOOR: usize = 618;
 
 struct SuiteHost {
     dir: PathBuf,
@@ -22,7 +24,11 @@ struct SuiteHost {
 }
 
 impl Host for SuiteHost {
-    fn load_script(&mut self, location: ScriptLocation, name: &str) -> Result<Option<String>, String> {
+    fn load_script(
+        &mut self,
+        location: ScriptLocation,
+        name: &str,
+    ) -> Result<Option<String>, String> {
         let sub = match location {
             ScriptLocation::Personal => "included",
             ScriptLocation::Global => "included-global",
@@ -63,7 +69,10 @@ impl Host for SuiteHost {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        DateTime { timestamp: t, offset: 0 }
+        DateTime {
+            timestamp: t,
+            offset: 0,
+        }
     }
 }
 
@@ -72,7 +81,10 @@ fn run_program(req: &ProgramRequest<'_>) -> Result<Vec<u8>, String> {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     let kind = req.kind.name();
-    let dir = req.settings.get(&format!("sieve_{kind}_bin_dir")).ok_or("no bin dir configured")?;
+    let dir = req
+        .settings
+        .get(&format!("sieve_{kind}_bin_dir"))
+        .ok_or("no bin dir configured")?;
     let path = Path::new(dir.trim()).join(req.name);
     if !path.is_file() {
         return Err(format!("program '{}' not found", req.name));
@@ -84,7 +96,10 @@ fn run_program(req: &ProgramRequest<'_>) -> Result<Vec<u8>, String> {
         .unwrap_or(10);
     let spec = |a: &str| {
         let t = a.trim();
-        t.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(t).to_string()
+        t.strip_prefix('<')
+            .and_then(|x| x.strip_suffix('>'))
+            .unwrap_or(t)
+            .to_string()
     };
     let mut child = Command::new("/bin/sh")
         .arg(&path)
@@ -93,7 +108,10 @@ fn run_program(req: &ProgramRequest<'_>) -> Result<Vec<u8>, String> {
         .env("PATH", "/usr/bin:/bin")
         .env("SENDER", spec(&req.envelope.from))
         .env("RECIPIENT", spec(&req.envelope.to))
-        .env("ORIG_RECIPIENT", spec(req.envelope.orig_to.as_deref().unwrap_or(&req.envelope.to)))
+        .env(
+            "ORIG_RECIPIENT",
+            spec(req.envelope.orig_to.as_deref().unwrap_or(&req.envelope.to)),
+        )
         .env("HOST", "host.example.com")
         .env("HOME", std::env::temp_dir())
         .env("USER", "user")
@@ -129,18 +147,25 @@ fn run_program(req: &ProgramRequest<'_>) -> Result<Vec<u8>, String> {
     };
     let _ = writer.join();
     let out = reader.join().map_err(|_| "reader failed")?;
-    if status.success() { Ok(out) } else { Err(format!("program exited with {status}")) }
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("program exited with {status}"))
+    }
 }
 
 fn suite_dir() -> PathBuf {
     match std::env::var_os("CURSUS_PIGEONHOLE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/pigeonhole/tests"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/conformance/pigeonhole/tests"),
     }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
@@ -156,7 +181,8 @@ fn count_blocks(src: &str) -> usize {
     src.lines()
         .filter(|l| {
             let t = l.trim_start();
-            t.strip_prefix("test").is_some_and(|r| r.starts_with([' ', '\t']) && r.trim_start().starts_with('"'))
+            t.strip_prefix("test")
+                .is_some_and(|r| r.starts_with([' ', '\t']) && r.trim_start().starts_with('"'))
         })
         .count()
 }
@@ -176,8 +202,14 @@ fn tiers(root: &Path) -> BTreeMap<String, String> {
 fn run_file(root: &Path, path: &Path) -> (usize, usize, Vec<String>) {
     let src = std::fs::read_to_string(path).unwrap_or_default();
     let total = count_blocks(&src);
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
-    let mut host = SuiteHost { dir: dir.clone(), seen: HashMap::new() };
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    let mut host = SuiteHost {
+        dir: dir.clone(),
+        seen: HashMap::new(),
+    };
     let ldir = dir.clone();
     let loader: Loader = Box::new(move |p: &str| {
         let mut f = ldir.join(p);
@@ -187,15 +219,34 @@ fn run_file(root: &Path, path: &Path) -> (usize, usize, Vec<String>) {
         std::fs::read_to_string(f).ok()
     });
     let config = Config::default();
-    match run_testsuite(src.as_bytes(), &config, &mut host, loader, &dir.to_string_lossy()) {
-        Err(e) => (0, total, vec![format!("compile failed: {}", e.lines().next().unwrap_or(""))]),
+    match run_testsuite(
+        src.as_bytes(),
+        &config,
+        &mut host,
+        loader,
+        &dir.to_string_lossy(),
+    ) {
+        Err(e) => (
+            0,
+            total,
+            vec![format!(
+                "compile failed: {}",
+                e.lines().next().unwrap_or("")
+            )],
+        ),
         Ok(records) => {
             let passed = records.iter().filter(|r| r.passed).count().min(total);
-            let mut notes: Vec<String> =
-                records.iter().filter(|r| !r.passed).map(|r| format!("{}: {}", r.name, r.reason)).collect();
+            let mut notes: Vec<String> = records
+                .iter()
+                .filter(|r| !r.passed)
+                .map(|r| format!("{}: {}", r.name, r.reason))
+                .collect();
             if records.len() < total {
                 let last = records.last().map_or("(start)", |r| r.name.as_str());
-                notes.push(format!("{} block(s) never ran (script stopped after '{last}')", total - records.len()));
+                notes.push(format!(
+                    "{} block(s) never ran (script stopped after '{last}')",
+                    total - records.len()
+                ));
             }
             (passed, total, notes)
         }
@@ -206,7 +257,10 @@ fn run_file(root: &Path, path: &Path) -> (usize, usize, Vec<String>) {
 fn pigeonhole_conformance() {
     let root = suite_dir();
     if !root.is_dir() {
-        println!("pigeonhole: SKIPPED: test tree not found at {} (set CURSUS_PIGEONHOLE_DIR)", root.display());
+        println!(
+            "pigeonhole: SKIPPED: test tree not found at {} (set CURSUS_PIGEONHOLE_DIR)",
+            root.display()
+        );
         return;
     }
     let tier_of = tiers(&root);
@@ -218,7 +272,11 @@ fn pigeonhole_conformance() {
     let mut per_tier: BTreeMap<String, (usize, usize, usize, usize)> = BTreeMap::new();
     let mut panics = Vec::new();
     for f in &files {
-        let rel = f.strip_prefix(&root).unwrap_or(f).to_string_lossy().to_string();
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .to_string();
         if only.as_ref().is_some_and(|o| !rel.contains(o.as_str())) {
             continue;
         }
@@ -227,7 +285,11 @@ fn pigeonhole_conformance() {
             Ok(x) => x,
             Err(_) => {
                 panics.push(rel.clone());
-                (0, count_blocks(&std::fs::read_to_string(f).unwrap_or_default()), vec!["PANIC".into()])
+                (
+                    0,
+                    count_blocks(&std::fs::read_to_string(f).unwrap_or_default()),
+                    vec!["PANIC".into()],
+                )
             }
         };
         passed += p;
@@ -254,6 +316,9 @@ fn pigeonhole_conformance() {
     println!("{passed} passed, {failed} failed");
     assert!(panics.is_empty(), "interpreter panicked on: {panics:?}");
     if only.is_none() {
-        assert!(passed >= FLOOR, "conformance regressed: {passed} passed < floor {FLOOR}");
+        assert!(
+            passed >= FLOOR,
+            "conformance regressed: {passed} passed < floor {FLOOR}"
+        );
     }
 }
