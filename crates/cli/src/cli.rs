@@ -1,0 +1,167 @@
+//! The command line of `cursus`: one subcommand per job, grouped by subsystem
+//! (`cursus sieve check`, `cursus sieve test`, ...).
+//!
+//! Trusts nothing: every argument is a path or text the user typed. Values stay strings and
+//! paths here and are parsed where they are used. The same definitions generate `--help` and
+//! the cursus(1) man pages, so the two cannot drift.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The Cursus administration and user tool.
+///
+/// cursus checks and tries out the pieces of a Cursus mail system without touching a
+/// mailbox or the mail queue. Each subsystem has its own group of subcommands.
+#[derive(Debug, Parser)]
+#[command(name = "cursus", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subsystems.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check and try out Sieve (RFC 5228) mail filtering scripts.
+    #[command(subcommand)]
+    Sieve(SieveCommand),
+}
+
+/// `cursus sieve ...`
+#[derive(Debug, Subcommand)]
+pub enum SieveCommand {
+    /// Compile Sieve scripts and report every error with its line and column.
+    ///
+    /// Each error is printed as `FILE:LINE:COLUMN: error: text` (warnings as
+    /// `FILE:LINE:COLUMN: warning: text`), the form editors and compilers use; a script that
+    /// compiles prints `FILE: ok`.
+    ///
+    /// Exit status: 0 when every script compiles; 1 when any has an error or cannot be read.
+    #[command(after_long_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
+
+    /// Run a Sieve script against a message and print the actions it would take.
+    ///
+    /// Nothing is delivered, sent or remembered: the script is compiled, evaluated against
+    /// MESSAGE with the given envelope, and the resulting actions are printed in the layout
+    /// of Pigeonhole's sieve-test(1) ("Performed actions:", then "Implicit keep:"). The
+    /// mailbox extension's `mailboxexists` sees INBOX and the folders named with
+    /// --mailbox-exists; the date and currentdate tests see the current time in UTC.
+    ///
+    /// Exit status: 0 when the script ran; 1 when it does not compile or fails at run time
+    /// (the message would then be kept in INBOX, which the output shows).
+    #[command(after_long_help = TEST_EXAMPLES)]
+    Test(TestArgs),
+
+    /// Measure compile time and evaluations per second of a script (for bench/).
+    #[command(hide = true)]
+    Bench(BenchArgs),
+}
+
+/// Arguments of `cursus sieve check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Sieve scripts to check.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// The envelope and the mail store `cursus sieve test` evaluates against.
+#[derive(Debug, Args, Clone)]
+pub struct EnvelopeArgs {
+    /// Envelope sender (MAIL FROM), as `envelope "from"` sees it. "", "<>" and
+    /// MAILER-DAEMON are the null sender. Default, as sieve-test(1) does: the address in
+    /// the message's Return-Path, Sender or From field, else sender@example.com.
+    #[arg(short = 'f', long = "from", value_name = "ADDR")]
+    pub from: Option<String>,
+
+    /// Envelope recipient (RCPT TO), as `envelope "to"` sees it (sieve-test's -a). Default,
+    /// as sieve-test(1) does: the first address in the message's Envelope-To or To field,
+    /// else recipient@example.com.
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Option<String>,
+
+    /// Original envelope recipient (the ORCPT parameter of RCPT TO), when it differs from
+    /// --to. Default: none.
+    #[arg(long = "orig-to", value_name = "ADDR")]
+    pub orig_to: Option<String>,
+
+    /// A mailbox that exists in the mail store (repeat for more). INBOX always exists.
+    #[arg(long = "mailbox-exists", value_name = "NAME")]
+    pub mailbox_exists: Vec<String>,
+
+    /// The mailbox `keep` and the implicit keep store into.
+    #[arg(
+        short = 'm',
+        long = "default-mailbox",
+        value_name = "NAME",
+        default_value = "INBOX"
+    )]
+    pub default_mailbox: String,
+}
+
+impl Default for EnvelopeArgs {
+    /// No envelope flags: defaults from the message, keep into INBOX.
+    fn default() -> Self {
+        EnvelopeArgs {
+            from: None,
+            to: None,
+            orig_to: None,
+            mailbox_exists: Vec::new(),
+            default_mailbox: "INBOX".into(),
+        }
+    }
+}
+
+/// Arguments of `cursus sieve test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The Sieve script to run.
+    #[arg(value_name = "SCRIPT")]
+    pub script: PathBuf,
+
+    /// The message (RFC 5322, LF or CRLF line ends).
+    #[arg(value_name = "MESSAGE")]
+    pub message: PathBuf,
+
+    /// The envelope and mail store.
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+}
+
+/// Arguments of the hidden `cursus sieve bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The Sieve script to measure.
+    #[arg(value_name = "SCRIPT")]
+    pub script: PathBuf,
+
+    /// The message to evaluate it against.
+    #[arg(value_name = "MESSAGE")]
+    pub message: PathBuf,
+
+    /// Number of timed evaluations.
+    #[arg(long, default_value_t = 200_000)]
+    pub iterations: u64,
+
+    /// Number of timed compiles.
+    #[arg(long, default_value_t = 2_000)]
+    pub compiles: u64,
+
+    /// The envelope and mail store.
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+}
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  cursus sieve check ~/.dovecot.sieve
+  cursus sieve check ~/sieve/*.sieve";
+
+const TEST_EXAMPLES: &str = "\
+Examples:
+  cursus sieve test ~/.dovecot.sieve message.eml
+  cursus sieve test --from list@example.org --to me@example.net \\
+      --mailbox-exists Lists.rust filter.sieve message.eml";

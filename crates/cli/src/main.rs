@@ -1,0 +1,81 @@
+//! cursus: the binary. Parses the command line, runs one subcommand, prints its text and
+//! exits with its status (0 success, 1 the check or test failed, 2 usage).
+//!
+//! Trusts nothing it is given; reads only the files named on the command line and writes
+//! only to standard output and standard error.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cursus_cli::cli::{BenchArgs, Command, SieveCommand, TestArgs};
+use cursus_cli::sieve_test::TrialStatus;
+use cursus_cli::{Cli, bench, check, sieve_test};
+use cursus_sieve::Config;
+
+fn read(path: &Path) -> Result<Vec<u8>, ExitCode> {
+    std::fs::read(path).map_err(|e| {
+        eprintln!("cursus: {}: cannot read: {e}", path.display());
+        ExitCode::FAILURE
+    })
+}
+
+fn print(out: &str, err: &str) {
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    let _ = std::io::stderr().lock().write_all(err.as_bytes());
+}
+
+fn sieve_test(args: &TestArgs) -> Result<ExitCode, ExitCode> {
+    let script = read(&args.script)?;
+    let message = read(&args.message)?;
+    let name = args.script.display().to_string();
+    let out = sieve_test::run(&name, &script, &message, &args.envelope, &Config::default());
+    print(&out.stdout, &out.stderr);
+    Ok(match out.status {
+        TrialStatus::Success => ExitCode::SUCCESS,
+        TrialStatus::CompileFailed | TrialStatus::RuntimeFailed => ExitCode::FAILURE,
+    })
+}
+
+fn sieve_bench(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
+    let script = read(&args.script)?;
+    let message = read(&args.message)?;
+    match bench::measure(
+        &script,
+        &message,
+        &args.envelope,
+        args.compiles,
+        args.iterations,
+    ) {
+        Ok(result) => {
+            print(&result.render(), "");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("cursus: {}: {e}", args.script.display());
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Sieve(SieveCommand::Check(args)) => {
+            let (out, ok) = check::check_files(&args.files, &Config::default());
+            print(&out, "");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Sieve(SieveCommand::Test(args)) => sieve_test(args),
+        Command::Sieve(SieveCommand::Bench(args)) => sieve_bench(args),
+    };
+    result.unwrap_or_else(|code| code)
+}
