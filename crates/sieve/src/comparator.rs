@@ -57,7 +57,11 @@ impl Comparator {
 
     /// Equality under this comparator.
     pub fn equals(self, a: &str, b: &str) -> bool {
-        self.compare(a, b) == Ordering::Equal
+        match self {
+            Comparator::Octet => a == b,
+            Comparator::AsciiCasemap => a.eq_ignore_ascii_case(b),
+            _ => self.compare(a, b) == Ordering::Equal,
+        }
     }
 
     /// Ordering under this comparator (used by `:value`).
@@ -65,7 +69,13 @@ impl Comparator {
         match self {
             Comparator::Octet => a.as_bytes().cmp(b.as_bytes()),
             Comparator::AsciiNumeric => numeric_compare(a, b),
-            _ => a
+            // ASCII folding maps ASCII to ASCII only, and UTF-8 byte order is code point
+            // order, so comparing folded octets in place equals comparing folded characters.
+            Comparator::AsciiCasemap => a
+                .bytes()
+                .map(|b| b.to_ascii_lowercase())
+                .cmp(b.bytes().map(|b| b.to_ascii_lowercase())),
+            Comparator::UnicodeCasemap => a
                 .chars()
                 .map(|c| self.fold(c))
                 .cmp(b.chars().map(|c| self.fold(c))),
@@ -76,7 +86,10 @@ impl Comparator {
     pub fn contains(self, haystack: &str, needle: &str) -> bool {
         match self {
             Comparator::Octet | Comparator::AsciiNumeric => haystack.contains(needle),
-            _ => {
+            Comparator::AsciiCasemap => {
+                contains_ascii_casemap(haystack.as_bytes(), needle.as_bytes())
+            }
+            Comparator::UnicodeCasemap => {
                 let h: Vec<char> = haystack.chars().map(|c| self.fold(c)).collect();
                 let n: Vec<char> = needle.chars().map(|c| self.fold(c)).collect();
                 if n.is_empty() {
@@ -86,6 +99,39 @@ impl Comparator {
             }
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`, ASCII letters compared case-insensitively, in
+/// place (no folded copies). A match can only start on a character boundary because the
+/// needle is UTF-8 too and starts with a non-continuation byte.
+fn contains_ascii_casemap(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if needle.len() > haystack.len() {
+        return false;
+    }
+    let lo = first.to_ascii_lowercase();
+    let up = first.to_ascii_uppercase();
+    let last_start = haystack.len() - needle.len();
+    let mut i = 0;
+    while i <= last_start {
+        let Some(window) = haystack.get(i..=last_start) else {
+            return false;
+        };
+        let Some(off) = window.iter().position(|&b| b == lo || b == up) else {
+            return false;
+        };
+        let at = i + off;
+        if haystack
+            .get(at + 1..at + needle.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(rest))
+        {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
 }
 
 /// The leading digits of `s` without leading zeros; `None` when `s` does not start with a
@@ -139,5 +185,20 @@ mod tests {
         }
         assert!(AsciiCasemap.contains("Hello World", "WORLD"));
         assert!(!Octet.contains("Hello World", "WORLD"));
+        for (h, n, want) in [
+            ("Hello World", "o w", true),
+            ("Hello World", "", true),
+            ("", "a", false),
+            ("abc", "abcd", false),
+            ("aaab", "AAB", true),
+            ("café", "É", false),
+            ("cafÉ", "É", true),
+            ("xyz", "Z", true),
+        ] {
+            assert_eq!(AsciiCasemap.contains(h, n), want, "{h} {n}");
+        }
+        assert_eq!(AsciiCasemap.compare("a", "B"), Ordering::Less);
+        assert_eq!(AsciiCasemap.compare("[", "a"), Ordering::Less);
+        assert!(AsciiCasemap.equals("ÀbC", "Àbc"));
     }
 }

@@ -82,105 +82,236 @@ pub struct Matcher {
 }
 
 #[derive(Clone, Copy)]
-enum PatTok {
+enum PatTok<T> {
     Star,
     One,
-    Lit(char),
+    Lit(T),
 }
 
-fn glob_tokens(pattern: &str, cmp: Comparator) -> Vec<PatTok> {
-    let mut out = Vec::new();
+/// The units a comparator matches `?` against (RFC 5228 §2.7.1: the comparator defines
+/// what a character is; i;octet and i;ascii-casemap define it as one octet).
+enum Tokens {
+    Octets(Vec<PatTok<u8>>),
+    Chars(Vec<PatTok<char>>),
+}
+
+/// A compiled `:matches` pattern. Matching is segment-wise (at most O(n*m), no
+/// backtracking explosion) and does not copy or fold the value.
+pub struct Glob {
+    toks: Tokens,
+    /// Token ranges of the star-separated segments.
+    segs: Vec<(usize, usize)>,
+    cmp: Comparator,
+}
+
+fn tokenize<T: Copy>(pattern: &str, lit: impl Fn(char, &mut Vec<PatTok<T>>)) -> Vec<PatTok<T>> {
+    let mut out = Vec::with_capacity(pattern.len());
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         match c {
             '*' => out.push(PatTok::Star),
             '?' => out.push(PatTok::One),
-            '\\' => {
-                let n = chars.next().unwrap_or('\\');
-                out.push(PatTok::Lit(cmp.fold(n)));
-            }
-            c => out.push(PatTok::Lit(cmp.fold(c))),
+            '\\' => lit(chars.next().unwrap_or('\\'), &mut out),
+            c => lit(c, &mut out),
         }
     }
     out
 }
 
-/// Whether `seg` (no stars) matches `text` at `at`.
-fn seg_at(seg: &[PatTok], text: &[char], at: usize) -> bool {
-    if at + seg.len() > text.len() {
+fn segments<T>(toks: &[PatTok<T>]) -> Vec<(usize, usize)> {
+    let mut segs = Vec::new();
+    let mut start = 0;
+    for (i, t) in toks.iter().enumerate() {
+        if matches!(t, PatTok::Star) {
+            segs.push((start, i));
+            start = i + 1;
+        }
+    }
+    segs.push((start, toks.len()));
+    segs
+}
+
+/// Find where each segment starts in a text of `n` units (`eq(i, lit)`: unit `i` equals
+/// the folded literal). Fills `starts` when given.
+fn glob_run<T: Copy>(
+    toks: &[PatTok<T>],
+    segs: &[(usize, usize)],
+    n: usize,
+    eq: impl Fn(usize, T) -> bool,
+    mut starts: Option<&mut Vec<usize>>,
+) -> bool {
+    let seg = |k: usize| -> &[PatTok<T>] {
+        segs.get(k)
+            .and_then(|&(a, b)| toks.get(a..b))
+            .unwrap_or_default()
+    };
+    let seg_at = |s: &[PatTok<T>], at: usize| -> bool {
+        at + s.len() <= n
+            && s.iter().enumerate().all(|(i, t)| match t {
+                PatTok::Lit(c) => eq(at + i, *c),
+                _ => true,
+            })
+    };
+    let mut push = |p: usize| {
+        if let Some(st) = starts.as_deref_mut() {
+            st.push(p);
+        }
+    };
+    if segs.len() <= 1 {
+        let s = seg(0);
+        if s.len() != n || !seg_at(s, 0) {
+            return false;
+        }
+        push(0);
+        return true;
+    }
+    let first = seg(0);
+    let last = seg(segs.len() - 1);
+    if first.len() + last.len() > n || !seg_at(first, 0) {
         return false;
     }
-    seg.iter().enumerate().all(|(i, t)| match t {
-        PatTok::Lit(c) => text.get(at + i) == Some(c),
-        _ => true,
-    })
+    let last_start = n - last.len();
+    if !seg_at(last, last_start) {
+        return false;
+    }
+    push(0);
+    let mut at = first.len();
+    for k in 1..segs.len() - 1 {
+        let s = seg(k);
+        let mut p = at;
+        let mut found = None;
+        while p + s.len() <= last_start {
+            if seg_at(s, p) {
+                found = Some(p);
+                break;
+            }
+            p += 1;
+        }
+        let Some(p) = found else {
+            return false;
+        };
+        push(p);
+        at = p + s.len();
+    }
+    push(last_start);
+    true
+}
+
+impl Glob {
+    /// Compile `pattern` for `cmp`.
+    pub fn new(pattern: &str, cmp: Comparator) -> Glob {
+        match cmp {
+            Comparator::UnicodeCasemap => {
+                let toks = tokenize(pattern, |c, out| out.push(PatTok::Lit(cmp.fold(c))));
+                let segs = segments(&toks);
+                Glob {
+                    toks: Tokens::Chars(toks),
+                    segs,
+                    cmp,
+                }
+            }
+            _ => {
+                let fold = cmp == Comparator::AsciiCasemap;
+                let toks = tokenize(pattern, |c, out| {
+                    let mut buf = [0u8; 4];
+                    for &b in c.encode_utf8(&mut buf).as_bytes() {
+                        out.push(PatTok::Lit(if fold { b.to_ascii_lowercase() } else { b }));
+                    }
+                });
+                let segs = segments(&toks);
+                Glob {
+                    toks: Tokens::Octets(toks),
+                    segs,
+                    cmp,
+                }
+            }
+        }
+    }
+
+    fn run(&self, value: &str, starts: Option<&mut Vec<usize>>, chars: &mut Vec<char>) -> bool {
+        match &self.toks {
+            Tokens::Octets(toks) => {
+                let text = value.as_bytes();
+                let fold = self.cmp == Comparator::AsciiCasemap;
+                glob_run(
+                    toks,
+                    &self.segs,
+                    text.len(),
+                    |i, c| {
+                        text.get(i)
+                            .is_some_and(|&b| (if fold { b.to_ascii_lowercase() } else { b }) == c)
+                    },
+                    starts,
+                )
+            }
+            Tokens::Chars(toks) => {
+                chars.extend(value.chars());
+                let cmp = self.cmp;
+                let text: &[char] = chars;
+                glob_run(
+                    toks,
+                    &self.segs,
+                    text.len(),
+                    |i, c| text.get(i).is_some_and(|&t| cmp.fold(t) == c),
+                    starts,
+                )
+            }
+        }
+    }
+
+    /// Whether `value` matches.
+    pub fn is_match(&self, value: &str) -> bool {
+        self.run(value, None, &mut Vec::new())
+    }
+
+    /// On a match, the captured values: the whole value first, then one per `*` and `?`
+    /// in pattern order. With an octet comparator a capture may split a multi-byte
+    /// character; such bytes become U+FFFD.
+    pub fn captures(&self, value: &str) -> Option<Vec<String>> {
+        let mut starts = Vec::with_capacity(self.segs.len());
+        let mut chars = Vec::new();
+        if !self.run(value, Some(&mut starts), &mut chars) {
+            return None;
+        }
+        let slice = |a: usize, b: usize| -> String {
+            match &self.toks {
+                Tokens::Octets(_) => value
+                    .as_bytes()
+                    .get(a..b)
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .unwrap_or_default(),
+                Tokens::Chars(_) => chars
+                    .get(a..b)
+                    .map(|s| s.iter().collect())
+                    .unwrap_or_default(),
+            }
+        };
+        let is_one: Vec<bool> = match &self.toks {
+            Tokens::Octets(t) => t.iter().map(|t| matches!(t, PatTok::One)).collect(),
+            Tokens::Chars(t) => t.iter().map(|t| matches!(t, PatTok::One)).collect(),
+        };
+        let mut caps = vec![value.to_string()];
+        let mut prev_end = 0;
+        for (k, &(a, b)) in self.segs.iter().enumerate() {
+            let s = starts.get(k).copied().unwrap_or(0);
+            if k > 0 {
+                caps.push(slice(prev_end, s));
+            }
+            for j in 0..b.saturating_sub(a) {
+                if is_one.get(a + j).copied().unwrap_or(false) {
+                    caps.push(slice(s + j, s + j + 1));
+                }
+            }
+            prev_end = s + (b - a);
+        }
+        Some(caps)
+    }
 }
 
 /// `:matches` with wildcard captures. On success returns the captured values: the
 /// whole value first, then one per `*` and `?` in pattern order.
 pub fn glob_match(value: &str, pattern: &str, cmp: Comparator) -> Option<Vec<String>> {
-    let orig: Vec<char> = value.chars().collect();
-    let text: Vec<char> = orig.iter().map(|&c| cmp.fold(c)).collect();
-    let toks = glob_tokens(pattern, cmp);
-    let segs: Vec<&[PatTok]> = toks.split(|t| matches!(t, PatTok::Star)).collect();
-    let n = text.len();
-    // Positions where each segment starts.
-    let mut starts = Vec::with_capacity(segs.len());
-    if segs.len() == 1 {
-        let s = segs.first()?;
-        if s.len() != n || !seg_at(s, &text, 0) {
-            return None;
-        }
-        starts.push(0);
-    } else {
-        let first = segs.first()?;
-        let last = segs.last()?;
-        if first.len() + last.len() > n || !seg_at(first, &text, 0) {
-            return None;
-        }
-        let last_start = n - last.len();
-        if !seg_at(last, &text, last_start) {
-            return None;
-        }
-        starts.push(0);
-        let mut at = first.len();
-        for seg in segs.iter().take(segs.len() - 1).skip(1) {
-            let mut found = None;
-            let mut p = at;
-            while p + seg.len() <= last_start {
-                if seg_at(seg, &text, p) {
-                    found = Some(p);
-                    break;
-                }
-                p += 1;
-            }
-            let p = found?;
-            starts.push(p);
-            at = p + seg.len();
-        }
-        starts.push(last_start);
-    }
-    // Build captures in pattern order.
-    let mut caps = vec![value.to_string()];
-    let slice = |a: usize, b: usize| -> String {
-        orig.get(a..b)
-            .map(|s| s.iter().collect())
-            .unwrap_or_default()
-    };
-    for (i, seg) in segs.iter().enumerate() {
-        let s = starts.get(i).copied().unwrap_or(0);
-        if i > 0 {
-            let prev_end =
-                starts.get(i - 1).copied().unwrap_or(0) + segs.get(i - 1).map_or(0, |p| p.len());
-            caps.push(slice(prev_end, s));
-        }
-        for (j, t) in seg.iter().enumerate() {
-            if matches!(t, PatTok::One) {
-                caps.push(slice(s + j, s + j + 1));
-            }
-        }
-    }
-    Some(caps)
+    Glob::new(pattern, cmp).captures(value)
 }
 
 /// Translate a POSIX extended regular expression to the regex crate's syntax and compile
@@ -236,12 +367,29 @@ mod tests {
             ("a*c", "a\\*c", Some(&["a*c"])),
             ("ab", "a?b", None),
             ("", "*", Some(&["", ""])),
+            // RFC 5228 §2.7.1: with i;ascii-casemap (and i;octet) "?" is one octet.
+            ("café", "caf?", None),
+            ("café", "caf??", Some(&["café", "\u{fffd}", "\u{fffd}"])),
+            ("café", "caf*", Some(&["café", "é"])),
+            ("CAFÉ", "caf\\É", Some(&["CAFÉ"])),
         ];
         for (v, p, want) in cases {
             let got = glob_match(v, p, c);
             let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
             assert_eq!(got, want, "{v} {p}");
         }
+    }
+
+    #[test]
+    fn glob_unicode_casemap_counts_characters() {
+        let c = Comparator::UnicodeCasemap;
+        assert_eq!(
+            glob_match("CAFÉ", "caf?", c),
+            Some(vec!["CAFÉ".to_string(), "É".to_string()])
+        );
+        assert_eq!(glob_match("café", "caf?", Comparator::Octet), None);
+        assert!(Glob::new("a*b?c", Comparator::AsciiCasemap).is_match("AxxBzC"));
+        assert!(!Glob::new("a*b?c", Comparator::Octet).is_match("AxxBzC"));
     }
 
     #[test]

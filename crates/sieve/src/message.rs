@@ -6,6 +6,8 @@
 //! "one text part"; MIME nesting and part counts are bounded ([`MAX_MIME_DEPTH`],
 //! [`MAX_MIME_PARTS`]) so a hostile message cannot exhaust memory or stack.
 
+use std::cell::OnceCell;
+
 use crate::charset;
 
 /// Deepest MIME nesting we descend into.
@@ -27,49 +29,98 @@ impl Header {
     pub fn unfolded(&self) -> String {
         let s = String::from_utf8_lossy(&self.raw);
         let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            if c != '\r' && c != '\n' {
-                out.push(c);
-            }
+        for piece in s.split(['\r', '\n']) {
+            out.push_str(piece);
         }
-        out.trim_matches(|c| c == ' ' || c == '\t').to_string()
+        let end = out.trim_end_matches([' ', '\t']).len();
+        out.truncate(end);
+        let start = out.len() - out.trim_start_matches([' ', '\t']).len();
+        out.drain(..start);
+        out
     }
 
     /// Unfolded and RFC 2047 decoded value.
     pub fn decoded(&self) -> String {
-        decode_rfc2047(&self.unfolded())
+        let u = self.unfolded();
+        if u.contains("=?") {
+            decode_rfc2047(&u)
+        } else {
+            u
+        }
     }
 }
 
-/// A message: header fields and body, CRLF line ends.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A message: header fields and body, seen with CRLF line ends.
+///
+/// The body is kept as received; its CRLF form is made only when something reads it
+/// ([`Message::body`]), and [`Message::size`] is computed without making it.
+#[derive(Debug, Clone, Default)]
 pub struct Message {
     /// Header fields in order.
     pub headers: Vec<Header>,
-    /// The body after the empty line (CRLF line ends).
-    pub body: Vec<u8>,
+    /// The body after the empty line, line ends as received.
+    raw_body: Vec<u8>,
+    /// `Some(crlf)` when the CRLF form differs from `raw_body`; set on first use.
+    crlf_body: OnceCell<Option<Vec<u8>>>,
     /// Whether the header was followed by an empty line (a body, maybe empty).
     pub has_body: bool,
 }
 
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.headers == other.headers
+            && self.has_body == other.has_body
+            && self.body() == other.body()
+    }
+}
+
+impl Eq for Message {}
+
+/// Length of `to_crlf(raw)` without making it.
+fn crlf_len(raw: &[u8]) -> usize {
+    let mut extra = 0;
+    let mut prev_cr = false;
+    for &b in raw {
+        if (b == b'\n' && !prev_cr) || (prev_cr && b != b'\n') {
+            extra += 1;
+        }
+        prev_cr = b == b'\r';
+    }
+    raw.len() + extra + usize::from(prev_cr)
+}
+
 /// Convert bare LF (and bare CR) line ends to CRLF.
 pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    let mut i = 0;
-    while let Some(&c) = raw.get(i) {
-        match c {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if raw.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            c => out.push(c),
-        }
-        i += 1;
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    let mut rest = raw;
+    // Copy whole runs between line-end bytes at once.
+    while let Some(p) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        out.extend_from_slice(rest.get(..p).unwrap_or_default());
+        out.extend_from_slice(b"\r\n");
+        let skip = if rest.get(p..p + 2) == Some(b"\r\n".as_slice()) {
+            2
+        } else {
+            1
+        };
+        rest = rest.get(p + skip..).unwrap_or_default();
     }
+    out.extend_from_slice(rest);
     out
+}
+
+/// Whether every CR and LF in `raw` is part of a CRLF pair (so [`to_crlf`] would not
+/// change it).
+pub fn is_crlf(raw: &[u8]) -> bool {
+    let mut prev_cr = false;
+    for &b in raw {
+        match b {
+            b'\n' if !prev_cr => return false,
+            _ if prev_cr && b != b'\n' => return false,
+            _ => {}
+        }
+        prev_cr = b == b'\r';
+    }
+    !prev_cr
 }
 
 /// Split header lines from a body; returns the fields and the offset of the body.
@@ -121,16 +172,54 @@ fn parse_headers_full(data: &[u8]) -> (Vec<Header>, usize, bool) {
 }
 
 impl Message {
-    /// Parse raw message bytes (any line ends).
-    pub fn parse(raw: &[u8]) -> Message {
-        let data = to_crlf(raw);
-        let (headers, body_at, has_body) = parse_headers_full(&data);
-        let body = data.get(body_at..).unwrap_or_default().to_vec();
+    /// A message from parsed parts; `body` may have any line ends.
+    pub fn new(headers: Vec<Header>, body: Vec<u8>, has_body: bool) -> Message {
         Message {
             headers,
-            body,
+            raw_body: body,
+            crlf_body: OnceCell::new(),
             has_body,
         }
+    }
+
+    /// The body after the empty line, CRLF line ends (converted on first use).
+    pub fn body(&self) -> &[u8] {
+        match self.crlf_body.get_or_init(|| {
+            if is_crlf(&self.raw_body) {
+                None
+            } else {
+                Some(to_crlf(&self.raw_body))
+            }
+        }) {
+            Some(c) => c,
+            None => &self.raw_body,
+        }
+    }
+
+    /// Length of [`Message::body`].
+    pub fn body_len(&self) -> usize {
+        match self.crlf_body.get() {
+            Some(Some(c)) => c.len(),
+            Some(None) => self.raw_body.len(),
+            None => crlf_len(&self.raw_body),
+        }
+    }
+
+    /// Parse raw message bytes (any line ends).
+    pub fn parse(raw: &[u8]) -> Message {
+        // The header parser accepts any line ends; only the body is kept as bytes, so
+        // only the body needs the CRLF form (a bare CR in the header is a line end too,
+        // so then the whole message is converted first, as before).
+        let (headers, body_at, has_body) = parse_headers_full(raw);
+        let head = raw.get(..body_at).unwrap_or_default();
+        if head.contains(&b'\r') && !is_crlf(head) {
+            let data = to_crlf(raw);
+            let (headers, body_at, has_body) = parse_headers_full(&data);
+            let body = data.get(body_at..).unwrap_or_default().to_vec();
+            return Message::new(headers, body, has_body);
+        }
+        let body = raw.get(body_at..).unwrap_or_default().to_vec();
+        Message::new(headers, body, has_body)
     }
 
     /// The message as bytes, CRLF line ends.
@@ -142,16 +231,16 @@ impl Message {
             out.extend_from_slice(&h.raw);
             out.extend_from_slice(b"\r\n");
         }
-        if self.has_body || !self.body.is_empty() {
+        if self.has_body || !self.raw_body.is_empty() {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(&self.body);
+        out.extend_from_slice(self.body());
         out
     }
 
     /// Size in octets of [`Message::to_bytes`].
     pub fn size(&self) -> usize {
-        let sep = if self.has_body || !self.body.is_empty() {
+        let sep = if self.has_body || !self.raw_body.is_empty() {
             2
         } else {
             0
@@ -161,7 +250,7 @@ impl Message {
             .map(|h| h.name.len() + h.raw.len() + 3)
             .sum::<usize>()
             + sep
-            + self.body.len()
+            + self.body_len()
     }
 
     /// The fields named `name` (case-insensitive), in order.
@@ -181,7 +270,7 @@ impl Message {
         let mut count = 0;
         build_part(
             self.headers.clone(),
-            &self.body,
+            self.body(),
             0,
             &mut count,
             ContentType::default_text(),
@@ -685,6 +774,38 @@ mod tests {
             m.to_bytes(),
             b"From: a@b\r\nSubject: x\r\n  y\r\n\r\nbody\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn line_ends_table() {
+        let cases: &[&[u8]] = &[
+            b"A: 1\nB: 2\n\nx\ny\n",
+            b"A: 1\r\nB: 2\r\n\r\nx\r\ny\r\n",
+            b"A: 1\rB: 2\r\rx\ry",
+            b"A: 1\r\nB: 2\n\r\nx\ry\r\n\r",
+            b"A: 1\r\n folded\n\tmore\r\n\r\nbody",
+            b"A: 1\rx\r\n\r\nbody\n",
+            b"A: 1\r\n",
+            b"no header line\nbody\r",
+            b"",
+            b"\r",
+            b"\n\n",
+        ];
+        for raw in cases {
+            let data = to_crlf(raw);
+            let (headers, at, has_body) = parse_headers_full(&data);
+            let want = Message::new(
+                headers,
+                data.get(at..).unwrap_or_default().to_vec(),
+                has_body,
+            );
+            let got = Message::parse(raw);
+            assert_eq!(got.size(), want.size(), "{raw:?}");
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(got.body(), want.body(), "{raw:?}");
+            assert_eq!(got.size(), got.to_bytes().len(), "{raw:?}");
+            assert_eq!(is_crlf(raw), to_crlf(raw) == *raw, "{raw:?}");
+        }
     }
 
     #[test]

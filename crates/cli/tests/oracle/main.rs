@@ -217,7 +217,6 @@ fn pigeonhole_bugs_cursus_follows_the_rfc() {
 }
 
 #[test]
-#[ignore = "cursus-sieve bug found by the oracle, reported: ? matches a character, not an octet"]
 fn question_mark_matches_one_octet_under_the_default_comparator() {
     // RFC 5228 §2.7.1: i;octet and i;ascii-casemap define a character as one octet, so
     // "?" matches exactly one octet; "é" is two in UTF-8.

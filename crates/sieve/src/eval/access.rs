@@ -17,49 +17,64 @@ impl Runtime<'_> {
         if anychild { cur.flatten() } else { vec![cur] }
     }
 
+    /// Positions in the message header of the named fields, name by name, honouring
+    /// `:index` (one field per name).
+    pub fn field_indices<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        index: Option<&IndexOpt>,
+    ) -> Vec<usize> {
+        let mut out = Vec::new();
+        for n in names {
+            let n = n.as_ref();
+            let start = out.len();
+            out.extend(
+                self.message
+                    .headers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.name.eq_ignore_ascii_case(n))
+                    .map(|(i, _)| i),
+            );
+            if let Some(ix) = index {
+                let picked = out.get(start..).and_then(|p| select_index(p, ix));
+                out.truncate(start);
+                out.extend(picked);
+            }
+        }
+        out
+    }
+
     /// Values of the named header fields (decoded), honouring `:index` and `:mime`.
-    pub fn header_fields(
+    pub fn header_fields<S: AsRef<str>>(
         &mut self,
-        names: &[String],
+        names: &[S],
         mime: &MimeOpts,
         index: Option<&IndexOpt>,
-    ) -> Vec<String> {
-        let mut out = Vec::new();
+    ) -> Vec<Rc<str>> {
         if mime.mime {
+            let mut out = Vec::new();
             let tree = self.mime_tree();
             for p in self.scope_parts(&tree, mime.anychild) {
                 for n in names {
                     out.extend(
                         p.headers
                             .iter()
-                            .filter(|h| h.name.eq_ignore_ascii_case(n))
-                            .map(Header::decoded),
+                            .filter(|h| h.name.eq_ignore_ascii_case(n.as_ref()))
+                            .map(|h| Rc::from(h.decoded())),
                     );
                 }
             }
             return out;
         }
-        for n in names {
-            let vals: Vec<String> = self.message.header_values(n);
-            match index {
-                Some(ix) => {
-                    let idx: Vec<usize> = (0..vals.len()).collect();
-                    if let Some(i) = select_index(&idx, ix)
-                        && let Some(v) = vals.get(i)
-                    {
-                        out.push(v.clone());
-                    }
-                }
-                None => out.extend(vals),
-            }
-        }
-        out
+        let idx = self.field_indices(names, index);
+        idx.into_iter().map(|i| self.field_decoded(i)).collect()
     }
 
-    pub(super) fn content_header_values(
+    pub(super) fn content_header_values<S: AsRef<str>>(
         &mut self,
         frame: &Frame<'_>,
-        names: &[String],
+        names: &[S],
         mime: &MimeOpts,
         opt: &MimeOption,
     ) -> Vec<String> {
@@ -71,7 +86,11 @@ impl Runtime<'_> {
         let mut out = Vec::new();
         for p in self.scope_parts(&tree, mime.anychild) {
             for n in names {
-                for h in p.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)) {
+                for h in p
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(n.as_ref()))
+                {
                     let v = h.decoded();
                     let (main, ps) = crate::message::split_params(&v);
                     match opt {
@@ -97,14 +116,18 @@ impl Runtime<'_> {
         out
     }
 
-    pub(super) fn address_part(&self, a: &Address, part: AddressPart) -> Option<String> {
+    pub(super) fn address_part<'a>(
+        &self,
+        a: &'a Address,
+        part: AddressPart,
+    ) -> Option<Cow<'a, str>> {
         match a {
             Address::Mailbox { local, domain } => {
                 let sep = self.cfg.subaddress_separator.as_str();
                 match part {
-                    AddressPart::All => Some(a.addr_spec()),
-                    AddressPart::LocalPart => Some(local.clone()),
-                    AddressPart::Domain => domain.clone(),
+                    AddressPart::All => Some(Cow::Owned(a.addr_spec())),
+                    AddressPart::LocalPart => Some(Cow::Borrowed(local)),
+                    AddressPart::Domain => domain.as_deref().map(Cow::Borrowed),
                     AddressPart::User | AddressPart::Detail => {
                         // Any character of the separator setting separates (Dovecot's
                         // recipient_delimiter semantics); the first one found wins.
@@ -115,24 +138,24 @@ impl Runtime<'_> {
                         };
                         match (part, cut) {
                             (AddressPart::User, Some(i)) => {
-                                Some(local.get(..i).unwrap_or("").to_string())
+                                Some(Cow::Borrowed(local.get(..i).unwrap_or("")))
                             }
-                            (AddressPart::User, None) => Some(local.clone()),
+                            (AddressPart::User, None) => Some(Cow::Borrowed(local)),
                             (_, Some(i)) => {
                                 let skip = local
                                     .get(i..)
                                     .and_then(|r| r.chars().next())
                                     .map_or(1, char::len_utf8);
-                                Some(local.get(i + skip..).unwrap_or("").to_string())
+                                Some(Cow::Borrowed(local.get(i + skip..).unwrap_or("")))
                             }
                             (_, None) => None,
                         }
                     }
                 }
             }
-            Address::Null => Some(String::new()),
+            Address::Null => Some(Cow::Borrowed("")),
             Address::Invalid(s) => match part {
-                AddressPart::All => Some(s.clone()),
+                AddressPart::All => Some(Cow::Borrowed(s)),
                 _ => None,
             },
         }
@@ -147,7 +170,7 @@ impl Runtime<'_> {
             return Vec::new();
         }
         match transform {
-            BodyTransform::Raw => vec![String::from_utf8_lossy(&self.message.body).into_owned()],
+            BodyTransform::Raw => vec![String::from_utf8_lossy(self.message.body()).into_owned()],
             BodyTransform::Text => self.content_texts(
                 &["text".to_string(), "application/xhtml+xml".to_string()],
                 true,
@@ -224,16 +247,16 @@ impl Runtime<'_> {
     }
 
     /// Match `values` against `keys`; sets match variables on success when `capture`.
-    pub fn match_strings(
+    pub fn match_strings<V: AsRef<str>>(
         &mut self,
         frame: &mut Frame<'_>,
         m: &Matcher,
-        values: &[String],
+        values: &[V],
         keys: &[Value],
         capture: bool,
         pos: Pos,
     ) -> Result<bool, RuntimeError> {
-        let keys = self.expand_all(frame, keys);
+        let keys = self.expand_all_cow(frame, keys);
         let capture = capture && frame.script.requires("variables");
         let cmp = m.comparator;
         match m.match_type {
@@ -243,23 +266,35 @@ impl Runtime<'_> {
             }
             MatchType::Value(op) => Ok(values
                 .iter()
-                .any(|v| keys.iter().any(|k| op.holds(cmp.compare(v, k))))),
-            MatchType::Is => Ok(values.iter().any(|v| keys.iter().any(|k| cmp.equals(v, k)))),
+                .any(|v| keys.iter().any(|k| op.holds(cmp.compare(v.as_ref(), k))))),
+            MatchType::Is => Ok(values
+                .iter()
+                .any(|v| keys.iter().any(|k| cmp.equals(v.as_ref(), k)))),
             MatchType::Contains => Ok(values
                 .iter()
-                .any(|v| keys.iter().any(|k| cmp.contains(v, k)))),
+                .any(|v| keys.iter().any(|k| cmp.contains(v.as_ref(), k)))),
             MatchType::Matches => {
+                if values.is_empty() {
+                    return Ok(false);
+                }
+                let globs: Vec<matching::Glob> =
+                    keys.iter().map(|k| matching::Glob::new(k, cmp)).collect();
                 for v in values {
-                    for k in &keys {
+                    let v = v.as_ref();
+                    for (k, g) in keys.iter().zip(&globs) {
                         self.charge(
                             pos,
                             1 + (v.len() as u64).saturating_mul(k.len() as u64) / 1024,
                         )?;
-                        if let Some(caps) = matching::glob_match(v, k, cmp) {
-                            if capture {
-                                frame.match_vars =
-                                    caps.into_iter().take(self.cfg.max_match_values).collect();
+                        if !capture {
+                            if g.is_match(v) {
+                                return Ok(true);
                             }
+                            continue;
+                        }
+                        if let Some(caps) = g.captures(v) {
+                            frame.match_vars =
+                                caps.into_iter().take(self.cfg.max_match_values).collect();
                             return Ok(true);
                         }
                     }
@@ -279,6 +314,7 @@ impl Runtime<'_> {
                         }
                     };
                     for v in values {
+                        let v = v.as_ref();
                         self.charge(
                             pos,
                             1 + (v.len() as u64).saturating_mul(k.len() as u64) / 256,

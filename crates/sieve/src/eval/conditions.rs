@@ -43,15 +43,24 @@ impl Runtime<'_> {
                 mime,
                 index,
             } => {
-                let names = self.expand_all(frame, headers);
-                let mut values = Vec::new();
-                for hv in self.header_fields(&names, mime, index.as_ref()) {
-                    for a in address::parse_list(&hv) {
-                        if let Some(v) = self.address_part(&a, *part) {
-                            values.push(v);
-                        }
-                    }
-                }
+                let names = self.expand_all_cow(frame, headers);
+                // Each field's address list is parsed once per evaluation (cached).
+                let lists: Vec<Rc<[Address]>> = if mime.mime {
+                    self.header_fields(&names, mime, index.as_ref())
+                        .iter()
+                        .map(|hv| Rc::from(address::parse_list(hv)))
+                        .collect()
+                } else {
+                    self.field_indices(&names, index.as_ref())
+                        .into_iter()
+                        .map(|i| self.field_addresses(i))
+                        .collect()
+                };
+                let values: Vec<Cow<'_, str>> = lists
+                    .iter()
+                    .flat_map(|l| l.iter())
+                    .filter_map(|a| self.address_part(a, *part))
+                    .collect();
                 self.match_strings(frame, m, &values, keys, true, pos)
             }
             Test::Envelope {
@@ -60,24 +69,15 @@ impl Runtime<'_> {
                 fields,
                 keys,
             } => {
-                let fields = self.expand_all(frame, fields);
-                let mut values = Vec::new();
-                for f in fields {
-                    let raw = match f.to_ascii_lowercase().as_str() {
-                        "from" => Some(self.envelope.from.clone()),
-                        "to" => Some(self.envelope.to.clone()),
-                        "orig_to" => self.envelope.orig_to.clone(),
-                        "auth" => self.envelope.auth.clone(),
-                        _ => None,
-                    };
-                    let Some(raw) = raw else { continue };
-                    let Some(a) = envelope_address(&raw) else {
-                        continue;
-                    };
-                    if let Some(v) = self.address_part(&a, *part) {
-                        values.push(v);
-                    }
-                }
+                let fields = self.expand_all_cow(frame, fields);
+                let addrs: Vec<Rc<Address>> = fields
+                    .iter()
+                    .filter_map(|f| self.envelope_parsed(f))
+                    .collect();
+                let values: Vec<Cow<'_, str>> = addrs
+                    .iter()
+                    .filter_map(|a| self.address_part(a, *part))
+                    .collect();
                 self.match_strings(frame, m, &values, keys, true, pos)
             }
             Test::Header {
@@ -87,29 +87,42 @@ impl Runtime<'_> {
                 mime,
                 index,
             } => {
-                let names = self.expand_all(frame, headers);
-                let values = match &mime.option {
-                    Some(opt) if mime.mime => self.content_header_values(frame, &names, mime, opt),
+                let names = self.expand_all_cow(frame, headers);
+                let values: Vec<Rc<str>> = match &mime.option {
+                    Some(opt) if mime.mime => self
+                        .content_header_values(frame, &names, mime, opt)
+                        .into_iter()
+                        .map(Rc::from)
+                        .collect(),
                     _ => self.header_fields(&names, mime, index.as_ref()),
                 };
                 self.match_strings(frame, m, &values, keys, true, pos)
             }
             Test::Exists { headers, mime } => {
-                let names = self.expand_all(frame, headers);
+                let names = self.expand_all_cow(frame, headers);
                 if mime.anychild {
                     let tree = self.mime_tree();
                     let parts = self.scope_parts(&tree, true);
                     return Ok(names.iter().all(|n| {
-                        parts
-                            .iter()
-                            .any(|p| p.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n)))
+                        parts.iter().any(|p| {
+                            p.headers
+                                .iter()
+                                .any(|h| h.name.eq_ignore_ascii_case(n.as_ref()))
+                        })
                     }));
                 }
                 for n in &names {
-                    if self
-                        .header_fields(std::slice::from_ref(n), mime, None)
-                        .is_empty()
-                    {
+                    let present = if mime.mime {
+                        !self
+                            .header_fields(std::slice::from_ref(n), mime, None)
+                            .is_empty()
+                    } else {
+                        self.message
+                            .headers
+                            .iter()
+                            .any(|h| h.name.eq_ignore_ascii_case(n))
+                    };
+                    if !present {
                         return Ok(false);
                     }
                 }
@@ -139,12 +152,12 @@ impl Runtime<'_> {
                     index.as_ref(),
                 );
                 let Some(raw) = fields.first() else {
-                    return self.match_strings(frame, m, &[], keys, false, pos);
+                    return self.match_strings(frame, m, &[] as &[&str], keys, false, pos);
                 };
                 let text = if hname.eq_ignore_ascii_case("received") {
                     raw.rsplit(';').next().unwrap_or("").to_string()
                 } else {
-                    raw.clone()
+                    raw.to_string()
                 };
                 let Some(dt) = date::parse_rfc5322(&text) else {
                     return Ok(false);
@@ -367,7 +380,7 @@ impl Runtime<'_> {
                 }
                 self.message = Message::parse(&out);
                 self.edited = true;
-                self.mime = None;
+                self.message_changed();
             }
             _ => {
                 if let Some(var) = &call.output {

@@ -5,6 +5,7 @@
 //! nesting are bounded; variable values are truncated to `max_variable_size`. Errors stop
 //! evaluation and are returned as [`RuntimeError`]; the caller applies implicit keep.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -82,6 +83,21 @@ pub(crate) struct Runtime<'h> {
     pub warnings: Vec<String>,
     /// The message before the first editheader change.
     pub original_message: Option<Vec<u8>>,
+    /// Per header field of `message` (same index): values derived on first use. Emptied
+    /// whenever the message changes ([`Runtime::message_changed`]).
+    fields: Vec<FieldCache>,
+    /// Parsed envelope addresses (from, to, orig_to, auth), keyed by the raw text so a
+    /// changed envelope (testsuite) is parsed again.
+    envelope_cache: [Option<(String, Option<Rc<Address>>)>; 4],
+}
+
+/// Values derived from one header field, computed once per evaluation.
+#[derive(Default, Clone)]
+struct FieldCache {
+    /// Unfolded, RFC 2047 decoded value.
+    decoded: Option<Rc<str>>,
+    /// The decoded value parsed as an address list.
+    addresses: Option<Rc<[Address]>>,
 }
 
 /// Run `script` and produce the outcome.
@@ -174,7 +190,80 @@ impl<'h> Runtime<'h> {
             ts: None,
             original_message: None,
             warnings: Vec::new(),
+            fields: Vec::new(),
+            envelope_cache: Default::default(),
         }
+    }
+
+    /// Forget everything derived from the message (call after any change to it).
+    pub fn message_changed(&mut self) {
+        self.mime = None;
+        self.fields.clear();
+    }
+
+    fn field_cache(&mut self, i: usize) -> Option<&mut FieldCache> {
+        if self.fields.len() != self.message.headers.len() {
+            self.fields.clear();
+            self.fields
+                .resize(self.message.headers.len(), FieldCache::default());
+        }
+        self.fields.get_mut(i)
+    }
+
+    /// The decoded value of header field `i` (cached).
+    pub fn field_decoded(&mut self, i: usize) -> Rc<str> {
+        if let Some(v) = self.field_cache(i).and_then(|c| c.decoded.clone()) {
+            return v;
+        }
+        let v: Rc<str> = self
+            .message
+            .headers
+            .get(i)
+            .map(Header::decoded)
+            .unwrap_or_default()
+            .into();
+        if let Some(c) = self.field_cache(i) {
+            c.decoded = Some(v.clone());
+        }
+        v
+    }
+
+    /// The addresses in header field `i` (parsed once from its decoded value).
+    pub fn field_addresses(&mut self, i: usize) -> Rc<[Address]> {
+        if let Some(v) = self.field_cache(i).and_then(|c| c.addresses.clone()) {
+            return v;
+        }
+        let v: Rc<[Address]> = address::parse_list(&self.field_decoded(i)).into();
+        if let Some(c) = self.field_cache(i) {
+            c.addresses = Some(v.clone());
+        }
+        v
+    }
+
+    /// The envelope address `field` ("from", "to", "orig_to", "auth"; any case) parsed as
+    /// an SMTP path; `None` when absent or not a path.
+    pub fn envelope_parsed(&mut self, field: &str) -> Option<Rc<Address>> {
+        let (slot, raw) = if field.eq_ignore_ascii_case("from") {
+            (0, Some(self.envelope.from.as_str()))
+        } else if field.eq_ignore_ascii_case("to") {
+            (1, Some(self.envelope.to.as_str()))
+        } else if field.eq_ignore_ascii_case("orig_to") {
+            (2, self.envelope.orig_to.as_deref())
+        } else if field.eq_ignore_ascii_case("auth") {
+            (3, self.envelope.auth.as_deref())
+        } else {
+            return None;
+        };
+        let raw = raw?;
+        let cache = self.envelope_cache.get_mut(slot)?;
+        if let Some((key, val)) = cache
+            && key == raw
+        {
+            return val.clone();
+        }
+        let val = envelope_address(raw).map(Rc::new);
+        *cache = Some((raw.to_string(), val.clone()));
+        val
     }
 
     /// Replace the message (testsuite), resetting derived state.
@@ -182,7 +271,7 @@ impl<'h> Runtime<'h> {
         self.message = m;
         self.original_message = None;
         self.edited = false;
-        self.mime = None;
+        self.message_changed();
     }
 
     pub fn limits(&self) -> ActionLimits {
@@ -275,6 +364,21 @@ impl<'h> Runtime<'h> {
 
     pub fn expand_all(&mut self, frame: &Frame<'_>, vs: &[Value]) -> Vec<String> {
         vs.iter().map(|v| self.expand(frame, v)).collect()
+    }
+
+    /// Like [`Runtime::expand`], borrowing constant strings (no variable references:
+    /// the compiler merges them into one literal piece) instead of copying them.
+    pub fn expand_cow<'v>(&mut self, frame: &Frame<'_>, v: &'v Value) -> Cow<'v, str> {
+        match v.pieces.as_slice() {
+            [] => Cow::Borrowed(""),
+            [Piece::Lit(s)] => Cow::Borrowed(s.as_str()),
+            _ => Cow::Owned(self.expand(frame, v)),
+        }
+    }
+
+    /// [`Runtime::expand_cow`] for a list.
+    pub fn expand_all_cow<'v>(&mut self, frame: &Frame<'_>, vs: &'v [Value]) -> Vec<Cow<'v, str>> {
+        vs.iter().map(|v| self.expand_cow(frame, v)).collect()
     }
 
     fn lookup(&mut self, frame: &Frame<'_>, name: &str) -> Option<String> {
@@ -750,7 +854,7 @@ impl<'h> Runtime<'h> {
             self.message.headers.insert(0, h);
         }
         self.edited = true;
-        self.mime = None;
+        self.message_changed();
         Ok(())
     }
 
@@ -809,7 +913,7 @@ impl<'h> Runtime<'h> {
                 }
             }
             self.edited = true;
-            self.mime = None;
+            self.message_changed();
         }
         Ok(())
     }
@@ -1060,6 +1164,17 @@ mod tests {
                 &["discard"],
             ),
             ("require \"reject\"; reject \"no\";", &["reject"]),
+            // The header cache follows editheader changes.
+            (
+                "require \"editheader\"; if header :is \"x-a\" \"1\" { stop; } addheader \"X-A\" \"1\"; if header :is \"x-a\" \"1\" { discard; }",
+                &["discard"],
+            ),
+            (
+                "require \"editheader\"; if address :is \"from\" \"joe@example.org\" { deleteheader \"from\"; } if exists \"from\" { stop; } if address :is \"to\" \"user@example.net\" { discard; }",
+                &["discard"],
+            ),
+            ("if size :over 85 { discard; }", &["discard"]),
+            ("if size :over 86 { discard; }", &["keep"]),
         ];
         for (src, want) in cases {
             let out = run_src(src, MSG).unwrap_or_else(|e| panic!("{src}: {e}"));
