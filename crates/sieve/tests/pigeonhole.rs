@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use cursus_sieve::testsuite::{Loader, run_testsuite};
 use cursus_sieve::{Config, DateTime, Host, ProgramRequest, ScriptLocation};
 
-/// Test blocks that must pass (a regression guard). 622 pass on the development machine; the margin covers the two vnd.dovecot.pipe blocks
-/// that depend on wall-clock timeouts and can fail on a heavily loaded machine.
+/// Test blocks that must pass (a regression guard). 622 pass on the development machine;
+/// the margin covers the two vnd.dovecot.pipe blocks that depend on wall-clock timeouts
+/// and can fail on a heavily loaded machine.
 const FLOOR: usize = 618;
 
 struct SuiteHost {
