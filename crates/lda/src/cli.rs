@@ -1,0 +1,247 @@
+//! The command line of cursus-lda: `policy check` and `policy explain`, defined once here
+//! so `--help` and the cursus-lda(8) man page come from the same text.
+//!
+//! Trusts the administrator who runs it; reads the named policy files and looks the user up
+//! in the user database (nix `User::from_name`). Fails with a message on stderr and exit
+//! status 1 for a bad policy or a refused destination, 2 for anything that stopped the
+//! command from answering. The root service is not here yet.
+//!
+//! Attacks stopped: none of its own (it is a diagnostic tool); `explain` runs exactly the
+//! checks the service will, so an administrator sees the same decision a request would get.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::destination::Destination;
+use crate::policy::{self, Policy, Request};
+
+/// Where the system policy lives when `--policy` is not given.
+pub const SYSTEM_POLICY: &str = "/etc/cursus/lda-policy.toml";
+
+const AFTER_HELP: &str = "\
+The policy file (TOML) lists allowed destinations, one [[allow]] table each:
+
+    min_uid = 1000                 # users below need a rule naming them
+
+    [[allow]]
+    name = \"home-maildir\"
+    kind = \"maildir\"               # maildir, mbox, mh or command
+    path = \"~/Maildir\"             # ~ is the user's home; ${user} the user name
+    subtree = true                 # the path and everything below it
+
+    [[allow]]
+    name = \"virtual\"
+    kind = \"maildir\"
+    path = \"/srv/vmail\"
+    subtree = true
+    users = [\"vmail\"]              # only as these users (also lifts min_uid for them)
+
+    [[allow]]
+    name = \"procmail\"
+    kind = \"command\"
+    path = \"/usr/bin/procmail\"
+    arguments = true               # plain arguments allowed (never a shell)
+
+uid 0 is refused unless a rule names the user. A user's refinement file may
+`remove = [\"rule\", ...]` and add [[allow]] mailboxes under ~/ only.
+
+Exit status: 0 ok or allowed, 1 errors or refused, 2 could not answer.";
+
+/// cursus-lda: the local delivery agent that checks every delivery against its policy.
+#[derive(Debug, Parser)]
+#[command(name = "cursus-lda", version, about, long_about)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with the destination policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and validate a policy file; print `FILE: ok` or every error with file:line:col.
+    Check {
+        /// The system policy file.
+        file: PathBuf,
+        /// Check FILE as USER's refinement of this system policy instead.
+        #[arg(long, value_name = "SYSTEM", requires = "user")]
+        refines: Option<PathBuf>,
+        /// The user whose refinement FILE is (with --refines).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Say which rule allows a delivery to DESTINATION as USER, or why it is refused.
+    Explain {
+        /// The system policy file.
+        #[arg(long, value_name = "FILE", default_value = SYSTEM_POLICY)]
+        policy: PathBuf,
+        /// A refinement file for USER (its owner and mode are not checked here).
+        #[arg(long, value_name = "FILE")]
+        refinement: Option<PathBuf>,
+        /// Use this uid instead of the user database's.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Use this home directory instead of the user database's.
+        #[arg(long)]
+        home: Option<String>,
+        /// The local user the delivery runs as.
+        user: String,
+        /// KIND:PATH, KIND one of maildir, mbox, mh, command (`command:/usr/bin/procmail -a x`).
+        destination: String,
+    },
+}
+
+/// Runs the parsed command, writing to `out` and `err`; returns the exit status.
+pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match &args.command {
+        Command::Policy(PolicyCommand::Check {
+            file,
+            refines,
+            user,
+        }) => check(file, refines.as_deref(), user.as_deref(), out, err),
+        Command::Policy(PolicyCommand::Explain {
+            policy,
+            refinement,
+            uid,
+            home,
+            user,
+            destination,
+        }) => {
+            let what = Explain {
+                policy,
+                refinement: refinement.as_deref(),
+                uid: *uid,
+                home: home.as_deref(),
+                user,
+                destination,
+            };
+            match explain(&what, out) {
+                Ok(code) => code,
+                Err(message) => {
+                    let _ = writeln!(err, "cursus-lda: {message}");
+                    2
+                }
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+fn load_system(path: &Path) -> Result<Result<Policy, policy::PolicyErrors>, String> {
+    let text = read(path)?;
+    Ok(policy::parse_system(&text, &path.display().to_string()))
+}
+
+fn check(
+    file: &Path,
+    refines: Option<&Path>,
+    user: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let result = (|| {
+        let Some(system) = refines else {
+            return load_system(file).map(|r| r.map(|_| ()));
+        };
+        let system = match load_system(system)? {
+            Ok(p) => p,
+            Err(errors) => return Ok(Err(errors)),
+        };
+        let text = read(file)?;
+        let user = user.unwrap_or_default();
+        Ok(policy::parse_user(&system, user, &text, &file.display().to_string()).map(|_| ()))
+    })();
+    match result {
+        Ok(Ok(())) => {
+            let _ = writeln!(out, "{}: ok", file.display());
+            0
+        }
+        Ok(Err(errors)) => {
+            let _ = writeln!(err, "{errors}");
+            1
+        }
+        Err(message) => {
+            let _ = writeln!(err, "cursus-lda: {message}");
+            2
+        }
+    }
+}
+
+struct Explain<'a> {
+    policy: &'a Path,
+    refinement: Option<&'a Path>,
+    uid: Option<u32>,
+    home: Option<&'a str>,
+    user: &'a str,
+    destination: &'a str,
+}
+
+fn explain(what: &Explain<'_>, out: &mut dyn Write) -> Result<u8, String> {
+    let destination: Destination = what
+        .destination
+        .parse()
+        .map_err(|e| format!("{:?}: {e}", what.destination))?;
+    let mut policy = load_system(what.policy)?.map_err(|e| e.to_string())?;
+    if let Some(file) = what.refinement {
+        let text = read(file)?;
+        policy = policy::parse_user(&policy, what.user, &text, &file.display().to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    let (uid, home) = match (what.uid, what.home) {
+        (Some(uid), Some(home)) => (uid, home.to_string()),
+        (uid, home) => {
+            let entry = nix::unistd::User::from_name(what.user)
+                .map_err(|e| format!("looking up user {:?}: {e}", what.user))?
+                .ok_or_else(|| {
+                    format!(
+                        "no such user {:?} (give --uid and --home to ask anyway)",
+                        what.user
+                    )
+                })?;
+            let home = match home {
+                Some(h) => h.to_string(),
+                None => entry
+                    .dir
+                    .to_str()
+                    .ok_or_else(|| format!("the home of {:?} is not UTF-8", what.user))?
+                    .to_string(),
+            };
+            (uid.unwrap_or(entry.uid.as_raw()), home)
+        }
+    };
+    let decision = policy::check(
+        &policy,
+        &Request {
+            user: what.user,
+            uid,
+            home: &home,
+            destination: &destination,
+        },
+    );
+    let _ = writeln!(out, "user {} (uid {uid}, home {home})", what.user);
+    let _ = writeln!(out, "destination {destination}");
+    let _ = writeln!(out, "{decision}");
+    Ok(if decision.is_allowed() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        Args::command().debug_assert();
+    }
+}
