@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cursus_mail::diagnostic::{line_col, suggest, unknown_field as unknown_key};
 use serde::Deserialize;
 
 /// Where the system file lives when `-c` is not given.
@@ -406,7 +407,7 @@ pub fn parse(text: &str, source: &str) -> Result<ConfigFile, ConfigError> {
         let line = e.span().map(|span| line_col(text, span.start));
         let mut message = e.message().trim().to_string();
         if let Some(unknown) = unknown_key(&message) {
-            message = match suggest(&unknown) {
+            message = match suggest(&unknown, KEYS) {
                 Some(s) => format!("unknown setting `{unknown}`; did you mean `{s}`?"),
                 None => format!(
                     "unknown setting `{unknown}`; known settings: {}",
@@ -501,41 +502,6 @@ pub fn parse_overrides(overrides: &[String]) -> Result<ConfigFile, ConfigError> 
         }
     }
     parse(&doc, "-o")
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text.as_bytes()[..offset.min(text.len())];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-    (line, col)
-}
-
-fn unknown_key(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    Some(rest[..rest.find('`')?].to_string())
-}
-
-/// The known key closest to `word`, if it is close enough to be a typo.
-fn suggest(word: &str) -> Option<&'static str> {
-    KEYS.iter()
-        .map(|k| (edit_distance(word, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// The per-user file for a home directory.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod diagnostic;
 pub mod fromline;
 pub mod header;
 pub mod status;
