@@ -312,25 +312,10 @@ fn add_addresses(out: &mut Vec<String>, list: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Percent-decoding as the Sieve crate does it for notify URIs, with the error named.
 fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    cursus_sieve::actions::percent_decode(s)
+        .ok_or_else(|| format!("bad percent-encoding or non-UTF-8 text in {s:?}"))
 }
 
 fn angle_list(list: &[String]) -> String {
