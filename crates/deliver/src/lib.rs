@@ -13,7 +13,7 @@ pub mod delivery;
 pub mod destination;
 pub mod disposition;
 pub mod filter;
-pub mod input;
+pub use cursus_mailbox::input;
 pub mod response;
 pub mod sendmail;
 pub mod sieve_host;

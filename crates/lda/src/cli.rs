@@ -63,6 +63,97 @@ pub enum Command {
     /// Work with the destination policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the root service: listen on a unix socket, check every request, deliver as the user.
+    Serve(ServeArgs),
+    /// Send one request to a running service and print its answer.
+    Request(RequestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The unix socket to listen on (mode 0600, owned by the first --peer).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Serve the socket-pair end inherited as descriptor FD (repeatable).
+    #[arg(long = "connection-fd", value_name = "FD")]
+    pub connection_fds: Vec<i32>,
+    /// The user (name or uid) allowed to connect besides root (repeatable; usually `cursus`).
+    #[arg(long = "peer", value_name = "USER")]
+    pub peers: Vec<String>,
+    /// The system policy file.
+    #[arg(long, value_name = "FILE", default_value = SYSTEM_POLICY)]
+    pub policy: PathBuf,
+    /// Seconds a command destination may run before it is killed (the delivery is deferred).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub command_timeout: u64,
+    /// Connections served at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RequestArgs {
+    /// The service's socket.
+    #[arg(long, value_name = "PATH", default_value = crate::service::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub request: RequestKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestKind {
+    /// Is the service there?
+    Ping,
+    /// Deliver the message in FILE to DESTINATION as USER.
+    Deliver {
+        /// The local user the delivery runs as.
+        #[arg(long)]
+        user: String,
+        /// KIND:PATH (maildir:/home/joe/Maildir, command:/usr/bin/procmail -a x).
+        #[arg(long)]
+        destination: String,
+        /// The envelope sender (empty for the null sender).
+        #[arg(long, default_value = "")]
+        sender: String,
+        /// The final recipient address.
+        #[arg(long)]
+        recipient: String,
+        /// The original recipient (default: the recipient).
+        #[arg(long)]
+        original_recipient: Option<String>,
+        /// The address extension.
+        #[arg(long)]
+        extension: Option<String>,
+        /// Do not force the message to disk before answering.
+        #[arg(long)]
+        no_fsync: bool,
+        /// Create missing Maildir++ and MH folders.
+        #[arg(long)]
+        create_folders: bool,
+        /// Add a Return-Path header.
+        #[arg(long)]
+        return_path: bool,
+        /// The message file (opened read-only and passed as a descriptor).
+        #[arg(long, value_name = "FILE")]
+        message: PathBuf,
+    },
+    /// Run USER's Sieve filter and print its decisions.
+    Filter {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "")]
+        sender: String,
+        #[arg(long)]
+        recipient: String,
+        /// Without a message: stage rcpt (envelope only).
+        #[arg(long, value_name = "FILE")]
+        message: Option<PathBuf>,
+    },
+    /// Read USER's .forward as USER and print its entries.
+    ReadForward {
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +193,8 @@ pub enum PolicyCommand {
 /// Runs the parsed command, writing to `out` and `err`; returns the exit status.
 pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match &args.command {
+        Command::Serve(serve) => crate::service::serve_command(serve, err),
+        Command::Request(request) => crate::client::request_command(request, out, err),
         Command::Policy(PolicyCommand::Check {
             file,
             refines,

@@ -109,6 +109,19 @@ impl MailPath {
         base.components().all(|b| mine.next() == Some(b))
     }
 
+    /// The directory holding `self`; `None` for `/`.
+    pub fn parent(&self) -> Option<MailPath> {
+        let (head, _) = self.0.rsplit_once('/')?;
+        if self.0 == "/" {
+            return None;
+        }
+        Some(MailPath(if head.is_empty() {
+            "/".to_string()
+        } else {
+            head.to_string()
+        }))
+    }
+
     /// Whether `self` lies strictly below `base`.
     pub fn is_strictly_below(&self, base: &MailPath) -> bool {
         self.is_at_or_below(base) && self.components().count() > base.components().count()

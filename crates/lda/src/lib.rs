@@ -10,9 +10,14 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
+pub mod command;
 pub mod destination;
 pub mod policy;
 pub mod protocol;
+pub mod service;
+pub mod store;
+pub mod walk;
 
 pub use cli::Args;
 pub use destination::{Destination, MailPath, MailboxKind, PathError};

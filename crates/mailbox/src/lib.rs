@@ -15,6 +15,7 @@ mod dotlock;
 pub mod errno;
 pub mod error;
 pub mod folder;
+pub mod input;
 pub mod maildir;
 pub mod maildir_name;
 pub mod mbox;

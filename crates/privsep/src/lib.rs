@@ -15,8 +15,14 @@
 //!   filter or command: [`close_inherited_descriptors`].
 //! - A file-size limit set by the MTA (Postfix `mailbox_size_limit`) killing us with
 //!   SIGXFSZ mid-write instead of giving EFBIG we can roll back: [`ignore_sigxfsz`].
+//! - A fork in a threaded process leaving a child with locks held by threads that no longer
+//!   exist (and a credential change that only covers one thread): [`fork_process`] refuses
+//!   when the process has more than one thread.
+//! - Descriptors and peer identities across a unix socket: see `passing.rs`.
 
 #![allow(unsafe_code)] // reason: the one crate allowed unsafe code; each block has a SAFETY note
+
+pub mod passing;
 
 use std::fmt;
 use std::io;
@@ -113,6 +119,38 @@ fn verify(uid: Uid, gid: Gid) -> Result<(), PrivsepError> {
     Ok(())
 }
 
+/// Which side of a fork this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The parent, with the child's process id.
+    Parent(nix::unistd::Pid),
+    Child,
+}
+
+/// Forks a single-threaded process. The child is an exact copy that may go on running Rust
+/// code (allocate, open files, change credentials), which is only sound because no other
+/// thread can hold a lock or be mid-allocation at the fork.
+pub fn fork_process() -> Result<Forked, PrivsepError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(PrivsepError::Threaded(threads));
+    }
+    // SAFETY: the process has exactly one thread (checked above; none is started between
+    // the check and the fork by this single-threaded caller), so the child inherits no lock
+    // held by another thread and may run any code, not only async-signal-safe functions.
+    match unsafe { nix::unistd::fork() }.map_err(call("fork"))? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Ends the calling (forked child) process at once with `code`, running no destructors and
+/// no atexit handlers that belong to the parent's state (buffered output, temp files).
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
 /// Ignores SIGXFSZ so that exceeding a file-size limit makes write(2) fail with EFBIG,
 /// which the writer turns into a rollback and a "mailbox full" outcome.
 pub fn ignore_sigxfsz() -> io::Result<()> {
@@ -130,6 +168,16 @@ pub fn ignore_sigpipe() -> io::Result<()> {
     use nix::sys::signal::{SigHandler, Signal, signal};
     // SAFETY: as for ignore_sigxfsz: SIG_IGN installs no handler code.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
+/// Ignores SIGHUP, so a service whose terminal or supervisor hangs up keeps running (it
+/// notices configuration edits by itself).
+pub fn ignore_signal_hangup() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: as for ignore_sigxfsz: SIG_IGN installs no handler code.
+    unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }
         .map(|_| ())
         .map_err(io::Error::from)
 }

@@ -10,9 +10,9 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use crate::spool::{SpoolWriter, Spooled};
 use cursus_mail::fromline::sender_from_line;
 use cursus_mail::header::is_field_start;
-use cursus_mailbox::{SpoolWriter, Spooled};
 
 /// The most header bytes kept in memory for inspection; beyond this the rest of the message
 /// is treated as body (it is still stored byte for byte, only loop detection stops looking).

@@ -1,0 +1,273 @@
+//! The client side of the LDA protocol, for cursusd and `cursus-lda request`: connect (or
+//! wrap an inherited socket), send one request with the message descriptor, read one answer.
+//!
+//! Trusts the LDA at the other end to speak the protocol; checks every answer frame anyway
+//! (`protocol.rs` refuses malformed ones). Fails with [`ClientError`]: the connection is
+//! then unusable and the caller treats the delivery as temporary.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use cursus_privsep::passing::send_with_fd;
+
+use crate::protocol::{Answer, Decoded, FrameError, Request, decode_answer, encode_request};
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum ClientError {
+    Io(io::Error),
+    Frame(FrameError),
+    /// The LDA closed the connection before a whole answer arrived.
+    Closed,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "cursus-lda connection: {e}"),
+            ClientError::Frame(e) => write!(f, "cursus-lda answer: {e}"),
+            ClientError::Closed => write!(f, "cursus-lda closed the connection"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// One connection to cursus-lda; requests on it are answered in order.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to the LDA's socket.
+    pub fn connect(path: &Path) -> io::Result<Client> {
+        Ok(Client::from_stream(UnixStream::connect(path)?))
+    }
+
+    /// Uses an already connected stream (one end of a socket pair).
+    pub fn from_stream(stream: UnixStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Limits how long one answer may take (deliveries to commands can be slow).
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)
+    }
+
+    /// Sends `request` (with the message descriptor for `deliver` and `filter` at DATA) and
+    /// waits for its answer.
+    pub fn call(
+        &mut self,
+        request: &Request,
+        message: Option<BorrowedFd<'_>>,
+    ) -> Result<Answer, ClientError> {
+        let frame = encode_request(request).map_err(ClientError::Frame)?;
+        if let Err(e) = self.send_raw(&frame, message) {
+            // The service may have refused the connection and closed it before our request
+            // went out: its refusal is still waiting to be read.
+            return self.read_answer().map_err(|_| ClientError::Io(e));
+        }
+        self.read_answer()
+    }
+
+    /// Sends bytes as they are, with an optional descriptor on the first byte (the tests
+    /// use this to send malformed frames).
+    pub fn send_raw(&mut self, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let sent = send_with_fd(self.stream.as_fd(), bytes, fd)?;
+        (&self.stream).write_all(&bytes[sent..])
+    }
+
+    /// Reads one answer frame.
+    pub fn read_answer(&mut self) -> Result<Answer, ClientError> {
+        loop {
+            if !self.buf.is_empty() {
+                match decode_answer(&self.buf).map_err(ClientError::Frame)? {
+                    Decoded::Frame { value, consumed } => {
+                        self.buf.drain(..consumed);
+                        return Ok(value);
+                    }
+                    Decoded::NeedMore { .. } => {}
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = match (&self.stream).read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Shuts the sending side, so the LDA sees end of stream (tests of truncated frames).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// `cursus-lda request`: sends one request and prints the answer. Exit status: 0 delivered
+/// or answered, 75 temporary, 69 permanent, 1 refused by the service, 2 no answer.
+pub fn request_command(
+    args: &crate::cli::RequestArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    use crate::cli::RequestKind;
+    use crate::protocol::{DeliverOptions, Envelope, FilterStage};
+
+    let envelope =
+        |sender: &str, recipient: &str, original: Option<&str>, ext: Option<&str>| Envelope {
+            sender: (!sender.is_empty() && sender != "<>").then(|| sender.to_string()),
+            original_recipient: original.unwrap_or(recipient).to_string(),
+            final_recipient: recipient.to_string(),
+            extension: ext.map(str::to_string),
+        };
+    let mut message_file = None;
+    let request = match &args.request {
+        RequestKind::Ping => Request::Ping,
+        RequestKind::Deliver {
+            user,
+            destination,
+            sender,
+            recipient,
+            original_recipient,
+            extension,
+            no_fsync,
+            create_folders,
+            return_path,
+            message,
+        } => {
+            let destination = match destination.parse() {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = writeln!(err, "cursus-lda: --destination {destination:?}: {e}");
+                    return 2;
+                }
+            };
+            message_file = Some(message.clone());
+            Request::Deliver {
+                user: user.clone(),
+                destination,
+                envelope: envelope(
+                    sender,
+                    recipient,
+                    original_recipient.as_deref(),
+                    extension.as_deref(),
+                ),
+                options: DeliverOptions {
+                    fsync: !no_fsync,
+                    create_folders: *create_folders,
+                    return_path: *return_path,
+                },
+            }
+        }
+        RequestKind::Filter {
+            user,
+            sender,
+            recipient,
+            message,
+        } => {
+            message_file = message.clone();
+            Request::Filter {
+                user: user.clone(),
+                envelope: envelope(sender, recipient, None, None),
+                stage: if message.is_some() {
+                    FilterStage::Data
+                } else {
+                    FilterStage::Rcpt
+                },
+            }
+        }
+        RequestKind::ReadForward { user } => Request::ReadForward { user: user.clone() },
+    };
+    let file = match &message_file {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                let _ = writeln!(err, "cursus-lda: {}: {e}", path.display());
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let answer = Client::connect(&args.socket)
+        .map_err(ClientError::Io)
+        .and_then(|mut c| c.call(&request, file.as_ref().map(|f| f.as_fd())));
+    match answer {
+        Ok(answer) => {
+            let _ = writeln!(out, "{}", describe(&answer));
+            exit_status(&answer)
+        }
+        Err(e) => {
+            let _ = writeln!(err, "cursus-lda: {}: {e}", args.socket.display());
+            2
+        }
+    }
+}
+
+/// The exit status `request` gives for an answer.
+pub fn exit_status(answer: &Answer) -> u8 {
+    use cursus_mail::OutcomeKind;
+    match answer {
+        Answer::Outcome { kind, .. } => match kind {
+            OutcomeKind::Delivered => 0,
+            OutcomeKind::Temporary => 75,
+            OutcomeKind::Permanent => 69,
+        },
+        Answer::Error { .. } => 1,
+        Answer::Filter { .. } | Answer::Forward { .. } | Answer::Pong => 0,
+    }
+}
+
+/// An answer as text, one item per line.
+pub fn describe(answer: &Answer) -> String {
+    use cursus_mail::OutcomeKind;
+    match answer {
+        Answer::Outcome { kind, status, text } => {
+            let word = match kind {
+                OutcomeKind::Delivered => "delivered",
+                OutcomeKind::Temporary => "temporary",
+                OutcomeKind::Permanent => "permanent",
+            };
+            format!("{word} {status} {text}")
+        }
+        Answer::Error { code, text } => format!("error {code:?}: {text}"),
+        Answer::Pong => "pong".to_string(),
+        Answer::Filter {
+            needs_message,
+            decisions,
+        } => {
+            let mut s = format!("filter needs_message={needs_message}");
+            for d in decisions {
+                s.push_str(&format!("\n{d:?}"));
+            }
+            s
+        }
+        Answer::Forward { entries } => {
+            let mut s = format!("forward {} entries", entries.len());
+            for e in entries {
+                s.push_str(&format!("\n{e:?}"));
+            }
+            s
+        }
+    }
+}

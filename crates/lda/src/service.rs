@@ -1,0 +1,802 @@
+//! The root service: listens on a unix socket (or serves connections inherited from its
+//! parent), checks each peer, and serves each connection in a forked process that reads
+//! request frames and forks one child per delivery; the child becomes the user before it
+//! looks at anything the user controls.
+//!
+//! Process table (all single-threaded, no async runtime; `fork_process` refuses otherwise):
+//!
+//! | process          | uid  | lives                 | does                                    |
+//! |------------------|------|-----------------------|-----------------------------------------|
+//! | listener         | root | while the service runs| accept, SO_PEERCRED, reload the policy  |
+//! | connection       | root | one connection        | frames in and out, user lookup, fork    |
+//! | delivery child   | user | one request           | refine, check, walk, write, answer      |
+//!
+//! Trusts the policy file (root's), the user database, the kernel's SO_PEERCRED; nothing
+//! the peer sends. Fails per request with an answer (never a crash of the listener); a
+//! frame error is answered with an error frame and the connection is closed; nothing is
+//! written for a request that was not whole and valid.
+//!
+//! Attacks stopped:
+//! - Another local user connecting to ask for deliveries: the socket is mode 0600 owned by
+//!   the configured peer, and independently every connection's SO_PEERCRED uid must be the
+//!   configured peer (or root, which could do anything the LDA does anyway).
+//! - A request for uid 0 or a system account, an unlisted destination, a shell
+//!   metacharacter: refused by the policy before any fork (system rules) and again in the
+//!   child with the user's refinement.
+//! - The MTA claiming a uid or home for a user: only the user name travels; uid, gid and
+//!   home come from this process's own user database lookup.
+//! - A message descriptor that is a directory, a pipe, a socket or a device (reads that
+//!   block for ever, or list a directory into a mailbox), or one opened for writing (the
+//!   user's command could then rewrite the MTA's queue file): refused, nothing written.
+//! - A malformed, oversize or truncated frame, or a descriptor sent with a request that
+//!   takes none: an error answer, the connection closed, no child forked.
+//! - A peer that stops mid-frame to hold a root process: a frame must complete within
+//!   [`FRAME_TIMEOUT`]; an idle connection is closed after [`IDLE_TIMEOUT`]; at most
+//!   `max_connections` connection processes exist.
+//! - A delivery child that hangs: killed after the request time limit; the answer is
+//!   temporary.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use cursus_mail::{ExitCode, Outcome, OutcomeKind, codes};
+use cursus_privsep::Forked;
+use cursus_privsep::passing::{peer_credentials, recv_with_fds};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, User};
+
+use crate::destination::Destination;
+use crate::policy::{self, Decision, Policy, Refusal};
+use crate::protocol::{
+    self, Answer, Decoded, ErrorCode, FilterStage, FrameError, Request, decode_request,
+    encode_answer,
+};
+use crate::store::{self, Job};
+
+/// How long the rest of a started frame may take to arrive.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy_path: PathBuf,
+    /// Peers allowed besides root.
+    pub peer_uids: Vec<u32>,
+    pub command_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Settings {
+    /// The limit on one request: the command time plus a margin for locks and the disk.
+    fn request_timeout(&self) -> Duration {
+        self.command_timeout + Duration::from_secs(120)
+    }
+}
+
+/// Writes one log line (stderr: journald or the supervisor keeps it).
+pub fn log(line: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "cursus-lda[{}]: {line}", std::process::id());
+}
+
+/// The loaded policy and what it was loaded from, to notice edits.
+struct Loaded {
+    policy: Policy,
+    stamp: Option<(u64, u64, SystemTime, u64)>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, u64, SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.modified().ok()?, m.len()))
+}
+
+/// Loads and validates the system policy file.
+pub fn load_policy(path: &Path) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    policy::parse_system(&text, &path.display().to_string()).map_err(|e| e.to_string())
+}
+
+impl Loaded {
+    fn refresh(&mut self, path: &Path) {
+        let now = stamp(path);
+        if now == self.stamp {
+            return;
+        }
+        match load_policy(path) {
+            Ok(p) => {
+                log(&format!("policy reloaded from {}", path.display()));
+                self.policy = p;
+                self.stamp = now;
+            }
+            Err(e) => {
+                log(&format!(
+                    "policy edit refused, keeping the previous one: {e}"
+                ));
+                self.stamp = now;
+            }
+        }
+    }
+}
+
+/// Binds the listening socket: an old socket at `path` is replaced, anything else there is
+/// an error; mode 0600, owned by the first configured peer.
+pub fn bind(path: &Path, owner: Option<u32>) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(uid) = owner {
+        std::os::unix::fs::chown(path, Some(uid), None)?;
+    }
+    Ok(listener)
+}
+
+/// Serves for ever: the listener (when given) and the inherited connections.
+pub fn run(
+    settings: &Settings,
+    listener: Option<UnixListener>,
+    inherited: Vec<UnixStream>,
+) -> io::Result<()> {
+    let mut loaded = Loaded {
+        policy: load_policy(&settings.policy_path)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+        stamp: stamp(&settings.policy_path),
+    };
+    let mut children: Vec<Pid> = Vec::new();
+    for stream in inherited {
+        // Inherited from the parent that started us as root: trusted by construction.
+        spawn_connection(settings, &loaded.policy, stream, &mut children)?;
+    }
+    let Some(listener) = listener else {
+        // Socket-pair mode: serve until every inherited connection has ended.
+        while !children.is_empty() {
+            reap(&mut children, true);
+        }
+        return Ok(());
+    };
+    log(&format!(
+        "listening, policy {} with {} rules",
+        settings.policy_path.display(),
+        loaded.policy.rules.len()
+    ));
+    loop {
+        reap(&mut children, false);
+        if children.len() >= settings.max_connections {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let ready = {
+            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(n) => n > 0,
+                Err(nix::errno::Errno::EINTR) => false,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if !ready {
+            continue;
+        }
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log(&format!("accept failed: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let peer = match peer_credentials(stream.as_fd()) {
+            Ok(p) => p,
+            Err(e) => {
+                log(&format!("refused a connection: no peer credentials: {e}"));
+                continue;
+            }
+        };
+        if peer.uid != 0 && !settings.peer_uids.contains(&peer.uid) {
+            log(&format!(
+                "refused a connection from uid {} pid {}: not the configured peer",
+                peer.uid, peer.pid
+            ));
+            let _ = refuse(&stream, "this uid may not use cursus-lda");
+            continue;
+        }
+        loaded.refresh(&settings.policy_path);
+        spawn_connection(settings, &loaded.policy, stream, &mut children)?;
+    }
+}
+
+fn refuse(stream: &UnixStream, text: &str) -> io::Result<()> {
+    let answer = Answer::Error {
+        code: ErrorCode::Refused,
+        text: text.to_string(),
+    };
+    let bytes = encode_answer(&answer).map_err(|e| io::Error::other(e.to_string()))?;
+    (&*stream).write_all(&bytes)
+}
+
+fn reap(children: &mut Vec<Pid>, block: bool) {
+    let flags = if block {
+        None
+    } else {
+        Some(WaitPidFlag::WNOHANG)
+    };
+    loop {
+        match waitpid(None, flags) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(status) => {
+                if let Some(pid) = status.pid() {
+                    children.retain(|c| *c != pid);
+                }
+                if block {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn spawn_connection(
+    settings: &Settings,
+    policy: &Policy,
+    stream: UnixStream,
+    children: &mut Vec<Pid>,
+) -> io::Result<()> {
+    match cursus_privsep::fork_process().map_err(io::Error::other)? {
+        Forked::Parent(pid) => {
+            children.push(pid);
+            Ok(())
+        }
+        Forked::Child => {
+            let code = match Connection::new(settings, policy, stream).serve() {
+                Ok(()) => 0,
+                Err(e) => {
+                    log(&format!("connection ended: {e}"));
+                    1
+                }
+            };
+            cursus_privsep::exit_child(code)
+        }
+    }
+}
+
+/// One connection, in its own root process.
+struct Connection<'a> {
+    settings: &'a Settings,
+    policy: &'a Policy,
+    stream: UnixStream,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(settings: &'a Settings, policy: &'a Policy, stream: UnixStream) -> Self {
+        Connection {
+            settings,
+            policy,
+            stream,
+            buf: Vec::new(),
+            fds: Vec::new(),
+        }
+    }
+
+    fn serve(mut self) -> io::Result<()> {
+        loop {
+            let request = match self.next_request()? {
+                Some(r) => r,
+                None => return Ok(()),
+            };
+            let (request, fd) = match request {
+                Ok(pair) => pair,
+                Err((code, text)) => {
+                    log(&format!("closing the connection: {text}"));
+                    self.send(&Answer::Error { code, text })?;
+                    return Ok(());
+                }
+            };
+            let answer = self.answer(&request, fd);
+            self.send(&answer)?;
+        }
+    }
+
+    fn send(&self, answer: &Answer) -> io::Result<()> {
+        let bytes = encode_answer(answer).map_err(|e| io::Error::other(e.to_string()))?;
+        (&self.stream).write_all(&bytes)
+    }
+
+    /// Reads until one whole frame is buffered. `Ok(None)` at a clean end of stream;
+    /// `Ok(Some(Err(..)))` for a frame error to answer before closing.
+    #[allow(clippy::type_complexity)]
+    fn next_request(
+        &mut self,
+    ) -> io::Result<Option<Result<(Request, Option<File>), (ErrorCode, String)>>> {
+        let mut started: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match decode_request(&self.buf) {
+                    Ok(Decoded::Frame { value, consumed }) => {
+                        self.buf.drain(..consumed);
+                        return Ok(Some(self.take_descriptor(value)));
+                    }
+                    Ok(Decoded::NeedMore { .. }) => {}
+                    Err(e) => return Ok(Some(Err(frame_error(&e)))),
+                }
+                started.get_or_insert_with(Instant::now);
+            }
+            let limit = match started {
+                Some(t) => FRAME_TIMEOUT.saturating_sub(t.elapsed()),
+                None => IDLE_TIMEOUT,
+            };
+            if limit.is_zero() || !wait_readable(self.stream.as_fd(), limit)? {
+                return if started.is_some() {
+                    Ok(Some(Err((
+                        ErrorCode::Malformed,
+                        "the frame did not complete in time".to_string(),
+                    ))))
+                } else {
+                    Ok(None)
+                };
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let (n, fds) = recv_with_fds(self.stream.as_fd(), &mut chunk)?;
+            self.fds.extend(fds);
+            if self.fds.len() > 1 {
+                return Ok(Some(Err((
+                    ErrorCode::OutOfOrder,
+                    "more than one descriptor for one request".to_string(),
+                ))));
+            }
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Ok(Some(Err((
+                        ErrorCode::Malformed,
+                        "the connection closed inside a frame".to_string(),
+                    ))))
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Pairs a request with the descriptor it needs, refusing one it does not.
+    fn take_descriptor(
+        &mut self,
+        request: Request,
+    ) -> Result<(Request, Option<File>), (ErrorCode, String)> {
+        let needs = match &request {
+            Request::Deliver { .. } => true,
+            Request::Filter { stage, .. } => *stage == FilterStage::Data,
+            Request::ReadForward { .. } | Request::Ping => false,
+        };
+        let fd = self.fds.pop();
+        match (needs, fd) {
+            (true, Some(fd)) => {
+                check_message_descriptor(fd.as_fd()).map_err(|why| (ErrorCode::Refused, why))?;
+                Ok((request, Some(File::from(fd))))
+            }
+            (true, None) => Err((
+                ErrorCode::OutOfOrder,
+                "this request needs the message descriptor".to_string(),
+            )),
+            (false, Some(_)) => Err((
+                ErrorCode::OutOfOrder,
+                "a descriptor came with a request that takes none".to_string(),
+            )),
+            (false, None) => Ok((request, None)),
+        }
+    }
+
+    fn answer(&self, request: &Request, message: Option<File>) -> Answer {
+        match request {
+            Request::Ping => Answer::Pong,
+            Request::Deliver {
+                user,
+                destination,
+                envelope,
+                options,
+            } => {
+                let started = Instant::now();
+                let answer = self.deliver(user, destination, envelope, *options, message);
+                if let Answer::Outcome { kind, status, text } = &answer {
+                    log(&format!(
+                        "deliver user={user} to={} destination={}:{} status={} dsn={status} delay={:.3} ({text})",
+                        envelope.final_recipient,
+                        destination.kind_name(),
+                        destination.path(),
+                        status_word(*kind),
+                        started.elapsed().as_secs_f64(),
+                    ));
+                }
+                answer
+            }
+            Request::Filter {
+                user,
+                envelope,
+                stage,
+            } => self.as_user(user, |account| {
+                filter_as_user(user, account, envelope, *stage, message)
+            }),
+            Request::ReadForward { user } => self.as_user(user, read_forward_as_user),
+        }
+    }
+
+    fn deliver(
+        &self,
+        user: &str,
+        destination: &Destination,
+        envelope: &protocol::Envelope,
+        options: protocol::DeliverOptions,
+        message: Option<File>,
+    ) -> Answer {
+        let Some(message) = message else {
+            return outcome_answer(&Outcome::temporary(
+                codes::SYSTEM_STATUS,
+                "no message descriptor",
+            ));
+        };
+        let account = match lookup(user) {
+            Ok(a) => a,
+            Err(outcome) => return outcome_answer(&outcome),
+        };
+        // The system rules alone: refusals a refinement cannot lift end here, before a fork.
+        let request = policy::Request {
+            user,
+            uid: account.uid,
+            home: &account.home,
+            destination,
+        };
+        if let Decision::Refused { reason, .. } = policy::check(self.policy, &request)
+            && matches!(
+                reason,
+                Refusal::BadUserName
+                    | Refusal::Root
+                    | Refusal::BelowUidFloor { .. }
+                    | Refusal::UnsafeArgument { .. }
+            )
+        {
+            return outcome_answer(&Outcome::permanent(
+                codes::DELIVERY_NOT_AUTHORIZED,
+                ExitCode::NoPerm,
+                format!("delivery not authorized by the destination policy: {reason}"),
+            ));
+        }
+        let policy = self.policy;
+        let timeout = self.settings.command_timeout;
+        self.in_child(&account, |account| {
+            let job = Job {
+                user,
+                uid: account.uid,
+                home: &account.home,
+                system: policy,
+                destination,
+                envelope,
+                options,
+                message: &message,
+                command_timeout: timeout,
+            };
+            let outcome = store::deliver(&job, &mut |line| log(&line));
+            outcome_answer(&outcome)
+        })
+    }
+
+    fn as_user(&self, user: &str, work: impl FnOnce(&Account) -> Answer) -> Answer {
+        match lookup(user) {
+            Ok(account) if account.uid == 0 => Answer::Error {
+                code: ErrorCode::Refused,
+                text: "filters and .forward files are never read as root".to_string(),
+            },
+            Ok(account) if account.uid < self.policy.min_uid => Answer::Error {
+                code: ErrorCode::Refused,
+                text: format!(
+                    "uid {} is below min_uid {}",
+                    account.uid, self.policy.min_uid
+                ),
+            },
+            Ok(account) => self.in_child(&account, work),
+            Err(outcome) => outcome_answer(&outcome),
+        }
+    }
+
+    /// Forks a child that becomes the user and runs `work`; its answer comes back through a
+    /// pipe. A child that dies or overruns the time limit gives a temporary answer.
+    fn in_child(&self, account: &Account, work: impl FnOnce(&Account) -> Answer) -> Answer {
+        let (mut reader, writer) = match io::pipe() {
+            Ok(p) => p,
+            Err(e) => return internal(&format!("pipe: {e}")),
+        };
+        let pid = match cursus_privsep::fork_process() {
+            Ok(Forked::Parent(pid)) => pid,
+            Ok(Forked::Child) => {
+                drop(reader);
+                let answer = match cursus_privsep::become_user(account.uid, account.gid) {
+                    Ok(()) => {
+                        cursus_privsep::private_umask();
+                        work(account)
+                    }
+                    Err(e) => outcome_answer(&Outcome::temporary(
+                        codes::SYSTEM_STATUS,
+                        format!("cannot become {}: {e}", account.name),
+                    )),
+                };
+                let code = match encode_answer(&answer) {
+                    Ok(bytes) => {
+                        let mut w = writer;
+                        i32::from(w.write_all(&bytes).is_err())
+                    }
+                    Err(_) => 2,
+                };
+                cursus_privsep::exit_child(code)
+            }
+            Err(e) => return internal(&format!("fork: {e}")),
+        };
+        drop(writer);
+        let deadline = Instant::now() + self.settings.request_timeout();
+        let mut bytes = Vec::new();
+        let mut finished = false;
+        while !finished {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match wait_readable(reader.as_fd(), left) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break,
+            }
+            let mut chunk = [0u8; 8192];
+            match reader.read(&mut chunk) {
+                Ok(0) => finished = true,
+                Ok(n) if bytes.len() + n <= protocol::MAX_FRAME => {
+                    bytes.extend_from_slice(&chunk[..n]);
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !finished {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let status = waitpid(pid, None);
+        match protocol::decode_answer(&bytes) {
+            Ok(Decoded::Frame { value, .. }) if finished => value,
+            _ if !finished => outcome_answer(&Outcome::temporary(
+                codes::SYSTEM_STATUS,
+                format!(
+                    "the delivery as {} did not finish within {} s",
+                    account.name,
+                    self.settings.request_timeout().as_secs()
+                ),
+            )),
+            _ => outcome_answer(&Outcome::temporary(
+                codes::SYSTEM_STATUS,
+                format!(
+                    "the delivery process for {} ended without an answer ({status:?})",
+                    account.name
+                ),
+            )),
+        }
+    }
+}
+
+fn status_word(kind: OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Delivered => "sent",
+        OutcomeKind::Temporary => "deferred",
+        OutcomeKind::Permanent => "bounced",
+    }
+}
+
+fn internal(text: &str) -> Answer {
+    outcome_answer(&Outcome::temporary(codes::SYSTEM_STATUS, text.to_string()))
+}
+
+/// An outcome as an answer frame.
+pub fn outcome_answer(outcome: &Outcome) -> Answer {
+    Answer::Outcome {
+        kind: outcome.kind,
+        status: outcome.status,
+        text: outcome.text.clone(),
+    }
+}
+
+fn frame_error(e: &FrameError) -> (ErrorCode, String) {
+    let code = match e {
+        FrameError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        _ => ErrorCode::Malformed,
+    };
+    (code, e.to_string())
+}
+
+/// The message descriptor must be a regular file opened read-only.
+fn check_message_descriptor(fd: BorrowedFd<'_>) -> Result<(), String> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| format!("fstat: {e}"))?;
+    let kind = st.st_mode & libc_mode::S_IFMT;
+    if kind != libc_mode::S_IFREG {
+        let what = match kind {
+            libc_mode::S_IFDIR => "a directory",
+            libc_mode::S_IFIFO => "a pipe",
+            libc_mode::S_IFSOCK => "a socket",
+            libc_mode::S_IFCHR | libc_mode::S_IFBLK => "a device",
+            _ => "not a regular file",
+        };
+        return Err(format!("the message descriptor is {what}"));
+    }
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE != OFlag::O_RDONLY {
+        return Err("the message descriptor is open for writing".to_string());
+    }
+    Ok(())
+}
+
+mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFIFO: u32 = 0o010000;
+}
+
+fn wait_readable(fd: BorrowedFd<'_>, limit: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis().min(60_000)).unwrap_or(60_000);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) => continue,
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A user as the user database has it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+/// Looks the user up; unknown is permanent 5.1.1, a failing database temporary.
+fn lookup(user: &str) -> Result<Account, Outcome> {
+    if !policy::valid_user(user) {
+        return Err(Outcome::permanent(
+            codes::DELIVERY_NOT_AUTHORIZED,
+            ExitCode::NoPerm,
+            "delivery not authorized by the destination policy: the user name is not a safe path component",
+        ));
+    }
+    match User::from_name(user) {
+        Ok(Some(u)) => Ok(Account {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir.to_string_lossy().into_owned(),
+        }),
+        Ok(None) => Err(Outcome::permanent(
+            codes::BAD_MAILBOX,
+            ExitCode::NoUser,
+            format!("no such user: {user}"),
+        )),
+        Err(e) => Err(Outcome::temporary(
+            codes::SYSTEM_STATUS,
+            format!("user lookup for {user} failed: {e}"),
+        )),
+    }
+}
+
+fn filter_as_user(
+    _user: &str,
+    _account: &Account,
+    _envelope: &protocol::Envelope,
+    _stage: FilterStage,
+    _message: Option<File>,
+) -> Answer {
+    Answer::Error {
+        code: ErrorCode::Internal,
+        text: "filter requests are not built yet".to_string(),
+    }
+}
+
+fn read_forward_as_user(_account: &Account) -> Answer {
+    Answer::Error {
+        code: ErrorCode::Internal,
+        text: "read-forward requests are not built yet".to_string(),
+    }
+}
+
+/// The descriptor number a `--connection-fd` names, checked to be an open unix socket.
+pub fn inherited_stream(fd: i32) -> io::Result<UnixStream> {
+    let owned = cursus_privsep::passing::take_inherited(fd)?;
+    let st = nix::sys::stat::fstat(owned.as_fd()).map_err(io::Error::from)?;
+    if st.st_mode & libc_mode::S_IFMT != libc_mode::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
+    }
+    Ok(UnixStream::from(owned))
+}
+
+/// Where the service listens unless `--socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/cursus/lda.sock";
+
+/// `cursus-lda serve`: returns the exit status (only on a start-up failure; the service
+/// itself runs until killed).
+pub fn serve_command(args: &crate::cli::ServeArgs, err: &mut dyn Write) -> u8 {
+    let mut fail = |text: String| {
+        let _ = writeln!(err, "cursus-lda: {text}");
+        78
+    };
+    let mut peer_uids = Vec::new();
+    for peer in &args.peers {
+        match peer.parse::<u32>() {
+            Ok(uid) => peer_uids.push(uid),
+            Err(_) => match User::from_name(peer) {
+                Ok(Some(u)) => peer_uids.push(u.uid.as_raw()),
+                Ok(None) => return fail(format!("--peer {peer}: no such user")),
+                Err(e) => return fail(format!("--peer {peer}: {e}")),
+            },
+        }
+    }
+    if args.socket.is_none() && args.connection_fds.is_empty() {
+        return fail("give --socket PATH or --connection-fd FD".to_string());
+    }
+    if let Err(e) = load_policy(&args.policy) {
+        return fail(format!("the policy does not load: {e}"));
+    }
+    let mut inherited = Vec::new();
+    for fd in &args.connection_fds {
+        match inherited_stream(*fd) {
+            Ok(s) => inherited.push(s),
+            Err(e) => return fail(format!("--connection-fd {fd}: {e}")),
+        }
+    }
+    let _ = cursus_privsep::ignore_sigpipe();
+    let _ = cursus_privsep::ignore_signal_hangup();
+    let listener = match &args.socket {
+        Some(path) => match bind(path, peer_uids.first().copied()) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(format!("cannot listen on {}: {e}", path.display())),
+        },
+        None => None,
+    };
+    if !nix::unistd::geteuid().is_root() {
+        log("not running as root: deliveries can only run as this user");
+    }
+    let settings = Settings {
+        policy_path: args.policy.clone(),
+        peer_uids,
+        command_timeout: Duration::from_secs(args.command_timeout),
+        max_connections: args.max_connections.max(1),
+    };
+    match run(&settings, listener, inherited) {
+        Ok(()) => 0,
+        Err(e) => fail(format!("the service stopped: {e}")),
+    }
+}

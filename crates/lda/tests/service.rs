@@ -1,0 +1,809 @@
+//! The root service end to end, as root, with real users the test creates: every attack of
+//! the cursus-lda issue is tried and must be refused with nothing written, and every
+//! positive path delivers as the user. Skipped (with a note) when not run as root, since
+//! credential changes and foreign ownership are what is being tested.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cursus_lda::client::Client;
+use cursus_lda::protocol::{Answer, DeliverOptions, Envelope, ErrorCode, Request, encode_request};
+use cursus_lda::{Destination, MailPath};
+use cursus_mail::OutcomeKind;
+
+const USER: &str = "cursus-l1";
+const OTHER: &str = "cursus-l2";
+const VMAIL: &str = "cursus-lv";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Account {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+fn account(name: &str) -> Account {
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let _ = Command::new("useradd")
+            .args(["-m", "-s", "/usr/sbin/nologin", name])
+            .status();
+    }
+    let u = nix::unistd::User::from_name(name)
+        .expect("lookup")
+        .expect("user exists");
+    let home = u.dir.clone();
+    if !home.exists() {
+        fs::create_dir_all(&home).expect("home");
+        std::os::unix::fs::chown(&home, Some(u.uid.as_raw()), Some(u.gid.as_raw())).expect("chown");
+    }
+    Account {
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        home,
+    }
+}
+
+/// Removes everything the tests put in a home (`also` names one more entry), keeping the
+/// home itself.
+fn fresh_home(name: &str, also: &str) -> Account {
+    let a = account(name);
+    for entry in [
+        "Maildir", "Mail", "mbox", "cmd-out", ".config", "x-own", also,
+    ] {
+        let path = a.home.join(entry);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                let _ = fs::remove_dir_all(&path);
+            }
+            Ok(_) => {
+                let _ = fs::remove_file(&path);
+            }
+            Err(_) => {}
+        }
+    }
+    a
+}
+
+fn chown(path: &Path, a: &Account) {
+    std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid)).expect("chown");
+}
+
+fn mkdir_as(path: &Path, a: &Account) {
+    fs::create_dir_all(path).expect("mkdir");
+    chown(path, a);
+}
+
+/// A running `cursus-lda serve` with its own socket and policy.
+struct Service {
+    dir: tempfile::TempDir,
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Service {
+    fn start(policy: &str, extra: &[&str]) -> Service {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(dir.path().join("policy.toml"), policy).expect("policy");
+        let socket = dir.path().join("lda.sock");
+        let log = fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_cursus-lda"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(dir.path().join("policy.toml"))
+            .args(["--peer", "nobody"])
+            .args(extra)
+            .env("CURSUS_TEST_SECRET", "must-not-leak")
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("serve starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The socket file appears at bind(), before listen(): wait for a real answer.
+        while !Client::connect(&socket)
+            .map(|mut c| c.call(&Request::Ping, None).is_ok())
+            .unwrap_or(false)
+        {
+            assert!(Instant::now() < deadline, "the service did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Service { dir, child, socket }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.socket).expect("connect")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    fn message(&self, text: &str) -> fs::File {
+        let path = self.dir.path().join(format!("msg-{}", text.len()));
+        fs::write(&path, text).expect("msg");
+        fs::File::open(&path).expect("open msg")
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const POLICY: &str = r#"
+min_uid = 1000
+
+[[allow]]
+name = "home-maildir"
+kind = "maildir"
+path = "~/Maildir"
+subtree = true
+
+[[allow]]
+name = "home-mbox"
+kind = "mbox"
+path = "~/mbox"
+
+[[allow]]
+name = "home-mh"
+kind = "mh"
+path = "~/Mail"
+subtree = true
+"#;
+
+const MESSAGE: &str = "From: a@example.org\nSubject: hello\n\nbody line\n";
+
+fn deliver_request(user: &str, destination: &str) -> Request {
+    Request::Deliver {
+        user: user.to_string(),
+        destination: destination.parse::<Destination>().expect("destination"),
+        envelope: Envelope {
+            sender: Some("a@example.org".into()),
+            original_recipient: format!("{user}@example.org"),
+            final_recipient: format!("{user}@example.org"),
+            extension: None,
+        },
+        options: DeliverOptions {
+            fsync: true,
+            create_folders: true,
+            return_path: true,
+        },
+    }
+}
+
+fn deliver(service: &Service, user: &str, destination: &str) -> Answer {
+    let message = service.message(MESSAGE);
+    service
+        .client()
+        .call(&deliver_request(user, destination), Some(message.as_fd()))
+        .expect("answer")
+}
+
+fn outcome(answer: &Answer) -> (OutcomeKind, String, String) {
+    match answer {
+        Answer::Outcome { kind, status, text } => (*kind, status.to_string(), text.clone()),
+        other => panic!("expected an outcome, got {other:?}"),
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every file below `dir` with its size and mtime, to prove nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = fs::symlink_metadata(e.path()).expect("lstat");
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((
+                e.path(),
+                m.len(),
+                m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The tests share the test users' homes, so they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+macro_rules! root_only {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: the service tests need root (CI runs them as root)");
+            return;
+        }
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
+}
+
+#[test]
+fn maildir_delivery_runs_as_the_user_and_adds_trace_headers() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let (kind, status, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    assert_eq!(status, "2.0.0");
+    let files = files_in(&a.home.join("Maildir/new"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let meta = fs::metadata(&files[0]).expect("stat");
+    assert_eq!((meta.uid(), meta.gid()), (a.uid, a.gid));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let stored = fs::read_to_string(&files[0]).expect("read");
+    assert!(
+        stored.starts_with(&format!(
+            "Return-Path: <a@example.org>\nDelivered-To: {USER}@example.org\nFrom: a@example.org\n"
+        )),
+        "{stored}"
+    );
+    assert!(text.contains(&a.home.display().to_string()), "{text}");
+    assert!(svc.log().contains("status=sent"), "{}", svc.log());
+}
+
+#[test]
+fn maildir_plus_plus_folder_is_created_with_its_marker() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    // The INBOX must exist for the folder to be recognised as Maildir++.
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    assert_eq!(
+        outcome(&deliver(&svc, USER, &dest)).0,
+        OutcomeKind::Delivered
+    );
+    let dest = format!("maildir:{}/Maildir/.Lists.rust", a.home.display());
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    let folder = a.home.join("Maildir/.Lists.rust");
+    assert!(folder.join("maildirfolder").is_file());
+    assert_eq!(files_in(&folder.join("new")).len(), 1);
+    assert_eq!(fs::metadata(&folder).expect("stat").uid(), a.uid);
+}
+
+#[test]
+fn mbox_and_mh_deliveries() {
+    root_only!();
+    let a = fresh_home(USER, "Mail");
+    let _ = fs::remove_file(a.home.join("mbox"));
+    let svc = Service::start(POLICY, &[]);
+    let dest = format!("mbox:{}/mbox", a.home.display());
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    let mbox = fs::read_to_string(a.home.join("mbox")).expect("mbox");
+    assert!(mbox.starts_with("From a@example.org "), "{mbox}");
+    assert_eq!(
+        fs::metadata(a.home.join("mbox")).expect("stat").uid(),
+        a.uid
+    );
+
+    mkdir_as(&a.home.join("Mail"), &a);
+    let dest = format!("mh:{}/Mail/inbox", a.home.display());
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    assert!(a.home.join("Mail/inbox/1").is_file());
+    let seq = fs::read_to_string(a.home.join("Mail/inbox/.mh_sequences")).expect("seq");
+    assert!(seq.contains("unseen: 1"), "{seq}");
+}
+
+fn command_policy(dir: &Path) -> String {
+    format!(
+        r#"{POLICY}
+[[allow]]
+name = "scripts"
+kind = "command"
+path = "{}/bin"
+subtree = true
+arguments = true
+"#,
+        dir.display()
+    )
+}
+
+fn script(svc: &Service, name: &str, body: &str) -> String {
+    let bin = svc.path().join("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = bin.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+/// Starts a service whose policy allows scripts under its own directory (the directory is
+/// only known after start, so the policy is rewritten; the service reloads it by itself).
+fn command_service(extra: &[&str]) -> Service {
+    let svc = Service::start(POLICY, extra);
+    fs::write(svc.path().join("policy.toml"), command_policy(svc.path())).expect("policy");
+    svc
+}
+
+#[test]
+fn commands_run_as_the_user_with_a_clean_environment() {
+    root_only!();
+    let a = fresh_home(USER, "cmd-out");
+    mkdir_as(&a.home.join("cmd-out"), &a);
+    let svc = command_service(&[]);
+    let out = a.home.join("cmd-out/env");
+    let prog = script(
+        &svc,
+        "record",
+        &format!(
+            "id -u > {0}.uid; env | sort > {0}; cat > {0}.msg",
+            out.display()
+        ),
+    );
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("command:{prog}")));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    assert_eq!(
+        fs::read_to_string(format!("{}.uid", out.display()))
+            .expect("uid")
+            .trim(),
+        a.uid.to_string()
+    );
+    let env = fs::read_to_string(&out).expect("env");
+    assert!(env.contains("SENDER=a@example.org"), "{env}");
+    assert!(
+        env.contains(&format!("RECIPIENT={USER}@example.org")),
+        "{env}"
+    );
+    assert!(env.contains(&format!("HOME={}", a.home.display())), "{env}");
+    assert!(
+        !env.contains("must-not-leak"),
+        "the service's environment leaked: {env}"
+    );
+    let msg = fs::read_to_string(format!("{}.msg", out.display())).expect("msg");
+    assert!(msg.ends_with(MESSAGE), "{msg}");
+    assert!(msg.starts_with("Return-Path: <a@example.org>\n"), "{msg}");
+}
+
+#[test]
+fn command_exit_codes_output_and_time_limit() {
+    root_only!();
+    let _ = account(USER);
+    let svc = command_service(&["--command-timeout", "2"]);
+    let prog = script(&svc, "tempfail", "echo 4.2.1 try later; exit 75");
+    let (kind, status, text) = outcome(&deliver(&svc, USER, &format!("command:{prog}")));
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Temporary, "4.2.1"),
+        "{text}"
+    );
+    assert!(text.contains("try later"), "{text}");
+    let prog = script(&svc, "nouser", "exit 67");
+    let (kind, status, _) = outcome(&deliver(&svc, USER, &format!("command:{prog}")));
+    assert_eq!((kind, status.as_str()), (OutcomeKind::Permanent, "5.1.1"));
+    let prog = script(&svc, "hang", "sleep 60 & sleep 60");
+    let started = Instant::now();
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("command:{prog}")));
+    assert_eq!(kind, OutcomeKind::Temporary, "{text}");
+    assert!(text.contains("did not finish"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn virtual_mailboxes_only_as_their_named_user() {
+    root_only!();
+    let v = account(VMAIL);
+    let _ = account(USER);
+    let svc = Service::start(POLICY, &[]);
+    let tree = svc.path().join("vmail");
+    mkdir_as(&tree, &v);
+    fs::write(
+        svc.path().join("policy.toml"),
+        format!(
+            "{POLICY}\n[[allow]]\nname = \"virtual\"\nkind = \"maildir\"\npath = \"{}\"\nsubtree = true\nusers = [\"{VMAIL}\"]\n",
+            tree.display()
+        ),
+    )
+    .expect("policy");
+    mkdir_as(&tree.join("example.org"), &v);
+    let dest = format!("maildir:{}/example.org/joe", tree.display());
+    let (kind, _, text) = outcome(&deliver(&svc, VMAIL, &dest));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    let files = files_in(&tree.join("example.org/joe/new"));
+    assert_eq!(files.len(), 1);
+    assert_eq!(fs::metadata(&files[0]).expect("stat").uid(), v.uid);
+    let before = snapshot(&tree);
+    let (kind, status, _) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!((kind, status.as_str()), (OutcomeKind::Permanent, "5.7.1"));
+    assert_eq!(snapshot(&tree), before);
+}
+
+// ---- attacks ----
+
+#[test]
+fn a_symlinked_maildir_pointing_into_etc_is_refused() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let _ = fs::remove_file(a.home.join("Maildir"));
+    let target = svc.path().join("etc-like");
+    fs::create_dir(&target).expect("dir");
+    std::os::unix::fs::symlink(&target, a.home.join("Maildir")).expect("ln");
+    let before = snapshot(&target);
+    let (kind, _, text) = outcome(&deliver(
+        &svc,
+        USER,
+        &format!("maildir:{}/Maildir", a.home.display()),
+    ));
+    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert_eq!(snapshot(&target), before);
+    // Below a symlinked directory (the walk refuses the middle component).
+    let _ = fs::remove_file(a.home.join("Mail"));
+    std::os::unix::fs::symlink(&target, a.home.join("Mail")).expect("ln");
+    let (kind, _, text) = outcome(&deliver(
+        &svc,
+        USER,
+        &format!("mh:{}/Mail/inbox", a.home.display()),
+    ));
+    assert_eq!(kind, OutcomeKind::Temporary, "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert_eq!(snapshot(&target), before);
+    fs::remove_file(a.home.join("Mail")).expect("rm");
+    fs::remove_file(a.home.join("Maildir")).expect("rm");
+}
+
+#[test]
+fn a_symlinked_new_directory_into_another_users_home_is_refused() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let b = fresh_home(OTHER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let victim = b.home.join("Maildir/new");
+    mkdir_as(&b.home.join("Maildir"), &b);
+    mkdir_as(&victim, &b);
+    mkdir_as(&a.home.join("Maildir"), &a);
+    mkdir_as(&a.home.join("Maildir/tmp"), &a);
+    mkdir_as(&a.home.join("Maildir/cur"), &a);
+    std::os::unix::fs::symlink(&victim, a.home.join("Maildir/new")).expect("ln");
+    let before = snapshot(&b.home.join("Maildir"));
+    let (kind, _, text) = outcome(&deliver(
+        &svc,
+        USER,
+        &format!("maildir:{}/Maildir", a.home.display()),
+    ));
+    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
+    assert_eq!(snapshot(&b.home.join("Maildir")), before);
+}
+
+#[test]
+fn symlinked_and_hard_linked_mboxes_are_refused() {
+    root_only!();
+    let a = fresh_home(USER, "x");
+    let b = fresh_home(OTHER, "x");
+    let svc = Service::start(POLICY, &[]);
+    let victim = b.home.join("mbox");
+    fs::write(&victim, "From x  Thu Jan  1 00:00:00 1970\n\nold\n").expect("victim");
+    chown(&victim, &b);
+    let mbox = a.home.join("mbox");
+    let _ = fs::remove_file(&mbox);
+    std::os::unix::fs::symlink(&victim, &mbox).expect("ln");
+    let before = fs::read(&victim).expect("read");
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
+    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
+    assert_eq!(fs::read(&victim).expect("read"), before);
+    fs::remove_file(&mbox).expect("rm");
+
+    // A hard link to a file of the user's own (another user's file cannot be linked
+    // across the protected_hardlinks sysctl, but the check must not rely on that).
+    let own = a.home.join("x-own");
+    fs::write(&own, "secret\n").expect("own");
+    chown(&own, &a);
+    fs::hard_link(&own, &mbox).expect("link");
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
+    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
+    assert_eq!(fs::read_to_string(&own).expect("read"), "secret\n");
+    fs::remove_file(&mbox).expect("rm");
+    fs::remove_file(&own).expect("rm");
+}
+
+#[test]
+fn destinations_and_users_outside_the_policy_are_refused() {
+    root_only!();
+    let a = fresh_home(USER, "x");
+    let b = fresh_home(OTHER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let cases = [
+        (USER, format!("maildir:{}/Maildir", b.home.display())),
+        (USER, "maildir:/tmp/cursus-lda-anywhere".to_string()),
+        (USER, format!("mbox:{}/.bashrc", a.home.display())),
+        ("root", "maildir:/root/Maildir".to_string()),
+        ("daemon", "mbox:/var/mail/daemon".to_string()),
+        (USER, "command:/bin/sh".to_string()),
+    ];
+    for (user, dest) in cases {
+        let (kind, status, text) = outcome(&deliver(&svc, user, &dest));
+        assert_eq!(
+            (kind, status.as_str()),
+            (OutcomeKind::Permanent, "5.7.1"),
+            "{user} {dest}: {text}"
+        );
+    }
+    assert!(!Path::new("/tmp/cursus-lda-anywhere").exists());
+    assert!(!b.home.join("Maildir").exists());
+    let (kind, status, _) = outcome(&deliver(
+        &svc,
+        "no-such-user-xyz",
+        "maildir:/home/x/Maildir",
+    ));
+    assert_eq!((kind, status.as_str()), (OutcomeKind::Permanent, "5.1.1"));
+}
+
+#[test]
+fn shell_metacharacters_in_command_arguments_are_refused() {
+    root_only!();
+    let _ = account(USER);
+    let svc = command_service(&[]);
+    let marker = svc.path().join("pwned");
+    let prog = script(&svc, "echo", "cat >/dev/null; exit 0");
+    let dest = format!("command:{prog} ;touch {}", marker.display());
+    let (kind, status, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Permanent, "5.7.1"),
+        "{text}"
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn dotdot_in_a_path_never_reaches_the_service_logic() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let b = fresh_home(OTHER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    // Build a valid frame and rewrite two bytes of the path into `..`.
+    let good = format!("{}/Maildir/zz", a.home.display());
+    let mut frame =
+        encode_request(&deliver_request(USER, &format!("maildir:{good}"))).expect("frame");
+    let at = frame
+        .windows(2)
+        .position(|w| w == b"zz")
+        .expect("path in frame");
+    frame[at..at + 2].copy_from_slice(b"..");
+    let message = svc.message(MESSAGE);
+    let mut client = svc.client();
+    client
+        .send_raw(&frame, Some(message.as_fd()))
+        .expect("send");
+    match client.read_answer().expect("answer") {
+        Answer::Error { code, text } => {
+            assert_eq!(code, ErrorCode::Malformed, "{text}");
+            assert!(text.contains(".."), "{text}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(!a.home.join("Maildir").exists());
+    assert!(!b.home.join("Maildir").exists());
+}
+
+#[test]
+fn garbage_truncated_and_oversize_frames_close_the_connection() {
+    root_only!();
+    let _ = account(USER);
+    let svc = Service::start(POLICY, &[]);
+    // Garbage.
+    let mut c = svc.client();
+    c.send_raw(b"\x00\x00\x00\x05\x07garbage", None)
+        .expect("send");
+    assert!(matches!(c.read_answer(), Ok(Answer::Error { .. })));
+    assert!(c.read_answer().is_err(), "the connection must be closed");
+    // Oversize length prefix: refused from the first four bytes.
+    let mut c = svc.client();
+    c.send_raw(b"\x7f\xff\xff\xff\x01\x01", None).expect("send");
+    match c.read_answer() {
+        Ok(Answer::Error { code, .. }) => assert_eq!(code, ErrorCode::Malformed),
+        other => panic!("{other:?}"),
+    }
+    // Truncated: half a ping, then end of stream.
+    let mut c = svc.client();
+    let ping = encode_request(&Request::Ping).expect("ping");
+    c.send_raw(&ping[..3], None).expect("send");
+    c.shutdown_write().expect("shutdown");
+    assert!(matches!(c.read_answer(), Ok(Answer::Error { .. })));
+    // The service still serves others.
+    assert_eq!(
+        svc.client().call(&Request::Ping, None).expect("pong"),
+        Answer::Pong
+    );
+}
+
+#[test]
+fn descriptors_that_are_not_read_only_regular_files_are_refused() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let dir = fs::File::open(svc.path()).expect("dir");
+    let (pipe_r, _pipe_w) = std::io::pipe().expect("pipe");
+    let writable = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(svc.path().join("policy.toml"))
+        .expect("rw");
+    let fds: [(&str, std::os::fd::BorrowedFd<'_>); 3] = [
+        ("directory", dir.as_fd()),
+        ("pipe", pipe_r.as_fd()),
+        ("writing", writable.as_fd()),
+    ];
+    for (what, fd) in fds {
+        let mut c = svc.client();
+        match c.call(&deliver_request(USER, &dest), Some(fd)) {
+            Ok(Answer::Error { code, text }) => {
+                assert_eq!(code, ErrorCode::Refused, "{what}: {text}");
+                assert!(text.contains(what), "{what}: {text}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert!(!a.home.join("Maildir").exists());
+    // A request that needs a descriptor without one, and a ping with one.
+    let mut c = svc.client();
+    match c.call(&deliver_request(USER, &dest), None) {
+        Ok(Answer::Error { code, .. }) => assert_eq!(code, ErrorCode::OutOfOrder),
+        other => panic!("{other:?}"),
+    }
+    let msg = svc.message(MESSAGE);
+    let mut c = svc.client();
+    match c.call(&Request::Ping, Some(msg.as_fd())) {
+        Ok(Answer::Error { code, .. }) => assert_eq!(code, ErrorCode::OutOfOrder),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_peer_with_the_wrong_uid_is_refused_even_when_the_socket_is_open() {
+    root_only!();
+    let _ = account(OTHER);
+    let svc = Service::start(POLICY, &[]);
+    // First layer: mode 0600 owned by the peer (nobody).
+    let meta = fs::metadata(&svc.socket).expect("stat");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    // Second layer, tested alone: open the socket to everyone; SO_PEERCRED still refuses.
+    fs::set_permissions(&svc.socket, fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new("setpriv")
+        .args(["--reuid", OTHER, "--regid", OTHER, "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_cursus-lda"))
+        .args(["request", "--socket"])
+        .arg(&svc.socket)
+        .arg("ping")
+        .output()
+        .expect("setpriv runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("Refused"), "{stdout}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        svc.log().contains("not the configured peer"),
+        "{}",
+        svc.log()
+    );
+}
+
+#[test]
+fn an_unsafe_refinement_file_is_ignored_and_a_safe_one_applies() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let _ = fs::remove_dir_all(a.home.join(".config"));
+    let svc = Service::start(POLICY, &[]);
+    let config = a.home.join(".config/cursus");
+    mkdir_as(&a.home.join(".config"), &a);
+    mkdir_as(&config, &a);
+    let file = config.join("lda-policy.toml");
+    fs::write(&file, "remove = [\"home-maildir\"]\n").expect("refinement");
+    chown(&file, &a);
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    // World-writable: anyone could have written it; ignored, delivery goes on.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    assert!(
+        svc.log().contains("writable by group or others"),
+        "{}",
+        svc.log()
+    );
+    // Safe: the user removed the rule, so the delivery is refused.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (kind, status, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Permanent, "5.7.1"),
+        "{text}"
+    );
+    fs::remove_dir_all(a.home.join(".config")).expect("rm");
+}
+
+#[test]
+fn many_users_delivered_concurrently() {
+    root_only!();
+    let users = [USER, OTHER, VMAIL];
+    let homes: Vec<PathBuf> = users
+        .iter()
+        .map(|u| fresh_home(u, "Maildir").home)
+        .collect();
+    let svc = Service::start(POLICY, &[]);
+    let per_thread = 25;
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let user = users[t % users.len()];
+            let home = homes[t % users.len()].clone();
+            let svc = &svc;
+            s.spawn(move || {
+                let mut client = svc.client();
+                let message = svc.message(MESSAGE);
+                for _ in 0..per_thread {
+                    let dest = format!("maildir:{}/Maildir", home.display());
+                    let answer = client
+                        .call(&deliver_request(user, &dest), Some(message.as_fd()))
+                        .expect("answer");
+                    assert_eq!(outcome(&answer).0, OutcomeKind::Delivered);
+                }
+            });
+        }
+    });
+    let total: usize = homes
+        .iter()
+        .map(|h| files_in(&h.join("Maildir/new")).len())
+        .sum();
+    assert_eq!(total, 8 * per_thread);
+    for (i, user) in users.iter().enumerate() {
+        let expected = (0..8).filter(|t| t % users.len() == i).count() * per_thread;
+        assert_eq!(
+            files_in(&homes[i].join("Maildir/new")).len(),
+            expected,
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn a_policy_edit_applies_to_new_connections() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    assert_eq!(
+        outcome(&deliver(&svc, USER, &dest)).0,
+        OutcomeKind::Delivered
+    );
+    fs::write(svc.path().join("policy.toml"), "min_uid = 1000\n").expect("policy");
+    let (kind, status, _) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!((kind, status.as_str()), (OutcomeKind::Permanent, "5.7.1"));
+    // A broken edit keeps the previous policy.
+    fs::write(svc.path().join("policy.toml"), "min_uid = \"x\"\n").expect("policy");
+    let (kind, _, _) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(kind, OutcomeKind::Permanent);
+    assert!(svc.log().contains("policy edit refused"), "{}", svc.log());
+    let _ = MailPath::parse("/");
+    let _ = std::io::stderr().flush();
+}
