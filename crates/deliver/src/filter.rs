@@ -13,14 +13,15 @@
 //! - An administrator script someone else can write would let them redirect every user's
 //!   mail: refused unless owned by root (or us) and not group/other writable.
 //! - A script path that is a FIFO or a device (`~/.dovecot.sieve -> /dev/zero`) would hang
-//!   or exhaust the delivery: opened non-blocking, must be a regular file, read is bounded.
+//!   or exhaust the delivery: opened non-blocking, must be a regular file, read is bounded
+//!   (the checks live in `cursus_mailbox::read_user_file`, shared with cursus-lda).
 //! - A message of any size is evaluated from a bounded copy ([`EVALUATION_LIMIT`]).
 //! - The log is bounded: past [`LOG_LIMIT`] it is rotated to `SCRIPT.log.0`; it is opened
 //!   O_NOFOLLOW, so a planted symlink cannot make us append to another file.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cursus_mailbox::Message;
@@ -36,14 +37,9 @@ pub const SCRIPT_LIMIT: usize = 1 << 20;
 /// The user's script log is rotated past this size.
 pub const LOG_LIMIT: u64 = 64 << 10;
 
-/// Who must own a script file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScriptTrust {
-    /// The user's own: any file the user can read.
-    User,
-    /// The administrator's: owned by root or by us, not writable by group or others.
-    Administrator,
-}
+/// Who must own a script file: the user's own script is any file the user can read;
+/// an administrator's must belong to root or us and be writable by nobody else.
+pub use cursus_mailbox::FileTrust as ScriptTrust;
 
 /// Where a script sits in the sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,48 +102,10 @@ pub fn find(settings: &Settings, home: Option<&Path>) -> ScriptSet {
     ScriptSet { scripts }
 }
 
-/// Reads a script file: `Ok(None)` when it does not exist.
+/// Reads a script file: `Ok(None)` when it does not exist. The checks (and the attacks
+/// they stop) are cursus-mailbox's [`cursus_mailbox::read_user_file`], shared with the LDA.
 pub fn read_script(path: &Path, trust: ScriptTrust) -> Result<Option<Vec<u8>>, String> {
-    let shown = path.display();
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open {shown}: {e}")),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    if trust == ScriptTrust::Administrator {
-        let euid = nix::unistd::geteuid().as_raw();
-        if meta.uid() != 0 && meta.uid() != euid {
-            return Err(format!(
-                "{shown} is owned by uid {}, not by root; refusing to run it",
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{shown} is writable by group or others (mode {:o}); refusing to run it",
-                meta.mode() & 0o7777
-            ));
-        }
-    }
-    let mut bytes = Vec::new();
-    (&file)
-        .take(SCRIPT_LIMIT as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if bytes.len() > SCRIPT_LIMIT {
-        return Err(format!("{shown} is larger than {SCRIPT_LIMIT} bytes"));
-    }
-    Ok(Some(bytes))
+    cursus_mailbox::read_user_file(path, trust, SCRIPT_LIMIT).map_err(|e| e.to_string())
 }
 
 /// The bytes scripts evaluate: trace prefix, header, and the body up to the limit.

@@ -4,6 +4,8 @@
 //! become the user, and every file it creates is the user's. Trusts the mailbox path the
 //! caller hands in up to its last component (the destination policy vetted it) and nothing
 //! below or beside it: see `safe_open.rs` for the checks and the attacks each one stops.
+//! Small files the user or the administrator configure (Sieve scripts) are read through
+//! `user_file.rs`, with its own checks (owner, mode, file type, size).
 //! Fails with [`MailboxError`], which names the path and maps to a delivery [`Outcome`]
 //! through one errno table (`errno.rs`); a failed delivery leaves no partial message behind.
 //!
@@ -27,6 +29,7 @@ mod record_lock;
 mod safe_open;
 pub mod spool;
 pub mod stored;
+pub mod user_file;
 
 pub use errno::{ErrnoClass, outcome_for_io};
 pub use error::{FileKind, LockKind, MailboxError, UnsafeReason};
@@ -38,3 +41,4 @@ pub use mh::{MhOptions, deliver_mh};
 pub use quota::{MaildirSize, QuotaLimits, QuotaUsage};
 pub use spool::{SpoolWriter, Spooled};
 pub use stored::Stored;
+pub use user_file::{FileTrust, UserFileError, read_user_file};

@@ -139,7 +139,36 @@ pub fn evaluate(
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<Outcome, RuntimeError> {
-    eval::run(script, config, host, envelope, message)
+    evaluate_tracking(script, config, host, envelope, message).result
+}
+
+/// What [`evaluate_tracking`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The outcome, as [`evaluate`] returns it.
+    pub result: Result<Outcome, RuntimeError>,
+    /// Whether evaluation read or changed the message in any way (a header, address,
+    /// exists, size, body or date test, MIME loops, a duplicate test on a header, the
+    /// defaults of vacation or notify, editheader, a filter program) before it ended. When
+    /// false, the result depends only on the envelope and the host's answers, so a caller
+    /// that evaluated before the message arrived (an MTA at RCPT time, with an empty
+    /// message) can trust it.
+    pub message_accessed: bool,
+}
+
+/// [`evaluate`], also reporting whether the evaluation used the message.
+pub fn evaluate_tracking(
+    script: &Script,
+    config: &Config,
+    host: &mut dyn Host,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Evaluation {
+    let (result, message_accessed) = eval::run(script, config, host, envelope, message);
+    Evaluation {
+        result,
+        message_accessed,
+    }
 }
 
 /// Fuzzing entry: the first line of `bytes` (up to a NUL) is the script, the rest the

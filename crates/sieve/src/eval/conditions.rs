@@ -378,7 +378,7 @@ impl Runtime<'_> {
                 if self.original_message.is_none() {
                     self.original_message = Some(self.message.to_bytes());
                 }
-                self.message = Message::parse(&out);
+                *self.message = Message::parse(&out);
                 self.edited = true;
                 self.message_changed();
             }

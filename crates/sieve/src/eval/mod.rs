@@ -6,7 +6,9 @@
 //! evaluation and are returned as [`RuntimeError`]; the caller applies implicit keep.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
 use crate::actions::{Action, ActionLimits, Notify, ResultSet};
@@ -57,12 +59,54 @@ impl<'s> Frame<'s> {
     }
 }
 
+/// The message under evaluation, remembering whether anything looked at it.
+///
+/// Every read or change of the message goes through `Deref`/`DerefMut`, so the record
+/// cannot miss a test, command or response plan that used the message (header, body,
+/// size, MIME structure, vacation and notify defaults, editheader, filter programs).
+/// Used to tell an envelope-only evaluation from one that needed the message
+/// ([`crate::evaluate_tracking`]).
+pub(crate) struct TrackedMessage {
+    message: Message,
+    accessed: Cell<bool>,
+}
+
+impl TrackedMessage {
+    pub fn new(message: Message) -> Self {
+        TrackedMessage {
+            message,
+            accessed: Cell::new(false),
+        }
+    }
+
+    /// Whether the message was read or changed since evaluation began.
+    pub fn accessed(&self) -> bool {
+        self.accessed.get()
+    }
+}
+
+impl Deref for TrackedMessage {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        self.accessed.set(true);
+        &self.message
+    }
+}
+
+impl DerefMut for TrackedMessage {
+    fn deref_mut(&mut self) -> &mut Message {
+        self.accessed.set(true);
+        &mut self.message
+    }
+}
+
 /// Evaluation state shared by the main script and its includes.
 pub(crate) struct Runtime<'h> {
     pub host: &'h mut dyn Host,
     pub cfg: Config,
     pub envelope: Envelope,
-    pub message: Message,
+    pub message: TrackedMessage,
     pub edited: bool,
     mime: Option<Rc<Part>>,
     pub result: ResultSet,
@@ -100,15 +144,20 @@ struct FieldCache {
     addresses: Option<Rc<[Address]>>,
 }
 
-/// Run `script` and produce the outcome.
+/// Run `script` and produce the outcome, and whether evaluation used the message.
 pub(crate) fn run(
     script: &Script,
     cfg: &Config,
     host: &mut dyn Host,
     envelope: &Envelope,
     message: &[u8],
-) -> Result<Outcome, RuntimeError> {
+) -> (Result<Outcome, RuntimeError>, bool) {
     let mut rt = Runtime::new(host, cfg.clone(), envelope.clone(), Message::parse(message));
+    let result = run_in(&mut rt, script);
+    (result, rt.message.accessed())
+}
+
+fn run_in(rt: &mut Runtime<'_>, script: &Script) -> Result<Outcome, RuntimeError> {
     let mut frame = Frame::new(script);
     rt.exec_block(&mut frame, &script.body)?;
     if !rt.result.pipes.is_empty() {
@@ -172,7 +221,7 @@ impl<'h> Runtime<'h> {
             host,
             cfg,
             envelope,
-            message,
+            message: TrackedMessage::new(message),
             edited: false,
             mime: None,
             result: ResultSet::new(),
@@ -268,7 +317,7 @@ impl<'h> Runtime<'h> {
 
     /// Replace the message (testsuite), resetting derived state.
     pub fn set_message(&mut self, m: Message) {
-        self.message = m;
+        *self.message = m;
         self.original_message = None;
         self.edited = false;
         self.message_changed();
@@ -1123,7 +1172,7 @@ mod tests {
             to: "user+box@example.net".into(),
             ..Envelope::default()
         };
-        run(&s, &cfg, &mut NullHost, &env, msg.as_bytes())
+        run(&s, &cfg, &mut NullHost, &env, msg.as_bytes()).0
     }
 
     const MSG: &str =
@@ -1191,7 +1240,7 @@ mod tests {
         };
         let src = "require [\"foreverypart\"]; foreverypart { foreverypart { keep; } }".to_string();
         let s = crate::compile::compile(src.as_bytes(), &cfg).expect("compiles");
-        let r = run(
+        let (r, _) = run(
             &s,
             &cfg,
             &mut NullHost,
@@ -1203,6 +1252,59 @@ mod tests {
             .map(|i| format!("redirect \"a{i}@example.com\";"))
             .collect();
         assert!(run_src(&many, MSG).is_err());
+    }
+
+    #[test]
+    fn message_access_is_recorded() {
+        let cases: &[(&str, bool)] = &[
+            ("keep;", false),
+            ("discard;", false),
+            (
+                "require \"envelope\"; if envelope :is \"from\" \"sender@example.org\" { discard; }",
+                false,
+            ),
+            (
+                "require [\"fileinto\", \"imap4flags\", \"variables\"]; set \"a\" \"b\"; addflag \"\\\\Seen\"; fileinto \"A\";",
+                false,
+            ),
+            (
+                "require \"environment\"; if environment :is \"location\" \"MDA\" { keep; }",
+                false,
+            ),
+            // The test on the message is never reached.
+            (
+                "if false { if header :contains \"subject\" \"x\" { keep; } }",
+                false,
+            ),
+            ("if header :contains \"subject\" \"x\" { keep; }", true),
+            ("if address \"from\" \"joe@example.org\" { keep; }", true),
+            ("if exists \"x-spam\" { discard; }", true),
+            ("if size :over 1K { discard; }", true),
+            (
+                "require \"body\"; if body :contains \"x\" { discard; }",
+                true,
+            ),
+            (
+                "require \"date\"; if date :is \"date\" \"year\" \"2024\" { discard; }",
+                true,
+            ),
+            ("require \"vacation\"; vacation \"away\";", true),
+            ("require \"editheader\"; addheader \"X-A\" \"1\";", true),
+            ("require \"duplicate\"; if duplicate { discard; }", true),
+        ];
+        for (src, want) in cases {
+            let cfg = Config::default();
+            let s = crate::compile::compile(src.as_bytes(), &cfg)
+                .unwrap_or_else(|e| panic!("{src}: {e}"));
+            let env = Envelope {
+                from: "sender@example.org".into(),
+                to: "user@example.net".into(),
+                ..Envelope::default()
+            };
+            let (r, accessed) = run(&s, &cfg, &mut NullHost, &env, MSG.as_bytes());
+            assert!(r.is_ok(), "{src}: {r:?}");
+            assert_eq!(accessed, *want, "{src}");
+        }
     }
 
     #[test]
