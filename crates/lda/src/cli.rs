@@ -188,6 +188,8 @@ pub enum PolicyCommand {
         /// KIND:PATH, KIND one of maildir, mbox, mh, command (`command:/usr/bin/procmail -a x`).
         destination: String,
     },
+    /// Write a policy from the aliases file and the users' .forward files.
+    Generate(crate::generate::GenerateArgs),
 }
 
 /// Runs the parsed command, writing to `out` and `err`; returns the exit status.
@@ -200,6 +202,9 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             refines,
             user,
         }) => check(file, refines.as_deref(), user.as_deref(), out, err),
+        Command::Policy(PolicyCommand::Generate(generate)) => {
+            crate::generate::run(generate, out, err)
+        }
         Command::Policy(PolicyCommand::Explain {
             policy,
             refinement,

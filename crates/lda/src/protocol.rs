@@ -242,15 +242,18 @@ pub enum FilterDecision {
     },
 }
 
-/// One line of a .forward file, as data.
+/// One target of a .forward file, as data. Wire tags: 1 address, 2 mailbox, 3 command,
+/// 4 include, 5 local.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardEntry {
     Address(String),
     Mailbox(MailPath),
-    /// A `|command` line as written; the MTA maps it to a command destination and the
-    /// policy decides.
+    /// A `|command` target: the command text after the `|`. The MTA maps it to a command
+    /// destination and the policy decides.
     Command(String),
     Include(MailPath),
+    /// `\user`: deliver to this local user without further aliasing or forwarding.
+    Local(String),
 }
 
 /// Why the LDA refused a frame or a connection.
@@ -561,6 +564,7 @@ pub fn encode_answer(answer: &Answer) -> Result<Vec<u8>, FrameError> {
                     ForwardEntry::Mailbox(p) => (2, p.as_str()),
                     ForwardEntry::Command(c) => (3, c.as_str()),
                     ForwardEntry::Include(p) => (4, p.as_str()),
+                    ForwardEntry::Local(u) => (5, u.as_str()),
                 };
                 w.u8(tag);
                 w.str("forward entry", text)?;
@@ -864,6 +868,7 @@ pub fn decode_answer(input: &[u8]) -> Result<Decoded<Answer>, FrameError> {
                     2 => ForwardEntry::Mailbox(r.path("forward entry")?),
                     3 => ForwardEntry::Command(r.str("forward entry")?),
                     4 => ForwardEntry::Include(r.path("forward entry")?),
+                    5 => ForwardEntry::Local(r.str("forward entry")?),
                     v => {
                         return Err(FrameError::InvalidValue {
                             field: "forward entry kind",

@@ -711,23 +711,24 @@ fn lookup(user: &str) -> Result<Account, Outcome> {
 }
 
 fn filter_as_user(
-    _user: &str,
-    _account: &Account,
-    _envelope: &protocol::Envelope,
-    _stage: FilterStage,
-    _message: Option<File>,
+    user: &str,
+    account: &Account,
+    envelope: &protocol::Envelope,
+    stage: FilterStage,
+    message: Option<File>,
 ) -> Answer {
-    Answer::Error {
-        code: ErrorCode::Internal,
-        text: "filter requests are not built yet".to_string(),
+    let home = Path::new(&account.home);
+    match message {
+        Some(file) => {
+            let mut reader = store::PositionalReader::new(&file);
+            crate::filter::run_filter(user, home, envelope, stage, Some(&mut reader))
+        }
+        None => crate::filter::run_filter(user, home, envelope, stage, None),
     }
 }
 
-fn read_forward_as_user(_account: &Account) -> Answer {
-    Answer::Error {
-        code: ErrorCode::Internal,
-        text: "read-forward requests are not built yet".to_string(),
-    }
+fn read_forward_as_user(account: &Account) -> Answer {
+    crate::forward::read_forward(Path::new(&account.home), account.uid)
 }
 
 /// The descriptor number a `--connection-fd` names, checked to be an open unix socket.

@@ -298,13 +298,20 @@ fn split_folder(path: &MailPath) -> (MailPath, Option<FolderName>) {
 /// is never moved; CRLF becomes LF and a leading `From ` line is dropped, as in
 /// cursus-deliver.
 fn read_message(file: &File) -> io::Result<ReadMessage> {
-    let mut reader = PositionalReader { file, offset: 0 };
+    let mut reader = PositionalReader::new(file);
     input::read_message(&mut reader, Path::new("/tmp"))
 }
 
-struct PositionalReader<'a> {
+/// Reads a file from its start with `pread`, leaving the shared file offset alone.
+pub struct PositionalReader<'a> {
     file: &'a File,
     offset: u64,
+}
+
+impl<'a> PositionalReader<'a> {
+    pub fn new(file: &'a File) -> Self {
+        PositionalReader { file, offset: 0 }
+    }
 }
 
 impl Read for PositionalReader<'_> {

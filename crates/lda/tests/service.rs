@@ -807,3 +807,134 @@ fn a_policy_edit_applies_to_new_connections() {
     let _ = MailPath::parse("/");
     let _ = std::io::stderr().flush();
 }
+
+fn envelope_for(user: &str) -> Envelope {
+    Envelope {
+        sender: Some("a@example.org".into()),
+        original_recipient: format!("{user}@example.org"),
+        final_recipient: format!("{user}@example.org"),
+        extension: None,
+    }
+}
+
+#[test]
+fn the_users_filter_runs_as_the_user_and_answers_with_decisions() {
+    root_only!();
+    use cursus_lda::protocol::{FilterDecision, FilterStage};
+    let a = fresh_home(USER, "x");
+    let svc = Service::start(POLICY, &[]);
+    let script = a.home.join(".dovecot.sieve");
+    fs::write(
+        &script,
+        "require \"fileinto\";\nif header :contains \"subject\" \"hello\" { fileinto \"Greetings\"; }\n",
+    )
+    .expect("script");
+    chown(&script, &a);
+    let filter = |stage: FilterStage, message: Option<&fs::File>| {
+        svc.client()
+            .call(
+                &Request::Filter {
+                    user: USER.into(),
+                    envelope: envelope_for(USER),
+                    stage,
+                },
+                message.map(|m| m.as_fd()),
+            )
+            .expect("answer")
+    };
+    // At RCPT the script needs the header: the answer says so and decides nothing.
+    match filter(FilterStage::Rcpt, None) {
+        Answer::Filter {
+            needs_message,
+            decisions,
+        } => {
+            assert!(needs_message);
+            assert!(decisions.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = svc.message(MESSAGE);
+    match filter(FilterStage::Data, Some(&message)) {
+        Answer::Filter {
+            needs_message,
+            decisions,
+        } => {
+            assert!(!needs_message);
+            assert!(
+                matches!(decisions.as_slice(), [FilterDecision::FileInto { mailbox, .. }] if mailbox == "Greetings"),
+                "{decisions:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A script others can write is never run.
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o666)).expect("chmod");
+    match filter(FilterStage::Data, Some(&message)) {
+        Answer::Outcome { kind, .. } => assert_eq!(kind, OutcomeKind::Temporary),
+        other => panic!("{other:?}"),
+    }
+    // Never as root.
+    let answer = svc
+        .client()
+        .call(
+            &Request::Filter {
+                user: "root".into(),
+                envelope: envelope_for("root"),
+                stage: FilterStage::Rcpt,
+            },
+            None,
+        )
+        .expect("answer");
+    assert!(
+        matches!(
+            answer,
+            Answer::Error {
+                code: ErrorCode::Refused,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn read_forward_returns_entries_and_refuses_an_unsafe_file() {
+    root_only!();
+    use cursus_lda::protocol::ForwardEntry;
+    let a = fresh_home(USER, "x");
+    let svc = Service::start(POLICY, &[]);
+    let forward = a.home.join(".forward");
+    fs::write(
+        &forward,
+        format!("joe@example.org, \\{USER}\n\"|/usr/bin/procmail\"\n"),
+    )
+    .expect("fwd");
+    chown(&forward, &a);
+    fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let ask = || {
+        svc.client()
+            .call(&Request::ReadForward { user: USER.into() }, None)
+            .expect("answer")
+    };
+    match ask() {
+        Answer::Forward { entries } => assert_eq!(
+            entries,
+            vec![
+                ForwardEntry::Address("joe@example.org".into()),
+                ForwardEntry::Local(USER.into()),
+                ForwardEntry::Command("/usr/bin/procmail".into()),
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    fs::set_permissions(&forward, fs::Permissions::from_mode(0o666)).expect("chmod");
+    assert!(matches!(
+        ask(),
+        Answer::Error {
+            code: ErrorCode::Refused,
+            ..
+        }
+    ));
+    fs::remove_file(&forward).expect("rm");
+    assert_eq!(ask(), Answer::Forward { entries: vec![] });
+}

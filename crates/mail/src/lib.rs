@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod aliases;
 pub mod diagnostic;
+pub mod forward;
 pub mod fromline;
 pub mod header;
 pub mod status;

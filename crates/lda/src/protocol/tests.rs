@@ -124,8 +124,9 @@ fn answers() -> Vec<Answer> {
             entries: vec![
                 ForwardEntry::Address("joe@elsewhere.example".into()),
                 ForwardEntry::Mailbox(path("/home/joe/mbox")),
-                ForwardEntry::Command("|/usr/bin/procmail".into()),
+                ForwardEntry::Command("/usr/bin/procmail".into()),
                 ForwardEntry::Include(path("/home/joe/list")),
+                ForwardEntry::Local("joe".into()),
             ],
         },
         Answer::Pong,
@@ -381,6 +382,17 @@ fn malformed_requests_give_typed_errors() {
 }
 
 #[test]
+fn a_local_forward_entry_has_tag_5() {
+    let answer = Answer::Forward {
+        entries: vec![ForwardEntry::Local("joe".into())],
+    };
+    let bytes = encode_answer(&answer).expect("encode");
+    let want = frame(0x83, &cat(&[&[0, 1, 5], &s("joe")]));
+    assert_eq!(bytes, want);
+    assert_eq!(decoded(decode_answer(&want)), (answer, want.len()));
+}
+
+#[test]
 fn malformed_answers_give_typed_errors() {
     let table: Vec<(&str, Vec<u8>, FrameError)> = vec![
         (
@@ -451,6 +463,14 @@ fn malformed_answers_give_typed_errors() {
             FrameError::BadPath {
                 field: "forward entry",
                 error: PathError::Relative,
+            },
+        ),
+        (
+            "unknown forward entry kind",
+            frame(0x83, &cat(&[&[0, 1, 6], &s("joe")])),
+            FrameError::InvalidValue {
+                field: "forward entry kind",
+                why: "unknown kind 6".into(),
             },
         ),
         (
@@ -667,6 +687,7 @@ fn arb_answer() -> impl Strategy<Value = Answer> {
                 arb_path().prop_map(ForwardEntry::Mailbox),
                 arb_text().prop_map(ForwardEntry::Command),
                 arb_path().prop_map(ForwardEntry::Include),
+                arb_text().prop_map(ForwardEntry::Local),
             ],
             0..6
         )
