@@ -67,6 +67,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send one request to a running service and print its answer.
     Request(RequestArgs),
+    /// Measure deliveries per second through a running service (bench/lda-bench.sh).
+    #[command(hide = true)]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, value_name = "PATH", default_value = crate::service::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Concurrent clients, one connection each.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Deliveries in all.
+    #[arg(long, default_value_t = 2000)]
+    pub count: usize,
+    #[arg(long)]
+    pub user: String,
+    /// KIND:PATH.
+    #[arg(long)]
+    pub destination: String,
+    #[arg(long, value_name = "FILE")]
+    pub message: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,6 +219,7 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match &args.command {
         Command::Serve(serve) => crate::service::serve_command(serve, err),
         Command::Request(request) => crate::client::request_command(request, out, err),
+        Command::Bench(bench) => crate::client::bench_command(bench, out, err),
         Command::Policy(PolicyCommand::Check {
             file,
             refines,

@@ -271,3 +271,77 @@ pub fn describe(answer: &Answer) -> String {
         }
     }
 }
+
+/// `cursus-lda bench`: `clients` connections deliver `count` messages between them, each
+/// request sent by this library exactly as cursusd will (no exec per message). Prints one
+/// line: clients, deliveries, seconds, deliveries/s, failures.
+pub fn bench_command(args: &crate::cli::BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    use crate::protocol::{DeliverOptions, Envelope};
+    let destination = match args.destination.parse() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(err, "cursus-lda: --destination: {e}");
+            return 2;
+        }
+    };
+    let request = Request::Deliver {
+        user: args.user.clone(),
+        destination,
+        envelope: Envelope {
+            sender: Some("bench@example.com".into()),
+            original_recipient: format!("{}@localhost", args.user),
+            final_recipient: format!("{}@localhost", args.user),
+            extension: None,
+        },
+        options: DeliverOptions {
+            fsync: true,
+            create_folders: false,
+            return_path: true,
+        },
+    };
+    let clients = args.clients.max(1);
+    let started = std::time::Instant::now();
+    let failures: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                let share = args.count / clients + usize::from(i < args.count % clients);
+                let request = &request;
+                s.spawn(move || -> Result<usize, String> {
+                    let file = std::fs::File::open(&args.message).map_err(|e| e.to_string())?;
+                    let mut client = Client::connect(&args.socket).map_err(|e| e.to_string())?;
+                    let mut failed = 0;
+                    for _ in 0..share {
+                        match client.call(request, Some(file.as_fd())) {
+                            Ok(Answer::Outcome {
+                                kind: cursus_mail::OutcomeKind::Delivered,
+                                ..
+                            }) => {}
+                            Ok(_) => failed += 1,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    Ok(failed)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    let _ = writeln!(io::stderr(), "cursus-lda bench: {e}");
+                    args.count
+                }
+                Err(_) => args.count,
+            })
+            .sum()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = writeln!(
+        out,
+        "clients={clients} deliveries={} seconds={seconds:.3} rate={:.0} failures={failures}",
+        args.count,
+        args.count as f64 / seconds
+    );
+    u8::from(failures > 0)
+}

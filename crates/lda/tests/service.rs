@@ -938,3 +938,50 @@ fn read_forward_returns_entries_and_refuses_an_unsafe_file() {
     fs::remove_file(&forward).expect("rm");
     assert_eq!(ask(), Answer::Forward { entries: vec![] });
 }
+
+#[test]
+fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
+    root_only!();
+    let a = fresh_home(USER, "x");
+    let dir = tempfile::tempdir().expect("tmp");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let policy = dir.path().join("policy.toml");
+    fs::write(&policy, POLICY).expect("policy");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+    // The service gets its end as descriptor 3, as cursusd will pass it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" serve --connection-fd 3 --policy \"$1\" 3<&0 0</dev/null")
+        .arg(env!("CARGO_BIN_EXE_cursus-lda"))
+        .arg(&policy)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut client = Client::from_stream(ours);
+    assert_eq!(
+        client.call(&Request::Ping, None).expect("pong"),
+        Answer::Pong
+    );
+    let msg_path = dir.path().join("msg");
+    fs::write(&msg_path, MESSAGE).expect("msg");
+    let msg = fs::File::open(&msg_path).expect("open");
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let answer = client
+        .call(&deliver_request(USER, &dest), Some(msg.as_fd()))
+        .expect("answer");
+    assert_eq!(outcome(&answer).0, OutcomeKind::Delivered, "{answer:?}");
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not end with its last connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -414,3 +414,26 @@ impl Template {
         })
     }
 }
+
+#[cfg(test)]
+mod manual {
+    /// Every key the parser accepts is documented in cursus-lda-policy(5).
+    #[test]
+    fn the_man_page_names_every_key_and_kind() {
+        let page = include_str!("../../../../docs/man/cursus-lda-policy.5");
+        let rule_keys = ["name", "kind", "path", "subtree", "users", "arguments"];
+        for key in super::SYSTEM_KEYS
+            .iter()
+            .chain(super::USER_KEYS)
+            .chain(super::KINDS)
+            .chain(rule_keys.iter())
+        {
+            assert!(
+                page.contains(&format!(".B {key}"))
+                    || page.contains(&format!("\"{key}\""))
+                    || page.contains(&format!("[[{key}]]")),
+                "cursus-lda-policy.5 does not document `{key}`"
+            );
+        }
+    }
+}
