@@ -286,6 +286,9 @@ impl Session {
         if matches!(self.phase, Phase::Closed) {
             return Err(InputError::Closed);
         }
+        if bytes.is_empty() {
+            return Ok(());
+        }
         if !self.greeted {
             self.close(
                 Reply::new(

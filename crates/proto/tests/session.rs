@@ -789,6 +789,7 @@ fn early_talker_is_refused() {
     assert!(!s.greeting_sent());
     assert_eq!(s.timeout(), Timeout::Initial);
     assert_eq!(s.state(), State::Connected);
+    assert_eq!(s.receive(b""), Ok(()), "a read of nothing is not talking");
     assert_eq!(s.receive(b"EHLO spam\r\n"), Err(InputError::EarlyTalker));
     let out: Vec<Output> = std::iter::from_fn(|| s.poll()).collect();
     assert_eq!(
