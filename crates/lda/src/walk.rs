@@ -155,10 +155,23 @@ fn walk_nofollow(start: OwnedFd, anchor: &MailPath, middle: &[&str]) -> Result<O
     for c in middle {
         path.push('/');
         path.push_str(c);
-        current = openat(current.as_fd(), *c, flags, Mode::empty())
-            .map_err(|errno| open_error(&path, errno))?;
+        current = match openat(current.as_fd(), *c, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR on Linux, not ELOOP:
+            // look at what the name is before calling it "not a directory".
+            Err(Errno::ENOTDIR) if is_symlink(&current, c) => {
+                return Err(WalkError::Symlink { path });
+            }
+            Err(errno) => return Err(open_error(&path, errno)),
+        };
     }
     Ok(current)
+}
+
+fn is_symlink(dir: &OwnedFd, name: &str) -> bool {
+    nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map(|st| st.st_mode & 0o170000 == 0o120000)
+        .unwrap_or(false)
 }
 
 fn open_error(path: &str, errno: Errno) -> WalkError {
