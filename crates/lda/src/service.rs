@@ -99,9 +99,35 @@ fn stamp(path: &Path) -> Option<(u64, u64, SystemTime, u64)> {
     Some((m.dev(), m.ino(), m.modified().ok()?, m.len()))
 }
 
-/// Loads and validates the system policy file.
+/// Loads and validates the system policy file. It must belong to root (or to the user the
+/// service runs as) and must not be writable by group or others.
+///
+/// Attack stopped: whoever can write the policy decides where the root service writes and
+/// as whom; a group- or world-writable policy (or one owned by another user) would hand
+/// that to them.
 pub fn load_policy(path: &Path) -> Result<Policy, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(format!(
+            "{}: owned by uid {}, not root: refusing to trust it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{}: writable by group or others (mode {:o}): refusing to trust it",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     policy::parse_system(&text, &path.display().to_string()).map_err(|e| e.to_string())
 }
 

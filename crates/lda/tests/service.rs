@@ -81,6 +81,13 @@ fn mkdir_as(path: &Path, a: &Account) {
     chown(path, a);
 }
 
+/// Writes the policy file the way an administrator must: not writable by others.
+fn write_policy(dir: &Path, text: impl AsRef<[u8]>) {
+    let path = dir.join("policy.toml");
+    fs::write(&path, text).expect("policy");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+}
+
 /// A running `cursus-lda serve` with its own socket and policy.
 struct Service {
     dir: tempfile::TempDir,
@@ -92,7 +99,7 @@ impl Service {
     fn start(policy: &str, extra: &[&str]) -> Service {
         let dir = tempfile::tempdir().expect("tmp");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        fs::write(dir.path().join("policy.toml"), policy).expect("policy");
+        write_policy(dir.path(), policy);
         let socket = dir.path().join("lda.sock");
         let log = fs::File::create(dir.path().join("log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_cursus-lda"))
@@ -342,7 +349,7 @@ fn script(svc: &Service, name: &str, body: &str) -> String {
 /// only known after start, so the policy is rewritten; the service reloads it by itself).
 fn command_service(extra: &[&str]) -> Service {
     let svc = Service::start(POLICY, extra);
-    fs::write(svc.path().join("policy.toml"), command_policy(svc.path())).expect("policy");
+    write_policy(svc.path(), command_policy(svc.path()));
     svc
 }
 
@@ -417,14 +424,13 @@ fn virtual_mailboxes_only_as_their_named_user() {
     let svc = Service::start(POLICY, &[]);
     let tree = svc.path().join("vmail");
     mkdir_as(&tree, &v);
-    fs::write(
-        svc.path().join("policy.toml"),
+    write_policy(
+        svc.path(),
         format!(
             "{POLICY}\n[[allow]]\nname = \"virtual\"\nkind = \"maildir\"\npath = \"{}\"\nsubtree = true\nusers = [\"{VMAIL}\"]\n",
             tree.display()
         ),
-    )
-    .expect("policy");
+    );
     mkdir_as(&tree.join("example.org"), &v);
     let dest = format!("maildir:{}/example.org/joe", tree.display());
     let (kind, _, text) = outcome(&deliver(&svc, VMAIL, &dest));
@@ -796,11 +802,11 @@ fn a_policy_edit_applies_to_new_connections() {
         outcome(&deliver(&svc, USER, &dest)).0,
         OutcomeKind::Delivered
     );
-    fs::write(svc.path().join("policy.toml"), "min_uid = 1000\n").expect("policy");
+    write_policy(svc.path(), "min_uid = 1000\n");
     let (kind, status, _) = outcome(&deliver(&svc, USER, &dest));
     assert_eq!((kind, status.as_str()), (OutcomeKind::Permanent, "5.7.1"));
     // A broken edit keeps the previous policy.
-    fs::write(svc.path().join("policy.toml"), "min_uid = \"x\"\n").expect("policy");
+    write_policy(svc.path(), "min_uid = \"x\"\n");
     let (kind, _, _) = outcome(&deliver(&svc, USER, &dest));
     assert_eq!(kind, OutcomeKind::Permanent);
     assert!(svc.log().contains("policy edit refused"), "{}", svc.log());
@@ -830,6 +836,8 @@ fn the_users_filter_runs_as_the_user_and_answers_with_decisions() {
     )
     .expect("script");
     chown(&script, &a);
+    // Explicit: CI may run with umask 0 (files would be created 0666).
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).expect("chmod");
     let filter = |stage: FilterStage, message: Option<&fs::File>| {
         svc.client()
             .call(
@@ -946,7 +954,7 @@ fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
     let dir = tempfile::tempdir().expect("tmp");
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let policy = dir.path().join("policy.toml");
-    fs::write(&policy, POLICY).expect("policy");
+    write_policy(dir.path(), POLICY);
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
     // The service gets its end as descriptor 3, as cursusd will pass it.
     let mut child = Command::new("sh")
@@ -984,4 +992,84 @@ fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_mailbox_swapped_for_a_symlink_while_deliveries_run_never_writes_through_it() {
+    root_only!();
+    let a = fresh_home(USER, "x");
+    let b = fresh_home(OTHER, "x");
+    let svc = Service::start(POLICY, &[]);
+    let victim = b.home.join("mbox");
+    fs::write(
+        &victim,
+        "From x  Thu Jan  1 00:00:00 1970\n\nvictim's mail\n",
+    )
+    .expect("victim");
+    chown(&victim, &b);
+    let before = fs::read(&victim).expect("read");
+    let mbox = a.home.join("mbox");
+    let real = a.home.join("mbox.real");
+    let link = a.home.join("mbox.link");
+    fs::write(&real, "").expect("real");
+    chown(&real, &a);
+    std::os::unix::fs::symlink(&victim, &link).expect("ln");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let delivered = std::thread::scope(|s| {
+        // The attacker flips ~/mbox between a real file and a symlink to the victim as fast
+        // as it can, with rename(2) so the name always exists.
+        s.spawn(|| {
+            let mut flip = false;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (from, keep) = if flip { (&link, &real) } else { (&real, &link) };
+                let tmp = a.home.join("mbox.tmp");
+                if flip {
+                    let _ = fs::remove_file(&tmp);
+                    let _ = std::os::unix::fs::symlink(&victim, &tmp);
+                } else {
+                    let _ = fs::hard_link(keep, &tmp).or_else(|_| fs::copy(from, &tmp).map(|_| ()));
+                }
+                let _ = fs::rename(&tmp, &mbox);
+                flip = !flip;
+            }
+        });
+        let mut delivered = 0;
+        for _ in 0..150 {
+            let (kind, _, _) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
+            if kind == OutcomeKind::Delivered {
+                delivered += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        delivered
+    });
+    assert_eq!(
+        fs::read(&victim).expect("read"),
+        before,
+        "the victim's mailbox changed"
+    );
+    eprintln!("{delivered} of 150 deliveries landed while the mailbox was being swapped");
+    for p in [&mbox, &real, &link] {
+        let _ = fs::remove_file(p);
+    }
+}
+
+#[test]
+fn a_policy_file_others_can_write_is_never_trusted() {
+    root_only!();
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policy(dir.path(), POLICY);
+    let policy = dir.path().join("policy.toml");
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_cursus-lda"))
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("sock"))
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable by group or others"), "{err}");
+    assert!(!dir.path().join("sock").exists());
 }
