@@ -63,6 +63,19 @@ fn sieve_bench(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // The sendmail personality has sendmail's own option syntax (`-oi`, `-fADDR`, `-bp`),
+    // which clap cannot express: it is chosen by name before clap sees anything.
+    let argv: Vec<String> = std::env::args().collect();
+    let called = argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    if matches!(called.as_str(), "sendmail" | "mailq" | "newaliases") {
+        return ExitCode::from(cursus_cli::sendmail::run(&called, &argv[1..]));
+    }
+    if argv.get(1).is_some_and(|a| a == "sendmail") {
+        return ExitCode::from(cursus_cli::sendmail::run("sendmail", &argv[2..]));
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Sieve(SieveCommand::Check(args)) => {

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod aliases;
 pub mod diagnostic;
+pub mod dsn;
 pub mod forward;
 pub mod fromline;
 pub mod header;

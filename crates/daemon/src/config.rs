@@ -1,0 +1,357 @@
+//! cursus.toml: the daemon's own settings (listeners, limits, the data directory, how to
+//! reach cursus-lda). The `[[router]]` and `[[transport]]` tables of the same file belong to
+//! the routing configuration and are read there.
+//!
+//! Trusts the file's owner (root, or the user in single-user mode); checks every value.
+//! Fails with [`ConfigError`]s carrying file, line, column and, for an unknown key, the
+//! nearest known one. Runs with no file at all: [`Config::single_user`] is the embedded
+//! default (127.0.0.1:2525, one data directory, `localhost` delivered into Maildirs under
+//! it).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cursus_mail::diagnostic::{line_col, suggest, unknown_field};
+use serde::Deserialize;
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub line: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some((l, c)) => write!(f, "{}:{l}:{c}: {}", self.source, self.message),
+            None => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!("`{text}`: a unix socket path must be absolute"));
+            }
+            return Ok(ListenAddr::Unix(path));
+        }
+        text.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+            format!("`{text}` is neither HOST:PORT (127.0.0.1:25, [::1]:25) nor unix:/PATH")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Limits of the SMTP and LMTP servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub message_size: u64,
+    pub recipients: usize,
+    pub messages_per_connection: usize,
+    pub command_line: usize,
+    pub errors: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 10_000,
+            max_connections_per_client: 50,
+            message_size: 25 * 1024 * 1024,
+            recipients: 100,
+            messages_per_connection: 1000,
+            command_line: 1024,
+            errors: 20,
+        }
+    }
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the file came from (`(embedded defaults)` without one).
+    pub source: String,
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    /// The user to become when started as root.
+    pub run_as: String,
+    pub smtp_listen: Vec<ListenAddr>,
+    pub lmtp_listen: Vec<ListenAddr>,
+    pub limits: ServerLimits,
+    /// Refuse unknown local recipients at RCPT (550 5.1.1).
+    pub verify_local: bool,
+    /// Ask remote routers at RCPT too (the outbound issue uses it).
+    pub verify_remote: bool,
+    /// Seconds to wait before the greeting; a client that talks first is refused.
+    pub greet_pause_ms: u64,
+    /// cursus-lda's socket; `None`: started as root, spawn it; as a user, deliver in-process.
+    pub lda_socket: Option<PathBuf>,
+    /// Connections kept to cursus-lda.
+    pub lda_connections: usize,
+    /// The local submission socket for `cursus sendmail`.
+    pub submission_socket: PathBuf,
+    /// Days after which an undeliverable message is bounced.
+    pub queue_lifetime_days: u64,
+}
+
+impl Config {
+    /// The embedded default: single-user mode in `data_dir`.
+    pub fn single_user(data_dir: &Path) -> Config {
+        Config {
+            source: "(embedded defaults)".to_string(),
+            hostname: local_hostname(),
+            data_dir: data_dir.to_path_buf(),
+            run_as: "cursus".to_string(),
+            smtp_listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 2525)))],
+            lmtp_listen: Vec::new(),
+            limits: ServerLimits::default(),
+            verify_local: true,
+            verify_remote: false,
+            greet_pause_ms: 0,
+            lda_socket: None,
+            lda_connections: 8,
+            submission_socket: data_dir.join("submit.sock"),
+            queue_lifetime_days: 5,
+        }
+    }
+
+    /// Reads `text` (the file at `source`) over the defaults for `data_dir`.
+    pub fn parse(text: &str, source: &str, data_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| vec![toml_error(&e, text, source)])?;
+        let mut c = Config::single_user(raw.data_dir.as_deref().map(Path::new).unwrap_or(data_dir));
+        c.source = source.to_string();
+        let mut errors = Vec::new();
+        let mut err = |message: String| {
+            errors.push(ConfigError {
+                source: source.to_string(),
+                line: None,
+                message,
+            })
+        };
+        if let Some(h) = raw.hostname {
+            if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                err(format!("hostname `{h}` is not a host name"));
+            }
+            c.hostname = h;
+        }
+        if let Some(u) = raw.user {
+            c.run_as = u;
+        }
+        if let Some(days) = raw.queue_lifetime_days {
+            c.queue_lifetime_days = days;
+        }
+        if let Some(smtp) = raw.smtp {
+            if let Some(listen) = smtp.listen {
+                c.smtp_listen = Vec::new();
+                for l in listen {
+                    match ListenAddr::parse(&l) {
+                        Ok(a) => c.smtp_listen.push(a),
+                        Err(e) => err(format!("smtp.listen: {e}")),
+                    }
+                }
+            }
+            let lim = &mut c.limits;
+            set(&mut lim.max_connections, smtp.max_connections);
+            set(&mut lim.max_connections_per_client, smtp.max_connections_per_client);
+            set(&mut lim.message_size, smtp.message_size);
+            set(&mut lim.recipients, smtp.recipients);
+            set(&mut lim.messages_per_connection, smtp.messages_per_connection);
+            set(&mut lim.command_line, smtp.command_line);
+            set(&mut c.verify_local, smtp.verify_local_recipients);
+            set(&mut c.verify_remote, smtp.verify_remote_recipients);
+            set(&mut c.greet_pause_ms, smtp.greet_pause_ms);
+            if c.limits.command_line < 512 {
+                err("smtp.command_line must be at least 512 (RFC 5321 §4.5.3.1.4)".to_string());
+            }
+        }
+        if let Some(lmtp) = raw.lmtp
+            && let Some(listen) = lmtp.listen
+        {
+            for l in listen {
+                match ListenAddr::parse(&l) {
+                    Ok(a) => c.lmtp_listen.push(a),
+                    Err(e) => err(format!("lmtp.listen: {e}")),
+                }
+            }
+        }
+        if let Some(lda) = raw.lda {
+            c.lda_socket = lda.socket.map(PathBuf::from);
+            set(&mut c.lda_connections, lda.connections);
+        }
+        if let Some(sub) = raw.submission
+            && let Some(s) = sub.socket
+        {
+            c.submission_socket = PathBuf::from(s);
+        }
+        if errors.is_empty() { Ok(c) } else { Err(errors) }
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// The machine's host name (the greeting and Received headers use it).
+pub fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+const TOP_KEYS: &[&str] = &[
+    "hostname",
+    "data_dir",
+    "user",
+    "queue_lifetime_days",
+    "smtp",
+    "lmtp",
+    "lda",
+    "submission",
+    "router",
+    "transport",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    hostname: Option<String>,
+    data_dir: Option<String>,
+    user: Option<String>,
+    queue_lifetime_days: Option<u64>,
+    smtp: Option<RawSmtp>,
+    lmtp: Option<RawLmtp>,
+    lda: Option<RawLda>,
+    submission: Option<RawSubmission>,
+    /// Read by the routing configuration.
+    #[serde(default, rename = "router")]
+    _router: Option<toml::Value>,
+    #[serde(default, rename = "transport")]
+    _transport: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    listen: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    message_size: Option<u64>,
+    recipients: Option<usize>,
+    messages_per_connection: Option<usize>,
+    command_line: Option<usize>,
+    verify_local_recipients: Option<bool>,
+    verify_remote_recipients: Option<bool>,
+    greet_pause_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLmtp {
+    listen: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLda {
+    socket: Option<String>,
+    connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubmission {
+    socket: Option<String>,
+}
+
+fn toml_error(e: &toml::de::Error, text: &str, source: &str) -> ConfigError {
+    let line = e.span().map(|s| line_col(text, s.start));
+    let mut message = e.message().trim().to_string();
+    if let Some(unknown) = unknown_field(&message) {
+        let listed: Vec<&str> = message
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let known: &[&str] = if listed.is_empty() { TOP_KEYS } else { &listed };
+        message = match suggest(&unknown, known) {
+            Some(s) => format!("unknown key `{unknown}`; did you mean `{s}`?"),
+            None => format!("unknown key `{unknown}`; known keys: {}", known.join(", ")),
+        };
+    }
+    ConfigError {
+        source: source.to_string(),
+        line,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_is_single_user_on_port_2525() {
+        let c = Config::single_user(Path::new("/tmp/d"));
+        assert_eq!(c.smtp_listen, vec![ListenAddr::parse("127.0.0.1:2525").expect("addr")]);
+        assert_eq!(c.submission_socket, Path::new("/tmp/d/submit.sock"));
+        assert!(c.verify_local);
+    }
+
+    #[test]
+    fn values_override_defaults() {
+        let c = Config::parse(
+            "hostname = \"mx.example.org\"\n[smtp]\nlisten = [\"[::1]:25\", \"unix:/run/x.sock\"]\nrecipients = 50\n[lmtp]\nlisten = [\"127.0.0.1:24\"]\n",
+            "cursus.toml",
+            Path::new("/d"),
+        )
+        .expect("parses");
+        assert_eq!(c.hostname, "mx.example.org");
+        assert_eq!(c.smtp_listen.len(), 2);
+        assert_eq!(c.limits.recipients, 50);
+        assert_eq!(c.lmtp_listen.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_get_a_line_and_a_suggestion() {
+        let e = Config::parse("[smtp]\nlisten = []\nrecipents = 5\n", "cursus.toml", Path::new("/d"))
+            .expect_err("unknown key");
+        let text = e[0].to_string();
+        assert!(text.starts_with("cursus.toml:3:"), "{text}");
+        assert!(text.contains("did you mean `recipients`"), "{text}");
+        let e = Config::parse("hostnme = \"x\"\n", "c.toml", Path::new("/d")).expect_err("top");
+        assert!(e[0].to_string().contains("did you mean `hostname`"), "{}", e[0]);
+    }
+
+    #[test]
+    fn bad_listen_addresses_are_explained() {
+        let e = Config::parse("[smtp]\nlisten = [\"localhost\"]\n", "c.toml", Path::new("/d"))
+            .expect_err("bad");
+        assert!(e[0].message.contains("HOST:PORT"), "{}", e[0]);
+    }
+}

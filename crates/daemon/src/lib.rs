@@ -1,0 +1,13 @@
+//! cursusd: the Cursus mail transfer agent.
+//!
+//! SMTP and LMTP listeners (`server`) drive the pure session state machine of cursus-proto;
+//! accepted messages go into the durable queue; routers decide where each recipient goes;
+//! local deliveries go through cursus-lda (or, in single-user mode, the same code in-process
+//! as the one user). Trusts its configuration file and the LDA; nothing a client sends.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod local;
+pub mod log;
+pub mod server;

@@ -1,0 +1,176 @@
+//! The `lda` transport: local deliveries. With a cursus-lda service (cursusd started as root,
+//! or configured with `[lda] socket`), each delivery is a `deliver` request over a pooled
+//! connection, the message passed as a read-only descriptor. In single-user mode (cursusd
+//! started by an ordinary user) the same checks and the same writer run in-process, as that
+//! user, under a policy that allows only the user's own mail directory.
+//!
+//! Trusts the LDA's answers; trusts nothing else. Blocking (the daemon calls it on the
+//! blocking pool). Never fails: every path ends in an [`Outcome`]; a broken LDA connection
+//! is dropped from the pool and the delivery is temporary.
+//!
+//! Attacks stopped: in single-user mode a route naming another user is refused (5.7.1)
+//! rather than written with our rights under their name; the in-process path runs the LDA's
+//! own policy check, walk and safe-open code, so a symlink planted in the data directory is
+//! refused exactly as the root service would refuse it.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cursus_lda::Destination;
+use cursus_lda::client::Client;
+use cursus_lda::policy::Policy;
+use cursus_lda::protocol::{Answer, DeliverOptions, Envelope, Request};
+use cursus_lda::store::{self, Job};
+use cursus_mail::{ExitCode, Outcome, codes};
+
+/// How local deliveries are made.
+pub enum Local {
+    Service {
+        socket: PathBuf,
+        pool: Mutex<Vec<Client>>,
+        max_idle: usize,
+    },
+    InProcess {
+        user: String,
+        uid: u32,
+        home: String,
+        policy: Policy,
+    },
+}
+
+/// The policy of single-user mode: mailboxes below `<data_dir>/mail`, as `user` only.
+pub fn single_user_policy(data_dir: &Path, user: &str) -> Result<Policy, String> {
+    let base = data_dir.join("mail");
+    let text = format!(
+        "min_uid = 0\n\
+         [[allow]]\nname = \"data-maildir\"\nkind = \"maildir\"\npath = \"{p}\"\nsubtree = true\nusers = [\"{user}\"]\n\
+         [[allow]]\nname = \"data-mbox\"\nkind = \"mbox\"\npath = \"{p}\"\nsubtree = true\nusers = [\"{user}\"]\n\
+         [[allow]]\nname = \"data-mh\"\nkind = \"mh\"\npath = \"{p}\"\nsubtree = true\nusers = [\"{user}\"]\n",
+        p = base.display()
+    );
+    cursus_lda::policy::parse_system(&text, "(single-user mode)").map_err(|e| e.to_string())
+}
+
+impl Local {
+    pub fn service(socket: PathBuf, connections: usize) -> Local {
+        Local::Service {
+            socket,
+            pool: Mutex::new(Vec::new()),
+            max_idle: connections.max(1),
+        }
+    }
+
+    /// Delivers the message in `message` to `destination` as `user`.
+    pub fn deliver(
+        &self,
+        user: &str,
+        destination: &Destination,
+        envelope: &Envelope,
+        message: &File,
+    ) -> Outcome {
+        match self {
+            Local::Service {
+                socket,
+                pool,
+                max_idle,
+            } => {
+                let request = Request::Deliver {
+                    user: user.to_string(),
+                    destination: destination.clone(),
+                    envelope: envelope.clone(),
+                    options: DeliverOptions {
+                        fsync: true,
+                        create_folders: true,
+                        return_path: true,
+                    },
+                };
+                let client = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let mut client = match client {
+                    Some(c) => c,
+                    None => match Client::connect(socket) {
+                        Ok(c) => {
+                            let _ = c.set_timeout(Some(Duration::from_secs(900)));
+                            c
+                        }
+                        Err(e) => {
+                            return Outcome::temporary(
+                                codes::SYSTEM_STATUS,
+                                format!("cursus-lda is not reachable at {}: {e}", socket.display()),
+                            );
+                        }
+                    },
+                };
+                match client.call(&request, Some(message.as_fd())) {
+                    Ok(answer) => {
+                        let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+                        if idle.len() < *max_idle && !matches!(answer, Answer::Error { .. }) {
+                            idle.push(client);
+                        }
+                        drop(idle);
+                        answer_outcome(answer)
+                    }
+                    Err(e) => Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda: {e}")),
+                }
+            }
+            Local::InProcess {
+                user: me,
+                uid,
+                home,
+                policy,
+            } => {
+                if user != me {
+                    return Outcome::permanent(
+                        codes::DELIVERY_NOT_AUTHORIZED,
+                        ExitCode::NoPerm,
+                        format!("single-user mode delivers only as {me}, not as {user}"),
+                    );
+                }
+                let job = Job {
+                    user,
+                    uid: *uid,
+                    home,
+                    system: policy,
+                    destination,
+                    envelope,
+                    options: DeliverOptions {
+                        fsync: true,
+                        create_folders: true,
+                        return_path: true,
+                    },
+                    message,
+                    command_timeout: Duration::from_secs(600),
+                };
+                store::deliver(&job, &mut |line| crate::log::line(&line))
+            }
+        }
+    }
+}
+
+/// The outcome an LDA answer stands for.
+pub fn answer_outcome(answer: Answer) -> Outcome {
+    match answer {
+        Answer::Outcome { kind, status, text } => {
+            let exit = match kind {
+                cursus_mail::OutcomeKind::Delivered => ExitCode::Ok,
+                cursus_mail::OutcomeKind::Temporary => ExitCode::TempFail,
+                cursus_mail::OutcomeKind::Permanent => ExitCode::NoPerm,
+            };
+            Outcome {
+                kind,
+                status,
+                text,
+                exit,
+            }
+        }
+        Answer::Error { text, .. } => {
+            Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda refused the request: {text}"))
+        }
+        other => Outcome::temporary(
+            codes::SYSTEM_STATUS,
+            format!("cursus-lda answered out of turn: {other:?}"),
+        ),
+    }
+}

@@ -1,0 +1,7 @@
+//! cursusd: the binary. Parses arguments, loads the configuration, and runs the daemon.
+
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,437 @@
+//! The SMTP and LMTP listeners: accept connections, enforce connection limits, and drive one
+//! `cursus_proto::Session` per connection, answering its events through the [`Backend`]
+//! (recipient verification, the durable queue).
+//!
+//! Trusts nothing the client sends (the session state machine parses it); trusts the backend.
+//! Fails per connection: an I/O error or a timeout ends that connection only (a timeout with
+//! `421 4.4.2`); a backend error becomes a 4xx reply, never a 250.
+//!
+//! Attacks stopped:
+//! - Connection floods: at most `max_connections` in total and `max_connections_per_client`
+//!   from one address; beyond that the client gets `421 4.7.0` and the socket closes.
+//! - Slow clients holding sessions: every read has the RFC 5321 §4.5.3.2 timeout of the
+//!   state the session is in.
+//! - Early talkers (spam engines that do not wait for the greeting): with a greet pause, any
+//!   byte before the greeting is refused by the session (554 5.5.1).
+//! - Losing accepted mail: `250` after DATA is sent only when the backend returns a queue
+//!   id, which it does only after the message is on disk and synced.
+//! - SMTP smuggling and pipelining abuse: handled by the session (see crates/proto/NOTES.md).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cursus_mail::{EnhancedStatus, Sender};
+use cursus_proto::{
+    Answer, Config as SessionConfig, Event, Limits, MailParams, Output, Protocol, RcptParams,
+    Reply, Session,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{Config, ListenAddr};
+use crate::log;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `None` for a unix socket.
+    pub ip: Option<IpAddr>,
+    /// The uid of a unix-socket peer (SO_PEERCRED), for local submission.
+    pub uid: Option<u32>,
+    pub description: String,
+}
+
+/// A complete incoming message, as the session collected it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub protocol: Protocol,
+    pub client: Client,
+    pub helo: Option<String>,
+    pub tls: bool,
+    pub sender: Sender,
+    pub params: MailParams,
+    pub recipients: Vec<(String, RcptParams)>,
+}
+
+/// What the daemon answers at RCPT.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Accept,
+    Refuse(Reply),
+}
+
+/// The daemon behind the sessions. Methods may block (lookups, fsync); the server calls them
+/// on the blocking pool.
+pub trait Backend: Send + Sync + 'static {
+    fn verify(&self, sender: &Sender, recipient: &str, client: &Client) -> Verdict;
+    /// Makes the message durable and returns its queue id; `message` is the content as
+    /// received (CRLF line ends). An `Err` is the reply to send instead of 250.
+    fn accept(&self, incoming: Incoming, message: Vec<u8>) -> Result<String, Reply>;
+}
+
+/// Shared state of all listeners.
+pub struct Server {
+    pub config: Arc<Config>,
+    pub backend: Arc<dyn Backend>,
+    slots: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Server {
+    pub fn new(
+        config: Arc<Config>,
+        backend: Arc<dyn Backend>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Server> {
+        Arc::new(Server {
+            slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            config,
+            backend,
+            per_client: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    fn session_config(&self, protocol: Protocol) -> SessionConfig {
+        let mut c = SessionConfig::new(self.config.hostname.clone(), protocol);
+        let l = &self.config.limits;
+        c.limits = Limits {
+            command_line: l.command_line,
+            recipients: l.recipients,
+            messages: l.messages_per_connection,
+            message_size: l.message_size,
+            errors: l.errors,
+        };
+        c
+    }
+}
+
+/// Binds one listener and serves it until shutdown.
+pub async fn listen(server: Arc<Server>, addr: ListenAddr, protocol: Protocol) -> std::io::Result<()> {
+    match &addr {
+        ListenAddr::Tcp(a) => {
+            let listener = tokio::net::TcpListener::bind(a).await?;
+            serve_tcp(server, listener, protocol).await;
+        }
+        ListenAddr::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)?;
+            serve_unix(server, listener, protocol).await;
+        }
+    }
+    Ok(())
+}
+
+/// Serves an already bound TCP listener (bound as root before the drop).
+pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener, protocol: Protocol) {
+    let mut shutdown = server.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                log::line(&format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let client = Client {
+            ip: Some(peer.ip()),
+            uid: None,
+            description: format!("[{}]:{}", peer.ip(), peer.port()),
+        };
+        let server = server.clone();
+        tokio::spawn(async move { admit(server, stream, client, protocol).await });
+    }
+}
+
+/// Serves a unix-socket listener (LMTP, local submission).
+pub async fn serve_unix(server: Arc<Server>, listener: tokio::net::UnixListener, protocol: Protocol) {
+    let mut shutdown = server.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                log::line(&format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        let client = Client {
+            ip: None,
+            uid,
+            description: match uid {
+                Some(u) => format!("local uid {u}"),
+                None => "local".to_string(),
+            },
+        };
+        let server = server.clone();
+        tokio::spawn(async move { admit(server, stream, client, protocol).await });
+    }
+}
+
+/// Applies the connection limits, then runs the session.
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+    server: Arc<Server>,
+    mut stream: S,
+    client: Client,
+    protocol: Protocol,
+) {
+    let Ok(permit) = server.slots.clone().try_acquire_owned() else {
+        let _ = stream
+            .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+            .await;
+        log::line(&format!("refused {}: connection limit", client.description));
+        return;
+    };
+    let ip = client.ip;
+    if let Some(ip) = ip {
+        let over = {
+            let mut map = server.per_client.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            *n += 1;
+            *n > server.config.limits.max_connections_per_client
+        };
+        if over {
+            let _ = stream
+                .write_all(b"421 4.7.0 Too many connections from your address\r\n")
+                .await;
+            release(&server, ip);
+            log::line(&format!("refused {}: per-client connection limit", client.description));
+            return;
+        }
+    }
+    if let Err(e) = run_session(&server, &mut stream, client, protocol).await {
+        log::line(&format!("connection ended: {e}"));
+    }
+    if let Some(ip) = ip {
+        release(&server, ip);
+    }
+    drop(permit);
+}
+
+fn release(server: &Server, ip: IpAddr) {
+    let mut map = server.per_client.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
+        }
+    }
+}
+
+/// The message being received.
+struct Transaction {
+    recipients: Vec<(String, RcptParams)>,
+    content: Vec<u8>,
+}
+
+async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Arc<Server>,
+    stream: &mut S,
+    client: Client,
+    protocol: Protocol,
+) -> std::io::Result<()> {
+    let mut session = Session::new(server.session_config(protocol));
+    let mut shutdown = server.shutdown.clone();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out: Vec<u8> = Vec::new();
+    if server.config.greet_pause_ms > 0 {
+        let pause = Duration::from_millis(server.config.greet_pause_ms);
+        if let Ok(Ok(n)) = tokio::time::timeout(pause, stream.read(&mut buf)).await
+            && n > 0
+        {
+            let _ = session.receive(&buf[..n]);
+            drain_replies(&mut session, &mut out);
+            stream.write_all(&out).await?;
+            log::line(&format!("refused {}: talked before the greeting", client.description));
+            return Ok(());
+        }
+    }
+    out.extend_from_slice(&session.greeting().to_bytes());
+    let mut transaction: Option<Transaction> = None;
+    let mut pending_mail: Option<(Sender, MailParams)> = None;
+    loop {
+        // Answer everything the session has for us.
+        while let Some(output) = session.poll() {
+            match output {
+                Output::Reply(r) => out.extend_from_slice(&r.to_bytes()),
+                Output::Event(event) => {
+                    let close = handle_event(
+                        server,
+                        &mut session,
+                        &client,
+                        protocol,
+                        event,
+                        &mut transaction,
+                        &mut pending_mail,
+                        &mut out,
+                    )
+                    .await?;
+                    if close {
+                        while let Some(Output::Reply(r)) = session.poll() {
+                            out.extend_from_slice(&r.to_bytes());
+                        }
+                        stream.write_all(&out).await?;
+                        stream.flush().await?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            out.clear();
+        }
+        if session.is_closed() {
+            return Ok(());
+        }
+        let limit = session.timeout().duration();
+        let read = tokio::select! {
+            r = tokio::time::timeout(limit, stream.read(&mut buf)) => r,
+            _ = shutdown.changed() => {
+                session.shutdown();
+                continue;
+            }
+        };
+        match read {
+            Err(_) => {
+                stream
+                    .write_all(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+                    .await?;
+                return Ok(());
+            }
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => {
+                if session.receive(&buf[..n]).is_err() {
+                    drain_replies(&mut session, &mut out);
+                    stream.write_all(&out).await?;
+                    return Ok(());
+                }
+            }
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+fn drain_replies(session: &mut Session, out: &mut Vec<u8>) {
+    while let Some(o) = session.poll() {
+        if let Output::Reply(r) = o {
+            out.extend_from_slice(&r.to_bytes());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle_event(
+    server: &Arc<Server>,
+    session: &mut Session,
+    client: &Client,
+    protocol: Protocol,
+    event: Event,
+    transaction: &mut Option<Transaction>,
+    pending_mail: &mut Option<(Sender, MailParams)>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let answer = |session: &mut Session, a: Answer| {
+        if let Err(e) = session.answer(a) {
+            log::line(&format!("internal: session refused our answer: {e:?}"));
+        }
+    };
+    match event {
+        Event::Mail { sender, params } => {
+            *pending_mail = Some((sender, params));
+            *transaction = Some(Transaction {
+                recipients: Vec::new(),
+                content: Vec::new(),
+            });
+            answer(session, Answer::Accept);
+        }
+        Event::Rcpt { recipient, params } => {
+            let sender = pending_mail
+                .as_ref()
+                .map(|(s, _)| s.clone())
+                .unwrap_or(Sender::Null);
+            let backend = server.backend.clone();
+            let address = recipient.as_str().to_string();
+            let who = client.clone();
+            let verdict = tokio::task::spawn_blocking(move || backend.verify(&sender, &address, &who))
+                .await
+                .unwrap_or_else(|_| Verdict::Refuse(temp_reply("recipient check failed")));
+            match verdict {
+                Verdict::Accept => {
+                    if let Some(t) = transaction.as_mut() {
+                        t.recipients.push((recipient.as_str().to_string(), params));
+                    }
+                    answer(session, Answer::Accept);
+                }
+                Verdict::Refuse(r) => answer(session, Answer::Refuse(r)),
+            }
+        }
+        Event::DataStart => answer(session, Answer::Accept),
+        Event::Data(bytes) => {
+            if let Some(t) = transaction.as_mut() {
+                t.content.extend_from_slice(&bytes);
+            }
+        }
+        Event::DataAbandoned(_) | Event::Reset => {
+            *transaction = None;
+            *pending_mail = None;
+        }
+        Event::DataEnd { .. } => {
+            let (Some(t), Some((sender, params))) = (transaction.take(), pending_mail.take()) else {
+                answer(session, Answer::Refuse(temp_reply("no transaction")));
+                return Ok(false);
+            };
+            let count = t.recipients.len();
+            let incoming = Incoming {
+                protocol,
+                client: client.clone(),
+                helo: session.helo().map(str::to_string),
+                tls: session.tls_active(),
+                sender,
+                params,
+                recipients: t.recipients,
+            };
+            let backend = server.backend.clone();
+            let result = tokio::task::spawn_blocking(move || backend.accept(incoming, t.content))
+                .await
+                .unwrap_or_else(|_| Err(temp_reply("the queue writer failed")));
+            let reply = match result {
+                Ok(id) => Reply::new(250, EnhancedStatus::new(2, 0, 0), format!("Ok: queued as {id}")),
+                Err(r) => r,
+            };
+            let a = match (protocol, reply.is_positive()) {
+                (Protocol::Lmtp, _) => Answer::PerRecipient(vec![reply; count]),
+                (Protocol::Smtp, true) => Answer::AcceptWith(reply),
+                (Protocol::Smtp, false) => Answer::Refuse(reply),
+            };
+            answer(session, a);
+        }
+        Event::StartTls => {
+            // No certificate is configured (STARTTLS is not offered); nothing to do.
+        }
+        Event::Quit | Event::Disconnect(_) => {
+            let _ = out;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn temp_reply(text: &str) -> Reply {
+    Reply::new(451, EnhancedStatus::new(4, 3, 0), text.to_string())
+}
