@@ -1,0 +1,814 @@
+//! The queue: accept a message durably, record what happens to each recipient, hold and
+//! release, say what is due, list, and remove what is finished; rebuild all of it at open.
+//!
+//! Trusts the spool directory to be its own (checked at open, see `spool.rs`) and the
+//! caller for envelope values. Synchronous and thread-safe: `&Queue` is shared by every
+//! thread that accepts or records (the daemon calls it from blocking threads).
+//!
+//! The durability argument, step by step (NOTES.md has the long form):
+//! 1. accept writes `<bucket>/<ID>.msg` and fdatasyncs it: the bytes are on disk before any
+//!    journal exists, so a journal never names a message that is not all there.
+//! 2. It writes the envelope record to `tmp/<ID>.jnl` and fdatasyncs it; then renames it to
+//!    `<bucket>/<ID>.jnl`. The rename is the commit point: a journal in a bucket always has
+//!    a whole envelope, so open() can trust names alone and read nothing.
+//! 3. It fsyncs the bucket directory (group commit): both entries are durable. Only then
+//!    does accept return the id. A crash before that leaves `tmp/` debris or an orphan
+//!    `.msg` (removed at open), or a whole message that the client was never told about
+//!    (delivered; the client may send it again: a duplicate, never a loss).
+//! 4. Every later change is one journal record appended and fdatasynced before the call
+//!    returns; the envelope is never rewritten. A torn last record is cut off at replay.
+//! 5. Removal first makes the reason durable (the final outcomes, the DSN record or the
+//!    delete record), then unlinks the journal, then the message: if the unlinks are lost
+//!    in a crash, recovery finds the message removable and removes it again.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind};
+use jiff::Timestamp;
+
+use crate::envelope::Envelope;
+use crate::error::QueueError;
+use crate::fault::{FaultHook, Step};
+use crate::group_commit::{CommitError, GroupCommit};
+use crate::id::QueueId;
+use crate::journal::{self, Change, MAX_RECORD, Record};
+use crate::schedule::Schedule;
+use crate::spool::{self, Layout};
+use crate::state::QueuedMessage;
+
+/// RFC 3463: "delivery time expired".
+pub const EXPIRED: EnhancedStatus = EnhancedStatus::new(5, 4, 7);
+/// Messages taken from the index per lock, when iterating.
+const CHUNK: usize = 256;
+/// Lock stripes serialising read-modify-append on one message's journal.
+const STRIPES: usize = 64;
+/// Largest journal read (a message deferred every 2 h for 5 days writes about 60 records).
+const MAX_JOURNAL: u64 = 64 << 20;
+
+/// How a queue is opened.
+#[derive(Clone)]
+pub struct Options {
+    pub schedule: Schedule,
+    /// fsync and fdatasync as described. `false` is for test fixtures and benchmark fills
+    /// only: a crash then loses anything.
+    pub sync: bool,
+    /// Fault injection for tests (see `fault.rs`).
+    pub fault: Option<FaultHook>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            schedule: Schedule::default(),
+            sync: true,
+            fault: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("schedule", &self.schedule)
+            .field("sync", &self.sync)
+            .field("fault", &self.fault.is_some())
+            .finish()
+    }
+}
+
+/// What open() found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Messages in the queue (their journals are replayed lazily).
+    pub messages: usize,
+    /// Files in `tmp/` removed: accepts that never returned.
+    pub tmp_removed: usize,
+    /// Orphan `.msg` or `.jnl` files removed: accepts that never returned.
+    pub orphans_removed: usize,
+    /// Names in the buckets that are not ours, left alone.
+    pub foreign: usize,
+}
+
+/// Counters since open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub accepted: u64,
+    /// fdatasync calls on message and journal files.
+    pub file_syncs: u64,
+    /// fsync calls on bucket directories.
+    pub dir_syncs: u64,
+}
+
+/// A message with recipients to try now, or with all recipients final and a DSN owed
+/// (`recipients` empty, `message.is_complete()`): send the DSN, then [`Queue::finish`].
+#[derive(Clone, Debug)]
+pub struct Due {
+    pub message: QueuedMessage,
+    pub recipients: Vec<usize>,
+}
+
+/// Where the index has a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Found by the directory scan, journal not read yet.
+    Unloaded,
+    /// Journal read; due at this time (microseconds), or never by itself.
+    Loaded(Option<i64>),
+}
+
+/// The in-memory index: every message by id, the loaded ones by due time.
+#[derive(Debug, Default)]
+struct Index {
+    slots: BTreeMap<QueueId, Slot>,
+    timeline: BTreeSet<(i64, QueueId)>,
+    /// Ids still `Unloaded`, newest first (popped from the end: oldest first).
+    unloaded: Vec<QueueId>,
+}
+
+impl Index {
+    fn set(&mut self, id: QueueId, slot: Slot) {
+        if let Some(Slot::Loaded(Some(t))) = self.slots.insert(id, slot) {
+            self.timeline.remove(&(t, id));
+        }
+        if let Slot::Loaded(Some(t)) = slot {
+            self.timeline.insert((t, id));
+        }
+    }
+
+    fn remove(&mut self, id: QueueId) {
+        if let Some(Slot::Loaded(Some(t))) = self.slots.remove(&id) {
+            self.timeline.remove(&(t, id));
+        }
+    }
+}
+
+/// When a loaded message is due: its earliest recipient, or at once if it is complete and
+/// only waits for its DSN.
+fn due_key(message: &QueuedMessage) -> Option<i64> {
+    if message.is_complete() && !message.is_removable() {
+        return Some(message.envelope.received.as_microsecond());
+    }
+    message.next_due().map(|t| t.as_microsecond())
+}
+
+/// A mail queue in one spool directory.
+pub struct Queue {
+    layout: Layout,
+    options: Options,
+    /// Held for the queue's lifetime; the lock is released when the file is closed.
+    _lock: File,
+    buckets: Vec<File>,
+    commit: GroupCommit,
+    index: Mutex<Index>,
+    stripes: Vec<Mutex<()>>,
+    recovery: Recovery,
+    accepted: AtomicU64,
+    file_syncs: AtomicU64,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("root", &self.layout.root)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue in `root` with default options.
+    pub fn open(root: impl AsRef<Path>) -> Result<Queue, QueueError> {
+        Queue::open_with(root, Options::default())
+    }
+
+    /// Opens the queue and recovers: takes the lock, empties `tmp/`, scans the 256 buckets by
+    /// name, removes the orphans of unfinished accepts and indexes every message. Journals
+    /// are replayed later, when `due`, `list` or `message` first reach them.
+    pub fn open_with(root: impl AsRef<Path>, options: Options) -> Result<Queue, QueueError> {
+        let layout = Layout {
+            root: root.as_ref().to_path_buf(),
+        };
+        spool::ensure_dir(&layout.root)?;
+        spool::check_owner(&layout.root)?;
+        let lock_path = layout.lock();
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| QueueError::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(QueueError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(QueueError::io("lock", &lock_path, e));
+            }
+        }
+        for dir in [layout.tmp(), layout.corrupt()] {
+            spool::ensure_dir(&dir)?;
+        }
+        let mut recovery = Recovery {
+            tmp_removed: spool::clear_tmp(&layout)?,
+            ..Recovery::default()
+        };
+        let mut index = Index::default();
+        let mut buckets = Vec::with_capacity(256);
+        for bucket in 0..=255u8 {
+            let dir = layout.bucket(bucket);
+            spool::ensure_dir(&dir)?;
+            let scan = spool::scan_bucket(&dir, bucket)?;
+            for id in &scan.orphan_messages {
+                spool::remove_file(&layout.message(*id))?;
+            }
+            for id in &scan.orphan_journals {
+                spool::remove_file(&layout.journal(*id))?;
+            }
+            recovery.orphans_removed += scan.orphan_messages.len() + scan.orphan_journals.len();
+            recovery.foreign += scan.foreign;
+            for id in scan.complete {
+                index.slots.insert(id, Slot::Unloaded);
+                index.unloaded.push(id);
+            }
+            buckets.push(spool::open_dir(&dir)?);
+        }
+        index.unloaded.sort_unstable_by(|a, b| b.cmp(a));
+        recovery.messages = index.slots.len();
+        Ok(Queue {
+            layout,
+            options,
+            _lock: lock,
+            buckets,
+            commit: GroupCommit::default(),
+            index: Mutex::new(index),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            recovery,
+            accepted: AtomicU64::new(0),
+            file_syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// What open() found.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            file_syncs: self.file_syncs.load(Ordering::Relaxed),
+            dir_syncs: self.commit.syncs(),
+        }
+    }
+
+    /// Messages in the queue.
+    pub fn len(&self) -> usize {
+        self.lock_index().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stripe(&self, id: QueueId) -> MutexGuard<'_, ()> {
+        let n = (id.as_u128() as usize) % STRIPES;
+        self.stripes[n].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fault(&self, step: Step) -> Result<(), QueueError> {
+        match &self.options.fault {
+            Some(hook) if hook(step) => Err(QueueError::Injected(step)),
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_file(&self, file: &File, path: &Path) -> Result<(), QueueError> {
+        if self.options.sync {
+            self.file_syncs.fetch_add(1, Ordering::Relaxed);
+            file.sync_data()
+                .map_err(|e| QueueError::io("fdatasync", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the message and its envelope and makes both durable; the returned id is what
+    /// the 250 reply carries. On an error nothing was accepted (a partial message may remain
+    /// until the next open, invisible to every other call).
+    pub fn accept(&self, envelope: &Envelope, message: impl Read) -> Result<QueueId, QueueError> {
+        let mut message = message;
+        // O_EXCL makes a colliding id an error; a fresh id then almost surely is free.
+        let (id, mut file) = {
+            let mut tries = 0;
+            loop {
+                let id = QueueId::generate();
+                let path = self.layout.message(id);
+                match spool::create_new(&path) {
+                    Ok(file) => break (id, file),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => {
+                        tries += 1;
+                    }
+                    Err(e) => return Err(QueueError::io("create", path, e)),
+                }
+            }
+        };
+        match self.accept_steps(id, &mut file, envelope, &mut message) {
+            Ok(()) => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                self.lock_index()
+                    .set(id, Slot::Loaded(Some(envelope.received.as_microsecond())));
+                Ok(id)
+            }
+            Err(QueueError::Injected(step)) => Err(QueueError::Injected(step)),
+            Err(e) => {
+                // Best effort: the next open removes whatever this leaves.
+                let _ = spool::remove_file(&self.layout.journal(id));
+                let _ = spool::remove_file(&self.layout.tmp_journal(id));
+                let _ = spool::remove_file(&self.layout.message(id));
+                Err(e)
+            }
+        }
+    }
+
+    fn accept_steps(
+        &self,
+        id: QueueId,
+        file: &mut File,
+        envelope: &Envelope,
+        message: &mut dyn Read,
+    ) -> Result<(), QueueError> {
+        let msg_path = self.layout.message(id);
+        self.fault(Step::MessageCreated)?;
+        let size = io::copy(message, file).map_err(|e| QueueError::io("write", &msg_path, e))?;
+        if let Err(QueueError::Injected(step)) = self.fault(Step::MessageTorn) {
+            file.set_len(size / 2)
+                .map_err(|e| QueueError::io("truncate", &msg_path, e))?;
+            return Err(QueueError::Injected(step));
+        }
+        self.fault(Step::MessageWritten)?;
+        self.sync_file(file, &msg_path)?;
+        self.fault(Step::MessageSynced)?;
+
+        let record = Record::Envelope {
+            id,
+            size,
+            envelope: envelope.clone(),
+        }
+        .encode();
+        if record.len() > MAX_RECORD {
+            return Err(QueueError::EnvelopeTooLarge);
+        }
+        let framed = journal::frame(&record);
+        let tmp_path = self.layout.tmp_journal(id);
+        let mut journal =
+            spool::create_new(&tmp_path).map_err(|e| QueueError::io("create", &tmp_path, e))?;
+        if let Err(QueueError::Injected(step)) = self.fault(Step::JournalTorn) {
+            journal
+                .write_all(&framed[..framed.len() / 2])
+                .map_err(|e| QueueError::io("write", &tmp_path, e))?;
+            return Err(QueueError::Injected(step));
+        }
+        journal
+            .write_all(&framed)
+            .map_err(|e| QueueError::io("write", &tmp_path, e))?;
+        self.fault(Step::JournalWritten)?;
+        self.sync_file(&journal, &tmp_path)?;
+        drop(journal);
+        self.fault(Step::JournalSynced)?;
+        let jnl_path = self.layout.journal(id);
+        std::fs::rename(&tmp_path, &jnl_path)
+            .map_err(|e| QueueError::io("rename", &jnl_path, e))?;
+        self.fault(Step::Renamed)?;
+        if self.options.sync {
+            self.commit
+                .commit(id.bucket(), |b| self.buckets[b as usize].sync_all())
+                .map_err(|e| match e {
+                    CommitError::Sync(e) => {
+                        QueueError::io("fsync", self.layout.bucket(id.bucket()), e)
+                    }
+                    CommitError::Poisoned => QueueError::Poisoned,
+                })?;
+        }
+        self.fault(Step::Committed)?;
+        Ok(())
+    }
+
+    /// Reads and replays a journal; moves the files to `corrupt/` when it does not replay.
+    /// Returns the message and the open file (positioned anywhere) with its length.
+    fn read_journal(
+        &self,
+        id: QueueId,
+        append: bool,
+    ) -> Result<(QueuedMessage, File, usize, u64), QueueError> {
+        let path = self.layout.journal(id);
+        let mut file = match spool::open_existing(&path, append) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.lock_index().remove(id);
+                return Err(QueueError::NotFound(id));
+            }
+            Err(e) => return Err(QueueError::io("open", path, e)),
+        };
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(MAX_JOURNAL)
+            .read_to_end(&mut bytes)
+            .map_err(|e| QueueError::io("read", &path, e))?;
+        let replay = match journal::replay(&bytes) {
+            Ok(replay) if replay.message.id == id => replay,
+            Ok(_) => return Err(self.quarantine(id, "journal names another queue id")),
+            Err(e) => return Err(self.quarantine(id, &e.to_string())),
+        };
+        Ok((replay.message, file, replay.good_len, bytes.len() as u64))
+    }
+
+    /// Moves a message's files aside for a human and forgets it.
+    fn quarantine(&self, id: QueueId, reason: &str) -> QueueError {
+        let corrupt = self.layout.corrupt();
+        for path in [self.layout.journal(id), self.layout.message(id)] {
+            if let Some(name) = path.file_name() {
+                let _ = std::fs::rename(&path, corrupt.join(name));
+            }
+        }
+        self.lock_index().remove(id);
+        QueueError::Corrupt {
+            id,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The message's envelope and state, from its journal. The first time a message found at
+    /// open is read, its file size is checked against the envelope record, and a message
+    /// that is already finished is removed (and reported as not found).
+    pub fn message(&self, id: QueueId) -> Result<QueuedMessage, QueueError> {
+        let first = matches!(self.lock_index().slots.get(&id), Some(Slot::Unloaded));
+        if !first {
+            let (message, ..) = self.read_journal(id, false)?;
+            return Ok(message);
+        }
+        let _stripe = self.stripe(id);
+        let (message, file, good_len, len) = self.read_journal(id, true)?;
+        if (good_len as u64) < len {
+            // A torn record from a crash: cut it off now so that no append lands behind it.
+            self.repair(&file, id, good_len)?;
+        }
+        let msg_path = self.layout.message(id);
+        match std::fs::symlink_metadata(&msg_path) {
+            Ok(meta) if meta.is_file() && meta.len() == message.size => {}
+            Ok(meta) => {
+                let reason = format!(
+                    "message file has {} bytes, the envelope says {}",
+                    meta.len(),
+                    message.size
+                );
+                return Err(self.quarantine(id, &reason));
+            }
+            Err(e) => return Err(self.quarantine(id, &format!("message file: {e}"))),
+        }
+        if message.is_removable() {
+            self.remove_files(id)?;
+            return Err(QueueError::NotFound(id));
+        }
+        self.lock_index().set(id, Slot::Loaded(due_key(&message)));
+        Ok(message)
+    }
+
+    /// The message bytes, read-only (to pass to the LDA or a transport).
+    pub fn open_message(&self, id: QueueId) -> Result<File, QueueError> {
+        let path = self.layout.message(id);
+        spool::open_existing(&path, false).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => QueueError::NotFound(id),
+            _ => QueueError::io("open", path, e),
+        })
+    }
+
+    fn repair(&self, file: &File, id: QueueId, good_len: usize) -> Result<(), QueueError> {
+        let path = self.layout.journal(id);
+        file.set_len(good_len as u64)
+            .map_err(|e| QueueError::io("truncate", &path, e))?;
+        self.sync_file(file, &path)
+    }
+
+    /// The read-modify-append cycle shared by every state change: under the message's lock,
+    /// replay the journal, let `decide` build the record (or refuse), append it with one
+    /// write, fdatasync, and update the index.
+    fn append(
+        &self,
+        id: QueueId,
+        decide: impl FnOnce(&QueuedMessage) -> Result<Option<Record>, QueueError>,
+    ) -> Result<QueuedMessage, QueueError> {
+        let _stripe = self.stripe(id);
+        let (mut message, mut file, good_len, len) = self.read_journal(id, true)?;
+        if (good_len as u64) < len {
+            self.repair(&file, id, good_len)?;
+        }
+        let Some(record) = decide(&message)? else {
+            return Ok(message);
+        };
+        let framed = record.frame();
+        let path = self.layout.journal(id);
+        if let Err(e) = self.fault(Step::AppendTorn) {
+            file.write_all(&framed[..framed.len() / 2])
+                .map_err(|e| QueueError::io("append", &path, e))?;
+            return Err(e);
+        }
+        let written = file.write_all(&framed);
+        if let Err(e) = written {
+            // Leave no partial record behind (ENOSPC can write part of it).
+            let _ = file.set_len(good_len as u64);
+            return Err(QueueError::io("append", &path, e));
+        }
+        self.fault(Step::AppendWritten)?;
+        self.sync_file(&file, &path)?;
+        self.fault(Step::AppendSynced)?;
+        journal::apply(&mut message, record).map_err(|e| QueueError::Corrupt {
+            id,
+            reason: e.to_string(),
+        })?;
+        self.lock_index().set(id, Slot::Loaded(due_key(&message)));
+        Ok(message)
+    }
+
+    /// Records the outcomes of one attempt (recipients by envelope index) with one durable
+    /// append. A temporary failure is deferred by the schedule, or fails with 5.4.7 when
+    /// the message has expired. Returns the message's new state.
+    pub fn record(
+        &self,
+        id: QueueId,
+        outcomes: &[(usize, Outcome)],
+        now: Timestamp,
+    ) -> Result<QueuedMessage, QueueError> {
+        let schedule = &self.options.schedule;
+        self.append(id, |message| {
+            let mut changes = Vec::with_capacity(outcomes.len());
+            for (index, outcome) in outcomes {
+                let state = message
+                    .recipients
+                    .get(*index)
+                    .ok_or(QueueError::NoSuchRecipient { id, index: *index })?;
+                if state.is_final() {
+                    return Err(QueueError::AlreadyFinal { id, index: *index });
+                }
+                let change = match outcome.kind {
+                    OutcomeKind::Delivered => Change::Delivered {
+                        status: outcome.status,
+                        text: outcome.text.clone(),
+                    },
+                    OutcomeKind::Permanent => Change::Failed {
+                        status: outcome.status,
+                        text: outcome.text.clone(),
+                    },
+                    OutcomeKind::Temporary => {
+                        let attempts = state.attempts() + 1;
+                        match schedule.next_attempt(message.envelope.received, attempts, now) {
+                            Some(next) => Change::Deferred {
+                                status: outcome.status,
+                                text: outcome.text.clone(),
+                                attempts,
+                                next,
+                            },
+                            None => Change::Failed {
+                                status: EXPIRED,
+                                text: cursus_mail::status::one_line(format!(
+                                    "message expired after {attempts} attempts; last error: {} {}",
+                                    outcome.status, outcome.text
+                                )),
+                            },
+                        }
+                    }
+                };
+                changes.push((*index as u32, change));
+            }
+            Ok(Some(Record::Outcomes { at: now, changes }))
+        })
+    }
+
+    /// Holds a message: it is never due until released. Holding a held message does nothing.
+    pub fn hold(&self, id: QueueId, now: Timestamp) -> Result<QueuedMessage, QueueError> {
+        self.append(id, |m| Ok((!m.held).then_some(Record::Hold { at: now })))
+    }
+
+    /// Releases a held message: its recipients are due again on their own schedule.
+    pub fn release(&self, id: QueueId, now: Timestamp) -> Result<QueuedMessage, QueueError> {
+        self.append(id, |m| Ok(m.held.then_some(Record::Release { at: now })))
+    }
+
+    /// Removes a message whose recipients are all final. If it owes a DSN
+    /// ([`QueuedMessage::dsn_recipients`]), the caller must have queued the DSN first and
+    /// pass its id (or `None` when it chose not to send one, e.g. a double bounce, after
+    /// recording that with `dsn_sent`).
+    pub fn finish(
+        &self,
+        id: QueueId,
+        dsn: Option<QueueId>,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
+        let message = self.append(id, |m| {
+            if !m.is_complete() {
+                return Err(QueueError::NotComplete(id));
+            }
+            match dsn {
+                Some(dsn) => Ok(Some(Record::DsnSent {
+                    at: now,
+                    dsn: Some(dsn),
+                })),
+                None if m.is_removable() => Ok(None),
+                None => Err(QueueError::DsnOwed(id)),
+            }
+        })?;
+        debug_assert!(message.is_removable());
+        self.remove_files(id)
+    }
+
+    /// Records that the DSN owed for this message was dealt with without queueing one.
+    pub fn dsn_sent(
+        &self,
+        id: QueueId,
+        dsn: Option<QueueId>,
+        now: Timestamp,
+    ) -> Result<QueuedMessage, QueueError> {
+        self.append(id, |_| Ok(Some(Record::DsnSent { at: now, dsn })))
+    }
+
+    /// Deletes a message whatever its state (an administrator's `cursus queue delete`). No
+    /// DSN is sent.
+    pub fn delete(&self, id: QueueId, now: Timestamp) -> Result<(), QueueError> {
+        self.append(id, |_| Ok(Some(Record::Delete { at: now })))?;
+        self.remove_files(id)
+    }
+
+    /// Unlinks the journal (the message leaves the queue), then the message file.
+    fn remove_files(&self, id: QueueId) -> Result<(), QueueError> {
+        spool::remove_file(&self.layout.journal(id))?;
+        spool::remove_file(&self.layout.message(id))?;
+        self.lock_index().remove(id);
+        Ok(())
+    }
+
+    /// Messages with recipients due at `now`, or owing a DSN, oldest due first. Streams: the
+    /// index is locked for a chunk at a time and each journal is read when reached. The
+    /// first pass after open also replays every journal not read yet (that is recovery's
+    /// second half), removing finished messages as it finds them.
+    ///
+    /// The queue does not track deliveries in flight: a message stays due until its
+    /// outcomes are recorded, so the caller skips the ids it is already working on.
+    pub fn due(&self, now: Timestamp) -> DueIter<'_> {
+        DueIter {
+            queue: self,
+            now,
+            loading: true,
+            after: None,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// Every message, in id (arrival) order, streamed a chunk at a time.
+    pub fn list(&self) -> ListIter<'_> {
+        ListIter {
+            queue: self,
+            after: None,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// Replays every journal that open() has not read yet (what `due` does on its first
+    /// pass), e.g. from a background thread right after start.
+    pub fn load_all(&self) -> Result<usize, QueueError> {
+        let mut loaded = 0;
+        while let Some(id) = self.next_unloaded() {
+            match self.message(id) {
+                Ok(_) | Err(QueueError::NotFound(_)) | Err(QueueError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
+
+    fn next_unloaded(&self) -> Option<QueueId> {
+        let mut index = self.lock_index();
+        while let Some(id) = index.unloaded.pop() {
+            if index.slots.get(&id) == Some(&Slot::Unloaded) {
+                return Some(id);
+            }
+        }
+        None
+    }
+}
+
+/// The iterator of [`Queue::due`].
+#[derive(Debug)]
+pub struct DueIter<'q> {
+    queue: &'q Queue,
+    now: Timestamp,
+    loading: bool,
+    after: Option<(i64, QueueId)>,
+    buffer: VecDeque<QueueId>,
+}
+
+impl Iterator for DueIter<'_> {
+    type Item = Result<Due, QueueError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.loading {
+                match self.queue.next_unloaded() {
+                    Some(id) => match self.queue.message(id) {
+                        Ok(_) | Err(QueueError::NotFound(_)) => continue,
+                        Err(e) => return Some(Err(e)),
+                    },
+                    None => self.loading = false,
+                }
+            }
+            if let Some(id) = self.buffer.pop_front() {
+                let message = match self.queue.message(id) {
+                    Ok(m) => m,
+                    Err(QueueError::NotFound(_)) => continue,
+                    Err(e) => return Some(Err(e)),
+                };
+                let recipients = message.due_recipients(self.now);
+                if !recipients.is_empty() || (message.is_complete() && !message.is_removable()) {
+                    return Some(Ok(Due {
+                        message,
+                        recipients,
+                    }));
+                }
+                continue;
+            }
+            let index = self.queue.lock_index();
+            let end = Bound::Included((self.now.as_microsecond(), QueueId::MAX));
+            let start = match self.after {
+                None => Bound::Unbounded,
+                Some(key) => Bound::Excluded(key),
+            };
+            self.buffer.extend(
+                index
+                    .timeline
+                    .range((start, end))
+                    .take(CHUNK)
+                    .map(|&(t, id)| {
+                        self.after = Some((t, id));
+                        id
+                    }),
+            );
+            if self.buffer.is_empty() {
+                return None;
+            }
+        }
+    }
+}
+
+/// The iterator of [`Queue::list`].
+#[derive(Debug)]
+pub struct ListIter<'q> {
+    queue: &'q Queue,
+    after: Option<QueueId>,
+    buffer: VecDeque<QueueId>,
+}
+
+impl Iterator for ListIter<'_> {
+    type Item = Result<QueuedMessage, QueueError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(id) = self.buffer.pop_front() {
+                match self.queue.message(id) {
+                    Ok(m) => return Some(Ok(m)),
+                    Err(QueueError::NotFound(_)) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let index = self.queue.lock_index();
+            let start = match self.after {
+                None => Bound::Unbounded,
+                Some(id) => Bound::Excluded(id),
+            };
+            self.buffer.extend(
+                index
+                    .slots
+                    .range((start, Bound::Unbounded))
+                    .take(CHUNK)
+                    .map(|(&id, _)| id),
+            );
+            self.after = self.buffer.back().copied();
+            if self.buffer.is_empty() {
+                return None;
+            }
+        }
+    }
+}
