@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod engine;
+pub mod routing;
 pub mod local;
+pub mod reception;
 pub mod log;
 pub mod server;

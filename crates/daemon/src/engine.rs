@@ -1,0 +1,299 @@
+//! Delivery attempts: the first one right after a message is accepted, and later ones when
+//! the queue says a recipient is due. Each recipient is routed (redirects expanded in
+//! memory), each delivery is made by its transport, the outcome is recorded in the queue's
+//! journal, and when every recipient is final the sender gets a DSN for the failures (from
+//! the null sender, never for a message from the null sender) and the message is removed.
+//!
+//! Trusts the queue, the routers and the transports. Blocking: runs on the blocking pool.
+//! Never loses a message: an outcome is recorded before anything is removed, a DSN is queued
+//! (durably) before the original is finished, and a crash in between repeats at most the
+//! delivery that was in flight.
+//!
+//! Known limit: a recipient that expands to several deliveries (an alias list) is final only
+//! when all of them are; if some succeed and one is deferred, the retry repeats all of them
+//! (duplicates for those recipients, never a loss).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cursus_lda::protocol::Envelope as LdaEnvelope;
+use cursus_mail::dsn::{self, Action, RecipientReport};
+use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind, Sender, codes};
+use cursus_queue::{Envelope, Queue, QueueId, QueuedMessage, Recipient, RecipientState};
+use jiff::Timestamp;
+
+use crate::local::Local;
+use crate::log;
+use crate::routing::{Routed, Routes};
+
+/// The delivery side of the daemon.
+pub struct Engine {
+    pub queue: Arc<Queue>,
+    pub routes: Arc<dyn Routes>,
+    pub local: Local,
+    pub hostname: String,
+    in_flight: Mutex<HashSet<QueueId>>,
+}
+
+impl Engine {
+    pub fn new(queue: Arc<Queue>, routes: Arc<dyn Routes>, local: Local, hostname: String) -> Engine {
+        Engine {
+            queue,
+            routes,
+            local,
+            hostname,
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Tries every due recipient of `id` once. Returns without doing anything when another
+    /// attempt of the same message is running.
+    pub fn attempt(&self, id: QueueId) {
+        if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+            return;
+        }
+        self.attempt_inner(id);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn attempt_inner(&self, id: QueueId) {
+        let message = match self.queue.message(id) {
+            Ok(m) => m,
+            Err(e) => {
+                log::line(&format!("{id}: cannot read the queue entry: {e}"));
+                return;
+            }
+        };
+        let now = Timestamp::now();
+        let due = message.due_recipients(now);
+        if !due.is_empty() {
+            let file = match self.queue.open_message(id) {
+                Ok(f) => f,
+                Err(e) => {
+                    log::line(&format!("{id}: cannot open the message: {e}"));
+                    return;
+                }
+            };
+            let mut outcomes = Vec::with_capacity(due.len());
+            for index in due {
+                let Some(rcpt) = message.envelope.recipients.get(index) else {
+                    continue;
+                };
+                let started = Instant::now();
+                let outcome = self.deliver_recipient(id, &message, rcpt, &file, started);
+                outcomes.push((index, outcome));
+            }
+            if let Err(e) = self.queue.record(id, &outcomes, Timestamp::now()) {
+                log::line(&format!("{id}: cannot record outcomes: {e}"));
+                return;
+            }
+        }
+        self.finish_if_done(id);
+    }
+
+    fn deliver_recipient(
+        &self,
+        id: QueueId,
+        message: &QueuedMessage,
+        rcpt: &Recipient,
+        file: &std::fs::File,
+        started: Instant,
+    ) -> Outcome {
+        let sender = &message.envelope.sender;
+        let routed = match self.routes.route(&rcpt.address, sender) {
+            Ok(r) => r,
+            Err(outcome) => {
+                log_outcome(id, &rcpt.address, "-", "-", &outcome, message, started);
+                return outcome;
+            }
+        };
+        if routed.is_empty() {
+            let o = Outcome::permanent(
+                codes::BAD_MAILBOX,
+                cursus_mail::ExitCode::NoUser,
+                "the address routed to no delivery",
+            );
+            log_outcome(id, &rcpt.address, "-", "-", &o, message, started);
+            return o;
+        }
+        let mut worst: Option<Outcome> = None;
+        for r in routed {
+            let (address, router, transport, outcome) = match r {
+                Routed::Local {
+                    address,
+                    user,
+                    destination,
+                    extension,
+                    router,
+                    transport,
+                } => {
+                    let envelope = LdaEnvelope {
+                        sender: sender.address().map(str::to_string),
+                        original_recipient: rcpt
+                            .orcpt
+                            .as_deref()
+                            .and_then(|o| o.split_once(';').map(|(_, a)| a.to_string()))
+                            .unwrap_or_else(|| rcpt.address.clone()),
+                        final_recipient: address.clone(),
+                        extension,
+                    };
+                    let o = self.local.deliver(&user, &destination, &envelope, file);
+                    (address, router, transport, o)
+                }
+                Routed::Remote {
+                    address,
+                    router,
+                    transport,
+                } => {
+                    let o = Outcome::temporary(
+                        EnhancedStatus::new(4, 4, 0),
+                        format!(
+                            "transport {transport}: remote delivery is not available in this version"
+                        ),
+                    );
+                    (address, router, transport, o)
+                }
+                Routed::Failed {
+                    address,
+                    router,
+                    outcome,
+                } => (address, router, "-".to_string(), outcome),
+            };
+            log_outcome(id, &address, &router, &transport, &outcome, message, started);
+            worst = Some(match worst {
+                None => outcome,
+                Some(w) if rank(&outcome) > rank(&w) => outcome,
+                Some(w) => w,
+            });
+        }
+        worst.unwrap_or_else(|| Outcome::temporary(codes::SYSTEM_STATUS, "no delivery made"))
+    }
+
+    /// When every recipient is final: queue the DSN that is owed (if any), then remove.
+    pub fn finish_if_done(&self, id: QueueId) {
+        let Ok(message) = self.queue.message(id) else {
+            return;
+        };
+        if !message.is_complete() {
+            return;
+        }
+        let owed = message.dsn_recipients();
+        let dsn_id = if owed.is_empty() || message.dsn_sent.is_some() {
+            None
+        } else {
+            match self.queue_dsn(&message, &owed) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    log::line(&format!("{id}: cannot queue the delivery status notification: {e}"));
+                    return;
+                }
+            }
+        };
+        match self.queue.finish(id, dsn_id, Timestamp::now()) {
+            Ok(()) => log::line(&format!("{id}: removed")),
+            Err(e) => log::line(&format!("{id}: cannot remove: {e}")),
+        }
+        if let Some(d) = dsn_id {
+            log::line(&format!("{id}: sender non-delivery notification: {d}"));
+            self.attempt(d);
+        }
+    }
+
+    fn queue_dsn(&self, message: &QueuedMessage, owed: &[usize]) -> Result<QueueId, String> {
+        let Some(to) = message.envelope.sender.address() else {
+            return Err("no bounce of a bounce".to_string());
+        };
+        let mut reports = Vec::new();
+        for &i in owed {
+            let (Some(state), Some(rcpt)) = (
+                message.recipients.get(i),
+                message.envelope.recipients.get(i),
+            ) else {
+                continue;
+            };
+            let (action, status, text) = match state {
+                RecipientState::Failed { status, text, .. } => (Action::Failed, *status, text.clone()),
+                RecipientState::Delivered { status, text, .. } => {
+                    (Action::Delivered, *status, text.clone())
+                }
+                _ => continue,
+            };
+            reports.push(RecipientReport {
+                final_recipient: rcpt.address.clone(),
+                original_recipient: rcpt.orcpt.clone(),
+                action,
+                status,
+                diagnostic: text,
+                remote_mta: None,
+            });
+        }
+        let mut original = Vec::new();
+        if let Ok(mut f) = self.queue.open_message(message.id) {
+            use std::io::Read;
+            let _ = f
+                .by_ref()
+                .take(dsn::MAX_RETURNED as u64 + 1)
+                .read_to_end(&mut original);
+        }
+        let date = |t: Timestamp| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%a, %d %b %Y %H:%M:%S %z")
+                .to_string()
+        };
+        let unique = format!("{}.dsn", message.id);
+        let body = dsn::build(&dsn::Report {
+            reporting_mta: &self.hostname,
+            to,
+            envid: message.envelope.envid.as_deref(),
+            queue_id: &message.id.to_string(),
+            arrival_date: &date(message.envelope.received),
+            date: &date(Timestamp::now()),
+            recipients: &reports,
+            original: &original,
+            return_full: message.envelope.ret == Some(cursus_queue::Ret::Full),
+            unique: &unique,
+        });
+        let mut envelope = Envelope::new(Sender::Null, vec![Recipient::new(to)]);
+        envelope.client.protocol = "local".to_string();
+        self.queue
+            .accept(&envelope, &body[..])
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn rank(o: &Outcome) -> u8 {
+    match o.kind {
+        OutcomeKind::Delivered => 0,
+        OutcomeKind::Permanent => 1,
+        OutcomeKind::Temporary => 2,
+    }
+}
+
+fn log_outcome(
+    id: QueueId,
+    to: &str,
+    router: &str,
+    transport: &str,
+    o: &Outcome,
+    message: &QueuedMessage,
+    started: Instant,
+) {
+    let status = match o.kind {
+        OutcomeKind::Delivered => "sent",
+        OutcomeKind::Temporary => "deferred",
+        OutcomeKind::Permanent => "bounced",
+    };
+    let age = Timestamp::now()
+        .duration_since(message.envelope.received)
+        .as_secs_f64();
+    log::line(&format!(
+        "{id}: to=<{to}>, router={router}, transport={transport}, delay={age:.2}, delays={:.3}, dsn={}, status={status} ({})",
+        started.elapsed().as_secs_f64(),
+        o.status,
+        o.text
+    ));
+}

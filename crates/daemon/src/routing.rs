@@ -1,0 +1,55 @@
+//! What the daemon asks of routing, as a trait: verify a recipient at RCPT time, and route
+//! it to deliveries. The routers themselves (aliases, forward, localuser, virtual, ...) live
+//! in cursus-route; `router_adapter.rs` plugs them in.
+//!
+//! Trusts the routers' answers. Pure interface; no I/O here.
+
+use cursus_lda::Destination;
+use cursus_mail::{Outcome, Sender};
+
+/// The answer at RCPT time.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    /// A local recipient the routers accept.
+    Local,
+    /// A domain this host does not handle: relaying.
+    Remote,
+    /// Refused: unknown user (5.1.1) or a router's refusal.
+    Refused(Outcome),
+    /// A lookup failed: try again later (4xx).
+    Deferred(Outcome),
+}
+
+/// One delivery a recipient expands to.
+#[derive(Debug, Clone)]
+pub enum Routed {
+    Local {
+        /// The address this delivery is for (after aliases).
+        address: String,
+        /// The local user the delivery runs as.
+        user: String,
+        destination: Destination,
+        /// The address extension (`joe+lists` gives `lists`).
+        extension: Option<String>,
+        router: String,
+        transport: String,
+    },
+    Remote {
+        address: String,
+        router: String,
+        transport: String,
+    },
+    Failed {
+        address: String,
+        router: String,
+        outcome: Outcome,
+    },
+}
+
+/// Routing as the daemon uses it.
+pub trait Routes: Send + Sync + 'static {
+    fn verify(&self, recipient: &str, sender: &Sender) -> Verified;
+    /// Every delivery `recipient` expands to (aliases and forwards expanded in memory).
+    /// A temporary failure of routing itself is `Err` (the recipient is deferred).
+    fn route(&self, recipient: &str, sender: &Sender) -> Result<Vec<Routed>, Outcome>;
+}
