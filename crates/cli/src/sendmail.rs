@@ -212,7 +212,7 @@ pub fn complete(
     message: &[u8],
     options: &Options,
     who: &Submitter,
-    now: &jiff::Zoned,
+    now: &jiff::ZonedDateTime,
     unique: &str,
 ) -> (Vec<u8>, Vec<String>) {
     let (header, body) = split_header(message);
@@ -463,7 +463,7 @@ mod tests {
             full_name: Some("Joe User".into()),
             hostname: "host.example".into(),
         };
-        let now: jiff::Zoned = "2026-11-23T10:00:00+00:00[UTC]".parse().expect("time");
+        let now: jiff::ZonedDateTime = "2026-11-23T10:00:00+00:00[UTC]".parse().expect("time");
         let o = Options {
             from_headers: true,
             ..Options::default()
@@ -544,7 +544,7 @@ fn deliver(name: &str, options: &Options) -> u8 {
         }
     };
     let who = who();
-    let now = jiff::Zoned::now();
+    let now = jiff::ZonedDateTime::now();
     let (message, header_recipients) = complete(&message, options, &who, &now, &unique_id());
     let mut recipients = options.recipients.clone();
     recipients.extend(header_recipients);
