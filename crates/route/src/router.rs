@@ -6,7 +6,8 @@
 //!    lowercase, the local part keeps its case (comparisons ignore it).
 //! 2. Depth: a chain of more than `max_depth` redirects (aliases, includes and .forward
 //!    files each count one) fails that branch with 5.4.6; a recipient that expands to more
-//!    than `max_addresses` addresses fails with 5.4.6 as a whole branch stops.
+//!    than `max_addresses` addresses gets one 5.4.6 failure and the rest of its tree is
+//!    not visited (deliveries found before the limit stay).
 //! 3. Loops: an address that appears again in its own redirect chain (compared without
 //!    case) ends that branch without a delivery; the trace says so. Other branches go on
 //!    (so `joe: joe, joe@elsewhere` in an aliases file delivers only to elsewhere: write
@@ -458,6 +459,11 @@ impl Walk<'_> {
         };
         let config = &self.router.config;
         self.addresses += 1;
+        if self.addresses > config.max_addresses + 1 {
+            // The limit was reported once; the rest of the tree is not visited.
+            trace.end = Some("not routed: the address limit was reached".into());
+            return trace;
+        }
         if self.addresses > config.max_addresses {
             let why = format!("expands to more than {} addresses", config.max_addresses);
             trace.end = Some(self.fail(
