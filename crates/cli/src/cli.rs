@@ -1,5 +1,5 @@
 //! The command line of `cursus`: one subcommand per job, grouped by subsystem
-//! (`cursus sieve check`, `cursus sieve test`, ...).
+//! (`cursus sieve check`, `cursus sieve test`, `cursus address test`, ...).
 //!
 //! Trusts nothing: every argument is a path or text the user typed. Values stay strings and
 //! paths here and are parsed where they are used. The same definitions generate `--help` and
@@ -27,6 +27,54 @@ pub enum Command {
     /// Check and try out Sieve (RFC 5228) mail filtering scripts.
     #[command(subcommand)]
     Sieve(SieveCommand),
+
+    /// Show how Cursus routes mail addresses.
+    #[command(subcommand)]
+    Address(AddressCommand),
+}
+
+/// `cursus address ...`
+#[derive(Debug, Subcommand)]
+pub enum AddressCommand {
+    /// Route an address through the configured routers and print every decision.
+    ///
+    /// Like `exim -bt`: prints each address of the redirect tree with every router tried
+    /// and what it decided (skipped, with the condition that did not hold; declined;
+    /// accepted, with the alias, .forward or user it found; failed), then the final
+    /// deliveries (destination, user, transport, router and the redirect chain) and the
+    /// failures with their enhanced status codes. Nothing is delivered. The routers read
+    /// the real system: the user database through NSS, users' .forward files (as far as
+    /// the caller may read them), the aliases file and tables the configuration names.
+    ///
+    /// Exit status: 0 when every branch is routable; 2 when an address is undeliverable;
+    /// 75 when routing would be deferred (a temporary failure, such as an unreadable
+    /// file); 1 when the configuration cannot be read or has errors (printed as
+    /// FILE:LINE:COLUMN: text).
+    #[command(after_long_help = ADDRESS_TEST_EXAMPLES)]
+    Test(AddressTestArgs),
+}
+
+/// Arguments of `cursus address test`.
+#[derive(Debug, Args)]
+pub struct AddressTestArgs {
+    /// The recipient address to route; without a domain it gets the qualify domain.
+    #[arg(value_name = "ADDR")]
+    pub address: String,
+
+    /// The routing configuration (TOML). Default: the built-in single-user defaults (an
+    /// aliases router on /etc/aliases when it exists, local users of `localhost`
+    /// delivered to maildir:~/Maildir).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The envelope sender, for routers with `senders` conditions. "", "<>" and
+    /// MAILER-DAEMON are the null sender (the default).
+    #[arg(short = 'f', long = "sender", value_name = "ADDR")]
+    pub sender: Option<String>,
+
+    /// Use only the routers marked `verify = true`, as cursusd does at RCPT time.
+    #[arg(long = "verify")]
+    pub verify: bool,
 }
 
 /// `cursus sieve ...`
@@ -154,6 +202,12 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
 }
+
+const ADDRESS_TEST_EXAMPLES: &str = "\
+Examples:
+  cursus address test postmaster@localhost
+  cursus address test --config /etc/cursus/cursus.toml --sender joe@example.org \\
+      list@example.org";
 
 const CHECK_EXAMPLES: &str = "\
 Examples:

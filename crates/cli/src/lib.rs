@@ -1,12 +1,13 @@
 //! cursus-cli: the `cursus` administration and user tool, as a library so that tests and the
 //! man page generator share the argument definitions and the report formats with the binary.
 //!
-//! Trusts nothing the user passes (scripts, messages, addresses); the Sieve interpreter
-//! bounds what they can cost. Subcommands return text and a status; only `main` prints and
+//! Trusts nothing the user passes (scripts, messages, addresses, configurations); the
+//! Sieve interpreter bounds what they can cost. Subcommands return text and a status; only `main` prints and
 //! exits.
 
 #![forbid(unsafe_code)]
 
+pub mod address_test;
 pub mod bench;
 pub mod check;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! cursus: the binary. Parses the command line, runs one subcommand, prints its text and
-//! exits with its status (0 success, 1 the check or test failed, 2 usage).
+//! exits with its status (0 success, 1 the check or test failed, 2 usage; `address test`
+//! has its own: 2 undeliverable, 75 temporary).
 //!
 //! Trusts nothing it is given; reads only the files named on the command line and writes
 //! only to standard output and standard error.
@@ -11,9 +12,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cursus_cli::cli::{BenchArgs, Command, SieveCommand, TestArgs};
+use cursus_cli::cli::{
+    AddressCommand, AddressTestArgs, BenchArgs, Command, SieveCommand, TestArgs,
+};
 use cursus_cli::sieve_test::TrialStatus;
-use cursus_cli::{Cli, bench, check, sieve_test};
+use cursus_cli::{Cli, address_test, bench, check, sieve_test};
 use cursus_sieve::Config;
 
 fn read(path: &Path) -> Result<Vec<u8>, ExitCode> {
@@ -62,6 +65,28 @@ fn sieve_bench(args: &BenchArgs) -> Result<ExitCode, ExitCode> {
     }
 }
 
+fn address_test(args: &AddressTestArgs) -> Result<ExitCode, ExitCode> {
+    let text = match &args.config {
+        Some(path) => {
+            let bytes = read(path)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                eprintln!("cursus: {}: not UTF-8", path.display());
+                ExitCode::FAILURE
+            })?;
+            Some((text, path.display().to_string()))
+        }
+        None => None,
+    };
+    let out = address_test::run(
+        &args.address,
+        text.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+        args.sender.as_deref(),
+        args.verify,
+    );
+    print(&out.stdout, &out.stderr);
+    Ok(ExitCode::from(out.code))
+}
+
 fn main() -> ExitCode {
     // The sendmail personality has sendmail's own option syntax (`-oi`, `-fADDR`, `-bp`),
     // which clap cannot express: it is chosen by name before clap sees anything.
@@ -89,6 +114,7 @@ fn main() -> ExitCode {
         }
         Command::Sieve(SieveCommand::Test(args)) => sieve_test(args),
         Command::Sieve(SieveCommand::Bench(args)) => sieve_bench(args),
+        Command::Address(AddressCommand::Test(args)) => address_test(args),
     };
     result.unwrap_or_else(|code| code)
 }

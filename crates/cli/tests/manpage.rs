@@ -1,5 +1,5 @@
 //! The cursus(1) man pages (cursus.1, cursus-sieve.1, cursus-sieve-check.1,
-//! cursus-sieve-test.1, one per visible subcommand) are generated from the argument
+//! cursus-sieve-test.1, cursus-address.1, cursus-address-test.1, one per visible subcommand) are generated from the argument
 //! definitions; this test fails when docs/man/ no longer matches them. Regenerate with
 //! `CURSUS_UPDATE_MAN=1 cargo test -p cursus-cli --test manpage`.
 
@@ -23,6 +23,10 @@ fn man_pages_match_the_argument_definitions() {
         "{names:?}"
     );
     assert!(
+        names.contains(&"cursus-address-test.1".to_string()),
+        "{names:?}"
+    );
+    assert!(
         !names.iter().any(|n| n.contains("bench")),
         "hidden subcommand got a page: {names:?}"
     );
@@ -42,7 +46,9 @@ fn man_pages_match_the_argument_definitions() {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        let ours = name == "cursus.1" || name.starts_with("cursus-sieve");
+        let ours = name == "cursus.1"
+            || name.starts_with("cursus-sieve")
+            || name.starts_with("cursus-address");
         if ours && !names.contains(&name) {
             if update {
                 std::fs::remove_file(man.join(&name)).expect("remove stale page");
