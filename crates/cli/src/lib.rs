@@ -12,7 +12,9 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod host;
+pub mod queue_list;
 pub mod report;
+pub mod sendmail;
 pub mod sieve_test;
 
 pub use cli::Cli;

@@ -257,9 +257,8 @@ pub fn complete(
     for line in header.split_inclusive(|&b| b == b'\n') {
         let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
         if !continuation {
-            skipping = options.from_headers
-                && line.len() >= 4
-                && line[..4].eq_ignore_ascii_case(b"bcc:");
+            skipping =
+                options.from_headers && line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"bcc:");
         }
         if !skipping {
             out.extend_from_slice(line);
@@ -328,7 +327,9 @@ fn read_reply(reader: &mut impl BufRead) -> io::Result<SmtpReply> {
         let code = line
             .get(..3)
             .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply {line:?}")))?;
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("bad reply {line:?}"))
+            })?;
         if !text.is_empty() {
             text.push(' ');
         }
@@ -362,7 +363,11 @@ pub fn submit(
     let io = SubmitError::Unavailable;
     let expect = |reader: &mut BufReader<UnixStream>, ok: u16| -> Result<SmtpReply, SubmitError> {
         let r = read_reply(reader).map_err(io)?;
-        if r.code / 100 == ok / 100 { Ok(r) } else { Err(SubmitError::Refused(r)) }
+        if r.code / 100 == ok / 100 {
+            Ok(r)
+        } else {
+            Err(SubmitError::Refused(r))
+        }
     };
     expect(&mut reader, 220)?;
     writer.write_all(b"EHLO localhost\r\n").map_err(io)?;
@@ -374,7 +379,9 @@ pub fn submit(
     if let Some(v) = &options.envid {
         mail.push_str(&format!(" ENVID={v}"));
     }
-    writer.write_all(format!("{mail}\r\n").as_bytes()).map_err(io)?;
+    writer
+        .write_all(format!("{mail}\r\n").as_bytes())
+        .map_err(io)?;
     expect(&mut reader, 250)?;
     let mut accepted = 0;
     let mut last_refusal = None;
@@ -383,7 +390,9 @@ pub fn submit(
         if let Some(n) = &options.notify {
             rcpt.push_str(&format!(" NOTIFY={n}"));
         }
-        writer.write_all(format!("{rcpt}\r\n").as_bytes()).map_err(io)?;
+        writer
+            .write_all(format!("{rcpt}\r\n").as_bytes())
+            .map_err(io)?;
         match expect(&mut reader, 250) {
             Ok(_) => accepted += 1,
             Err(SubmitError::Refused(reply)) => {
@@ -414,75 +423,10 @@ pub fn submit(
     stuffed.extend_from_slice(b".\r\n");
     writer.write_all(&stuffed).map_err(io)?;
     let done = expect(&mut reader, 250)?;
-    let _ = writer.write_all(b"QUIT\r\n");
+    if writer.write_all(b"QUIT\r\n").is_ok() {
+        let _ = read_reply(&mut reader);
+    }
     Ok(done.text)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn options_as_mtas_and_scripts_pass_them() {
-        let o = parse_args("sendmail", &args(&["-t", "-oi", "-f", "a@b", "-FJoe", "x@y"])).expect("ok");
-        assert!(o.from_headers && o.ignore_dots);
-        assert_eq!(o.sender.as_deref(), Some("a@b"));
-        assert_eq!(o.full_name.as_deref(), Some("Joe"));
-        assert_eq!(o.recipients, vec!["x@y"]);
-        assert_eq!(parse_args("mailq", &[]).expect("ok").mode, Mode::ListQueue);
-        assert_eq!(parse_args("sendmail", &args(&["-bp"])).expect("ok").mode, Mode::ListQueue);
-        assert_eq!(parse_args("newaliases", &[]).expect("ok").mode, Mode::RebuildAliases);
-        assert_eq!(parse_args("sendmail", &args(&["-bs"])).expect("ok").mode, Mode::Smtp);
-        assert_eq!(parse_args("sendmail", &args(&["-q"])).expect("ok").mode, Mode::RunQueue);
-        assert!(parse_args("sendmail", &args(&["-Z"])).is_err());
-    }
-
-    #[test]
-    fn injected_addresses_are_refused() {
-        assert!(parse_args("sendmail", &args(&["--", "-oQ/tmp"])).is_err());
-        assert!(parse_args("sendmail", &args(&["a@b>\r\nRCPT TO:<c@d"])).is_err());
-        assert!(parse_args("sendmail", &args(&["-f", "x\ny"])).is_err());
-        assert!(parse_args("sendmail", &args(&["-f", ""])).is_ok());
-    }
-
-    #[test]
-    fn a_lone_dot_ends_input_unless_ignored() {
-        let input = b"Subject: x\n\nline\n.\nafter\n";
-        assert_eq!(read_message(&mut &input[..], false).expect("read"), b"Subject: x\n\nline\n");
-        assert_eq!(read_message(&mut &input[..], true).expect("read"), input.to_vec());
-    }
-
-    #[test]
-    fn completion_adds_missing_fields_and_takes_recipients_with_t() {
-        let who = Submitter {
-            login: "joe".into(),
-            full_name: Some("Joe User".into()),
-            hostname: "host.example".into(),
-        };
-        let now: jiff::ZonedDateTime = "2026-11-23T10:00:00+00:00[UTC]".parse().expect("time");
-        let o = Options {
-            from_headers: true,
-            ..Options::default()
-        };
-        let msg = b"To: a@x.example, \"B\" <b@y.example>\nBcc: secret@z.example\nSubject: hi\n\nbody\n";
-        let (out, rcpts) = complete(msg, &o, &who, &now, "abc");
-        let text = String::from_utf8(out).expect("utf8");
-        assert_eq!(rcpts, vec!["a@x.example", "b@y.example", "secret@z.example"]);
-        assert!(text.starts_with("From: \"Joe User\" <joe@host.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <abc@host.example>\r\n"), "{text}");
-        assert!(!text.contains("secret"), "{text}");
-        assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text}");
-        // Existing fields are kept, nothing is added twice.
-        let (out, _) = complete(b"From: me@x\nDate: x\nMessage-ID: <m@x>\n\nb\n", &Options::default(), &who, &now, "u");
-        assert_eq!(out, b"From: me@x\r\nDate: x\r\nMessage-ID: <m@x>\r\n\r\nb\r\n");
-        // No header at all: a blank line separates ours from the text.
-        let (out, _) = complete(b"just text\n", &Options::default(), &who, &now, "u");
-        let text = String::from_utf8(out).expect("utf8");
-        assert!(text.ends_with("\r\n\r\njust text\r\n"), "{text}");
-    }
 }
 
 /// Runs the personality; returns the exit status.
@@ -560,7 +504,11 @@ fn deliver(name: &str, options: &Options) -> u8 {
         .sender
         .clone()
         .unwrap_or_else(|| format!("{}@{}", who.login, who.hostname));
-    let sender = if sender == "<>" { String::new() } else { sender };
+    let sender = if sender == "<>" {
+        String::new()
+    } else {
+        sender
+    };
     let socket = submission_socket();
     let stream = match UnixStream::connect(&socket) {
         Ok(s) => s,
@@ -585,7 +533,11 @@ fn deliver(name: &str, options: &Options) -> u8 {
         }
         Err(SubmitError::Refused(r)) => {
             eprintln!("{name}: refused: {} {}", r.code, r.text);
-            if r.code >= 500 { exit::NOPERM } else { exit::TEMPFAIL }
+            if r.code >= 500 {
+                exit::NOPERM
+            } else {
+                exit::TEMPFAIL
+            }
         }
     }
 }
@@ -596,7 +548,10 @@ fn relay_smtp(name: &str) -> u8 {
     let stream = match UnixStream::connect(&socket) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{name}: cursusd is not reachable at {}: {e}", socket.display());
+            eprintln!(
+                "{name}: cursusd is not reachable at {}: {e}",
+                socket.display()
+            );
             return exit::TEMPFAIL;
         }
     };
@@ -622,7 +577,10 @@ fn check_aliases(name: &str) -> u8 {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            println!("{name}: {}: no aliases file (nothing to do)", path.display());
+            println!(
+                "{name}: {}: no aliases file (nothing to do)",
+                path.display()
+            );
             return exit::OK;
         }
         Err(e) => {
@@ -671,5 +629,107 @@ fn run_queue(name: &str) -> u8 {
             eprintln!("{name}: cannot signal cursusd (pid {pid}): {e}");
             exit::UNAVAILABLE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_as_mtas_and_scripts_pass_them() {
+        let o = parse_args(
+            "sendmail",
+            &args(&["-t", "-oi", "-f", "a@b", "-FJoe", "x@y"]),
+        )
+        .expect("ok");
+        assert!(o.from_headers && o.ignore_dots);
+        assert_eq!(o.sender.as_deref(), Some("a@b"));
+        assert_eq!(o.full_name.as_deref(), Some("Joe"));
+        assert_eq!(o.recipients, vec!["x@y"]);
+        assert_eq!(parse_args("mailq", &[]).expect("ok").mode, Mode::ListQueue);
+        assert_eq!(
+            parse_args("sendmail", &args(&["-bp"])).expect("ok").mode,
+            Mode::ListQueue
+        );
+        assert_eq!(
+            parse_args("newaliases", &[]).expect("ok").mode,
+            Mode::RebuildAliases
+        );
+        assert_eq!(
+            parse_args("sendmail", &args(&["-bs"])).expect("ok").mode,
+            Mode::Smtp
+        );
+        assert_eq!(
+            parse_args("sendmail", &args(&["-q"])).expect("ok").mode,
+            Mode::RunQueue
+        );
+        assert!(parse_args("sendmail", &args(&["-Z"])).is_err());
+    }
+
+    #[test]
+    fn injected_addresses_are_refused() {
+        assert!(parse_args("sendmail", &args(&["--", "-oQ/tmp"])).is_err());
+        assert!(parse_args("sendmail", &args(&["a@b>\r\nRCPT TO:<c@d"])).is_err());
+        assert!(parse_args("sendmail", &args(&["-f", "x\ny"])).is_err());
+        assert!(parse_args("sendmail", &args(&["-f", ""])).is_ok());
+    }
+
+    #[test]
+    fn a_lone_dot_ends_input_unless_ignored() {
+        let input = b"Subject: x\n\nline\n.\nafter\n";
+        assert_eq!(
+            read_message(&mut &input[..], false).expect("read"),
+            b"Subject: x\n\nline\n"
+        );
+        assert_eq!(
+            read_message(&mut &input[..], true).expect("read"),
+            input.to_vec()
+        );
+    }
+
+    #[test]
+    fn completion_adds_missing_fields_and_takes_recipients_with_t() {
+        let who = Submitter {
+            login: "joe".into(),
+            full_name: Some("Joe User".into()),
+            hostname: "host.example".into(),
+        };
+        let now: jiff::ZonedDateTime = "2026-11-23T10:00:00+00:00[UTC]".parse().expect("time");
+        let o = Options {
+            from_headers: true,
+            ..Options::default()
+        };
+        let msg =
+            b"To: a@x.example, \"B\" <b@y.example>\nBcc: secret@z.example\nSubject: hi\n\nbody\n";
+        let (out, rcpts) = complete(msg, &o, &who, &now, "abc");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            rcpts,
+            vec!["a@x.example", "b@y.example", "secret@z.example"]
+        );
+        assert!(text.starts_with("From: \"Joe User\" <joe@host.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <abc@host.example>\r\n"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text}");
+        // Existing fields are kept, nothing is added twice.
+        let (out, _) = complete(
+            b"From: me@x\nDate: x\nMessage-ID: <m@x>\n\nb\n",
+            &Options::default(),
+            &who,
+            &now,
+            "u",
+        );
+        assert_eq!(
+            out,
+            b"From: me@x\r\nDate: x\r\nMessage-ID: <m@x>\r\n\r\nb\r\n"
+        );
+        // No header at all: a blank line separates ours from the text.
+        let (out, _) = complete(b"just text\n", &Options::default(), &who, &now, "u");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.ends_with("\r\n\r\njust text\r\n"), "{text}");
     }
 }

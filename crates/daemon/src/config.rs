@@ -48,9 +48,11 @@ impl ListenAddr {
             }
             return Ok(ListenAddr::Unix(path));
         }
-        text.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
-            format!("`{text}` is neither HOST:PORT (127.0.0.1:25, [::1]:25) nor unix:/PATH")
-        })
+        text.parse::<SocketAddr>()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| {
+                format!("`{text}` is neither HOST:PORT (127.0.0.1:25, [::1]:25) nor unix:/PATH")
+            })
     }
 }
 
@@ -175,10 +177,16 @@ impl Config {
             }
             let lim = &mut c.limits;
             set(&mut lim.max_connections, smtp.max_connections);
-            set(&mut lim.max_connections_per_client, smtp.max_connections_per_client);
+            set(
+                &mut lim.max_connections_per_client,
+                smtp.max_connections_per_client,
+            );
             set(&mut lim.message_size, smtp.message_size);
             set(&mut lim.recipients, smtp.recipients);
-            set(&mut lim.messages_per_connection, smtp.messages_per_connection);
+            set(
+                &mut lim.messages_per_connection,
+                smtp.messages_per_connection,
+            );
             set(&mut lim.command_line, smtp.command_line);
             set(&mut c.verify_local, smtp.verify_local_recipients);
             set(&mut c.verify_remote, smtp.verify_remote_recipients);
@@ -206,7 +214,11 @@ impl Config {
         {
             c.submission_socket = PathBuf::from(s);
         }
-        if errors.is_empty() { Ok(c) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -234,6 +246,7 @@ const TOP_KEYS: &[&str] = &[
     "lmtp",
     "lda",
     "submission",
+    "routing",
     "router",
     "transport",
 ];
@@ -250,6 +263,8 @@ struct RawFile {
     lda: Option<RawLda>,
     submission: Option<RawSubmission>,
     /// Read by the routing configuration.
+    #[serde(default, rename = "routing")]
+    _routing: Option<toml::Value>,
     #[serde(default, rename = "router")]
     _router: Option<toml::Value>,
     #[serde(default, rename = "transport")]
@@ -318,7 +333,10 @@ mod tests {
     #[test]
     fn no_file_is_single_user_on_port_2525() {
         let c = Config::single_user(Path::new("/tmp/d"));
-        assert_eq!(c.smtp_listen, vec![ListenAddr::parse("127.0.0.1:2525").expect("addr")]);
+        assert_eq!(
+            c.smtp_listen,
+            vec![ListenAddr::parse("127.0.0.1:2525").expect("addr")]
+        );
         assert_eq!(c.submission_socket, Path::new("/tmp/d/submit.sock"));
         assert!(c.verify_local);
     }
@@ -339,19 +357,31 @@ mod tests {
 
     #[test]
     fn unknown_keys_get_a_line_and_a_suggestion() {
-        let e = Config::parse("[smtp]\nlisten = []\nrecipents = 5\n", "cursus.toml", Path::new("/d"))
-            .expect_err("unknown key");
+        let e = Config::parse(
+            "[smtp]\nlisten = []\nrecipents = 5\n",
+            "cursus.toml",
+            Path::new("/d"),
+        )
+        .expect_err("unknown key");
         let text = e[0].to_string();
         assert!(text.starts_with("cursus.toml:3:"), "{text}");
         assert!(text.contains("did you mean `recipients`"), "{text}");
         let e = Config::parse("hostnme = \"x\"\n", "c.toml", Path::new("/d")).expect_err("top");
-        assert!(e[0].to_string().contains("did you mean `hostname`"), "{}", e[0]);
+        assert!(
+            e[0].to_string().contains("did you mean `hostname`"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn bad_listen_addresses_are_explained() {
-        let e = Config::parse("[smtp]\nlisten = [\"localhost\"]\n", "c.toml", Path::new("/d"))
-            .expect_err("bad");
+        let e = Config::parse(
+            "[smtp]\nlisten = [\"localhost\"]\n",
+            "c.toml",
+            Path::new("/d"),
+        )
+        .expect_err("bad");
         assert!(e[0].message.contains("HOST:PORT"), "{}", e[0]);
     }
 }

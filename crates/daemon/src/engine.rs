@@ -37,7 +37,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(queue: Arc<Queue>, routes: Arc<dyn Routes>, local: Local, hostname: String) -> Engine {
+    pub fn new(
+        queue: Arc<Queue>,
+        routes: Arc<dyn Routes>,
+        local: Local,
+        hostname: String,
+    ) -> Engine {
         Engine {
             queue,
             routes,
@@ -50,17 +55,28 @@ impl Engine {
     /// Tries every due recipient of `id` once. Returns without doing anything when another
     /// attempt of the same message is running.
     pub fn attempt(&self, id: QueueId) {
-        if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+        self.attempt_with(id, false);
+    }
+
+    /// With `force`, every recipient not yet final is tried now, whatever its schedule says
+    /// (`sendmail -q`); a held message stays held.
+    pub fn attempt_with(&self, id: QueueId, force: bool) {
+        if !self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id)
+        {
             return;
         }
-        self.attempt_inner(id);
+        self.attempt_inner(id, force);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
     }
 
-    fn attempt_inner(&self, id: QueueId) {
+    fn attempt_inner(&self, id: QueueId, force: bool) {
         let message = match self.queue.message(id) {
             Ok(m) => m,
             Err(e) => {
@@ -69,7 +85,13 @@ impl Engine {
             }
         };
         let now = Timestamp::now();
-        let due = message.due_recipients(now);
+        let due: Vec<usize> = if force && !message.held && !message.deleted {
+            (0..message.recipients.len())
+                .filter(|&i| !message.recipients[i].is_final())
+                .collect()
+        } else {
+            message.due_recipients(now)
+        };
         if !due.is_empty() {
             let file = match self.queue.open_message(id) {
                 Ok(f) => f,
@@ -163,7 +185,9 @@ impl Engine {
                     outcome,
                 } => (address, router, "-".to_string(), outcome),
             };
-            log_outcome(id, &address, &router, &transport, &outcome, message, started);
+            log_outcome(
+                id, &address, &router, &transport, &outcome, message, started,
+            );
             worst = Some(match worst {
                 None => outcome,
                 Some(w) if rank(&outcome) > rank(&w) => outcome,
@@ -188,7 +212,9 @@ impl Engine {
             match self.queue_dsn(&message, &owed) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    log::line(&format!("{id}: cannot queue the delivery status notification: {e}"));
+                    log::line(&format!(
+                        "{id}: cannot queue the delivery status notification: {e}"
+                    ));
                     return;
                 }
             }
@@ -216,7 +242,9 @@ impl Engine {
                 continue;
             };
             let (action, status, text) = match state {
-                RecipientState::Failed { status, text, .. } => (Action::Failed, *status, text.clone()),
+                RecipientState::Failed { status, text, .. } => {
+                    (Action::Failed, *status, text.clone())
+                }
                 RecipientState::Delivered { status, text, .. } => {
                     (Action::Delivered, *status, text.clone())
                 }

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod engine;
-pub mod routing;
 pub mod local;
-pub mod reception;
 pub mod log;
+pub mod reception;
+pub mod router_adapter;
+pub mod routing;
 pub mod server;

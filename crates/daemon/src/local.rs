@@ -29,7 +29,8 @@ use cursus_mail::{ExitCode, Outcome, codes};
 /// How local deliveries are made.
 pub enum Local {
     Service {
-        socket: PathBuf,
+        /// Where to connect more connections; `None` for a fixed set of socket pairs.
+        socket: Option<PathBuf>,
         pool: Mutex<Vec<Client>>,
         max_idle: usize,
     },
@@ -57,9 +58,37 @@ pub fn single_user_policy(data_dir: &Path, user: &str) -> Result<Policy, String>
 impl Local {
     pub fn service(socket: PathBuf, connections: usize) -> Local {
         Local::Service {
-            socket,
+            socket: Some(socket),
             pool: Mutex::new(Vec::new()),
             max_idle: connections.max(1),
+        }
+    }
+
+    /// A pooled connection, or a new one; with socket pairs only, waits for one to free up.
+    fn take_client(
+        &self,
+        socket: Option<&Path>,
+        pool: &Mutex<Vec<Client>>,
+    ) -> Result<Client, Outcome> {
+        loop {
+            if let Some(c) = pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                return Ok(c);
+            }
+            match socket {
+                Some(socket) => {
+                    return match Client::connect(socket) {
+                        Ok(c) => {
+                            let _ = c.set_timeout(Some(Duration::from_secs(900)));
+                            Ok(c)
+                        }
+                        Err(e) => Err(Outcome::temporary(
+                            codes::SYSTEM_STATUS,
+                            format!("cursus-lda is not reachable at {}: {e}", socket.display()),
+                        )),
+                    };
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
         }
     }
 
@@ -87,26 +116,18 @@ impl Local {
                         return_path: true,
                     },
                 };
-                let client = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let mut client = match client {
-                    Some(c) => c,
-                    None => match Client::connect(socket) {
-                        Ok(c) => {
-                            let _ = c.set_timeout(Some(Duration::from_secs(900)));
-                            c
-                        }
-                        Err(e) => {
-                            return Outcome::temporary(
-                                codes::SYSTEM_STATUS,
-                                format!("cursus-lda is not reachable at {}: {e}", socket.display()),
-                            );
-                        }
-                    },
+                let mut client = match self.take_client(socket.as_deref(), pool) {
+                    Ok(c) => c,
+                    Err(outcome) => return outcome,
                 };
                 match client.call(&request, Some(message.as_fd())) {
                     Ok(answer) => {
                         let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
-                        if idle.len() < *max_idle && !matches!(answer, Answer::Error { .. }) {
+                        // Socket-pair connections are never dropped (they cannot be
+                        // replaced); a refused request closes the LDA's side anyway.
+                        if idle.len() < *max_idle
+                            && (socket.is_none() || !matches!(answer, Answer::Error { .. }))
+                        {
                             idle.push(client);
                         }
                         drop(idle);
@@ -165,9 +186,10 @@ pub fn answer_outcome(answer: Answer) -> Outcome {
                 exit,
             }
         }
-        Answer::Error { text, .. } => {
-            Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda refused the request: {text}"))
-        }
+        Answer::Error { text, .. } => Outcome::temporary(
+            codes::SYSTEM_STATUS,
+            format!("cursus-lda refused the request: {text}"),
+        ),
         other => Outcome::temporary(
             codes::SYSTEM_STATUS,
             format!("cursus-lda answered out of turn: {other:?}"),

@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use cursus_mail::{EnhancedStatus, Sender};
 use cursus_proto::{Body, Notify as ProtoNotify, Protocol, Reply, Ret as ProtoRet};
-use cursus_queue::{BodyType, Client as QueueClient, Envelope, Notify, Queue, QueueId, Recipient, Ret};
+use cursus_queue::{
+    BodyType, Client as QueueClient, Envelope, Notify, Queue, QueueId, Recipient, Ret,
+};
 use jiff::Timestamp;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -46,7 +48,13 @@ fn may_relay(client: &Client) -> bool {
 
 fn clean(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() || c == '(' || c == ')' { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                ' '
+            } else {
+                c
+            }
+        })
         .take(200)
         .collect()
 }

@@ -110,7 +110,11 @@ impl Server {
 }
 
 /// Binds one listener and serves it until shutdown.
-pub async fn listen(server: Arc<Server>, addr: ListenAddr, protocol: Protocol) -> std::io::Result<()> {
+pub async fn listen(
+    server: Arc<Server>,
+    addr: ListenAddr,
+    protocol: Protocol,
+) -> std::io::Result<()> {
     match &addr {
         ListenAddr::Tcp(a) => {
             let listener = tokio::net::TcpListener::bind(a).await?;
@@ -153,7 +157,11 @@ pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener, p
 }
 
 /// Serves a unix-socket listener (LMTP, local submission).
-pub async fn serve_unix(server: Arc<Server>, listener: tokio::net::UnixListener, protocol: Protocol) {
+pub async fn serve_unix(
+    server: Arc<Server>,
+    listener: tokio::net::UnixListener,
+    protocol: Protocol,
+) {
     let mut shutdown = server.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -209,7 +217,10 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
                 .write_all(b"421 4.7.0 Too many connections from your address\r\n")
                 .await;
             release(&server, ip);
-            log::line(&format!("refused {}: per-client connection limit", client.description));
+            log::line(&format!(
+                "refused {}: per-client connection limit",
+                client.description
+            ));
             return;
         }
     }
@@ -256,7 +267,10 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = session.receive(&buf[..n]);
             drain_replies(&mut session, &mut out);
             stream.write_all(&out).await?;
-            log::line(&format!("refused {}: talked before the greeting", client.description));
+            log::line(&format!(
+                "refused {}: talked before the greeting",
+                client.description
+            ));
             return Ok(());
         }
     }
@@ -368,9 +382,10 @@ async fn handle_event(
             let backend = server.backend.clone();
             let address = recipient.as_str().to_string();
             let who = client.clone();
-            let verdict = tokio::task::spawn_blocking(move || backend.verify(&sender, &address, &who))
-                .await
-                .unwrap_or_else(|_| Verdict::Refuse(temp_reply("recipient check failed")));
+            let verdict =
+                tokio::task::spawn_blocking(move || backend.verify(&sender, &address, &who))
+                    .await
+                    .unwrap_or_else(|_| Verdict::Refuse(temp_reply("recipient check failed")));
             match verdict {
                 Verdict::Accept => {
                     if let Some(t) = transaction.as_mut() {
@@ -392,7 +407,8 @@ async fn handle_event(
             *pending_mail = None;
         }
         Event::DataEnd { .. } => {
-            let (Some(t), Some((sender, params))) = (transaction.take(), pending_mail.take()) else {
+            let (Some(t), Some((sender, params))) = (transaction.take(), pending_mail.take())
+            else {
                 answer(session, Answer::Refuse(temp_reply("no transaction")));
                 return Ok(false);
             };
@@ -411,7 +427,11 @@ async fn handle_event(
                 .await
                 .unwrap_or_else(|_| Err(temp_reply("the queue writer failed")));
             let reply = match result {
-                Ok(id) => Reply::new(250, EnhancedStatus::new(2, 0, 0), format!("Ok: queued as {id}")),
+                Ok(id) => Reply::new(
+                    250,
+                    EnhancedStatus::new(2, 0, 0),
+                    format!("Ok: queued as {id}"),
+                ),
                 Err(r) => r,
             };
             let a = match (protocol, reply.is_positive()) {

@@ -221,7 +221,7 @@ fn write(job: &Job<'_>, anchor: &MailPath, stored: &Message) -> Outcome {
         Destination::Maildir(path) => split_folder(path),
         _ => (job.destination.path().clone(), None),
     };
-    let reached = match walk::reach(anchor, &target) {
+    let reached = match walk::reach(anchor, &target, job.options.create_folders) {
         Ok(r) => r,
         Err(e) => {
             return Outcome::temporary(

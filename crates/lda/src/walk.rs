@@ -101,8 +101,10 @@ impl Reached {
 }
 
 /// Opens `target`'s parent directory, starting at `anchor` and following no symlink below
-/// it. `target` must lie strictly below `anchor`.
-pub fn reach(anchor: &MailPath, target: &MailPath) -> Result<Reached, WalkError> {
+/// it. `target` must lie strictly below `anchor`. With `create`, missing directories between
+/// the anchor and the target are made (mode 0700, as the user), each opened without
+/// following symlinks right after it is made.
+pub fn reach(anchor: &MailPath, target: &MailPath, create: bool) -> Result<Reached, WalkError> {
     if !target.is_strictly_below(anchor) {
         return Err(WalkError::NotBelow {
             anchor: anchor.to_string(),
@@ -136,7 +138,8 @@ pub fn reach(anchor: &MailPath, target: &MailPath) -> Result<Reached, WalkError>
         );
         match openat2(anchor_fd.as_fd(), relative.as_str(), how) {
             Ok(fd) => fd,
-            Err(Errno::ENOSYS) => walk_nofollow(anchor_fd, anchor, middle)?,
+            Err(Errno::ENOSYS) => walk_nofollow(anchor_fd, anchor, middle, create)?,
+            Err(Errno::ENOENT) if create => walk_nofollow(anchor_fd, anchor, middle, create)?,
             Err(errno) => return Err(open_error(&directory_path, errno)),
         }
     };
@@ -147,14 +150,27 @@ pub fn reach(anchor: &MailPath, target: &MailPath) -> Result<Reached, WalkError>
     })
 }
 
-/// The fallback for kernels without openat2: one O_NOFOLLOW open per component.
-fn walk_nofollow(start: OwnedFd, anchor: &MailPath, middle: &[&str]) -> Result<OwnedFd, WalkError> {
+/// One O_NOFOLLOW open per component: the fallback for kernels without openat2, and the
+/// walk that creates missing directories.
+fn walk_nofollow(
+    start: OwnedFd,
+    anchor: &MailPath,
+    middle: &[&str],
+    create: bool,
+) -> Result<OwnedFd, WalkError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut current = start;
     let mut path = anchor.to_string();
     for c in middle {
         path.push('/');
         path.push_str(c);
+        if create {
+            match nix::sys::stat::mkdirat(current.as_fd(), *c, Mode::from_bits_truncate(0o700)) {
+                // EEXIST: it is there (or something is: the open below checks what).
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(errno) => return Err(open_error(&path, errno)),
+            }
+        }
         current = match openat(current.as_fd(), *c, flags, Mode::empty()) {
             Ok(fd) => fd,
             // O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR on Linux, not ELOOP:
@@ -199,7 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let base = dir.path().to_str().expect("utf8");
         std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
-        let r = reach(&mp(base), &mp(&format!("{base}/a/b/Maildir"))).expect("reach");
+        let r = reach(&mp(base), &mp(&format!("{base}/a/b/Maildir")), false).expect("reach");
         assert_eq!(r.name, "Maildir");
         assert_eq!(r.directory_path, format!("{base}/a/b"));
         std::fs::create_dir(r.fd_path()).expect("mkdir through fd path");
@@ -210,7 +226,7 @@ mod tests {
     fn the_anchor_itself_holds_the_mailbox() {
         let dir = tempfile::tempdir().expect("tmp");
         let base = dir.path().to_str().expect("utf8");
-        let r = reach(&mp(base), &mp(&format!("{base}/mbox"))).expect("reach");
+        let r = reach(&mp(base), &mp(&format!("{base}/mbox")), false).expect("reach");
         assert_eq!(r.directory_path, base);
     }
 
@@ -220,12 +236,13 @@ mod tests {
         let outside = tempfile::tempdir().expect("tmp");
         std::os::unix::fs::symlink(outside.path(), dir.path().join("mail")).expect("ln");
         let base = dir.path().to_str().expect("utf8");
-        let err = reach(&mp(base), &mp(&format!("{base}/mail/inbox"))).expect_err("symlink");
+        let err = reach(&mp(base), &mp(&format!("{base}/mail/inbox")), true).expect_err("symlink");
         assert!(matches!(err, WalkError::Symlink { .. }), "{err:?}");
         let err = walk_nofollow(
             open(base, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).expect("open"),
             &mp(base),
             &["mail"],
+            false,
         )
         .expect_err("symlink");
         assert!(matches!(err, WalkError::Symlink { .. }), "{err:?}");
@@ -234,13 +251,27 @@ mod tests {
     #[test]
     fn targets_not_below_the_anchor_are_refused() {
         assert!(matches!(
-            reach(&mp("/home/joe"), &mp("/home/joe")),
+            reach(&mp("/home/joe"), &mp("/home/joe"), false),
             Err(WalkError::NotBelow { .. })
         ));
         assert!(matches!(
-            reach(&mp("/home/joe"), &mp("/home/joe2/Maildir")),
+            reach(&mp("/home/joe"), &mp("/home/joe2/Maildir"), false),
             Err(WalkError::NotBelow { .. })
         ));
+    }
+
+    #[test]
+    fn missing_directories_are_made_when_asked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let base = dir.path().to_str().expect("utf8");
+        let r = reach(&mp(base), &mp(&format!("{base}/a/b/Maildir")), true).expect("reach");
+        assert_eq!(r.directory_path, format!("{base}/a/b"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("a/b"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "made private: {mode:o}");
     }
 
     #[test]
@@ -249,11 +280,11 @@ mod tests {
         let base = dir.path().to_str().expect("utf8");
         std::fs::write(dir.path().join("file"), b"x").expect("write");
         assert!(matches!(
-            reach(&mp(base), &mp(&format!("{base}/nope/x"))),
+            reach(&mp(base), &mp(&format!("{base}/nope/x")), false),
             Err(WalkError::Missing { .. })
         ));
         assert!(matches!(
-            reach(&mp(base), &mp(&format!("{base}/file/x"))),
+            reach(&mp(base), &mp(&format!("{base}/file/x")), true),
             Err(WalkError::NotDirectory { .. })
         ));
     }

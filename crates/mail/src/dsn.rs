@@ -214,9 +214,15 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         ));
         if let Some(m) = &x.remote_mta {
             status.push_str(&format!("Remote-MTA: dns; {}\n", clean(m)));
-            status.push_str(&format!("Diagnostic-Code: smtp; {}\n", clean(&x.diagnostic)));
+            status.push_str(&format!(
+                "Diagnostic-Code: smtp; {}\n",
+                clean(&x.diagnostic)
+            ));
         } else {
-            status.push_str(&format!("Diagnostic-Code: x-cursus; {}\n", clean(&x.diagnostic)));
+            status.push_str(&format!(
+                "Diagnostic-Code: x-cursus; {}\n",
+                clean(&x.diagnostic)
+            ));
         }
     }
     push_crlf(&mut out, status.as_bytes());
@@ -282,9 +288,15 @@ mod tests {
         assert!(text.contains("Action: failed\r\nStatus: 5.1.1\r\n"));
         assert!(text.contains("Content-Type: text/rfc822-headers"));
         assert!(text.contains("Subject: hi\r\n"));
-        assert!(!text.contains("secret body"), "RET=HDRS returns the header only");
+        assert!(
+            !text.contains("secret body"),
+            "RET=HDRS returns the header only"
+        );
         assert!(!text.contains("\r\nInjected: yes"), "{text}");
-        assert!(!text.contains("\n\n") && !text.replace("\r\n", "").contains('\n'), "bare LF");
+        assert!(
+            !text.contains("\n\n") && !text.replace("\r\n", "").contains('\n'),
+            "bare LF"
+        );
         assert!(text.ends_with("--\r\n"));
     }
 
@@ -298,7 +310,8 @@ mod tests {
             diagnostic: "connection refused".into(),
             remote_mta: Some("mx.example.org".into()),
         }];
-        let text = String::from_utf8(build(&report(&rcpts, true, b"Subject: x\n\nbody\n"))).expect("utf8");
+        let text =
+            String::from_utf8(build(&report(&rcpts, true, b"Subject: x\n\nbody\n"))).expect("utf8");
         assert!(text.contains("Subject: Delayed Mail"));
         assert!(text.contains("Content-Type: message/rfc822"));
         assert!(text.contains("body\r\n"));

@@ -151,6 +151,43 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Starts `command` with `fds` as its descriptors 3, 4, ... (everything else close-on-exec
+/// as usual): how cursusd hands cursus-lda the socket-pair ends it serves.
+pub fn spawn_with_fds(
+    command: &mut std::process::Command,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> io::Result<std::process::Child> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the child between fork and exec and calls only dup, dup2
+    // and fcntl, which are async-signal-safe; it allocates nothing (`raw` was built before).
+    unsafe {
+        command.pre_exec(move || {
+            // First move every source above the target range so dup2 never clobbers one
+            // that is still to be placed.
+            let base = 3 + raw.len() as i32;
+            let mut moved = [0i32; 64];
+            for (i, fd) in raw.iter().enumerate().take(64) {
+                let new = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, base + 64);
+                if new < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                moved[i] = new;
+            }
+            for (i, fd) in moved.iter().enumerate().take(raw.len().min(64)) {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn();
+    drop(fds);
+    child
+}
+
 /// Ignores SIGXFSZ so that exceeding a file-size limit makes write(2) fail with EFBIG,
 /// which the writer turns into a rollback and a "mailbox full" outcome.
 pub fn ignore_sigxfsz() -> io::Result<()> {

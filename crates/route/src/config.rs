@@ -34,7 +34,20 @@ pub const LOCAL_TRANSPORT: &str = "local";
 /// Postfix's `default_privs`: the user alias file and command targets are delivered as.
 pub const DEFAULT_ALIAS_USER: &str = cursus_lda::generate::DEFAULT_PRIVS;
 
-const TOP_KEYS: &[&str] = &["routing", "router", "transport"];
+const TOP_KEYS: &[&str] = &[
+    "routing",
+    "router",
+    "transport",
+    // cursus.toml's other sections, read by cursusd's own configuration.
+    "hostname",
+    "data_dir",
+    "user",
+    "queue_lifetime_days",
+    "smtp",
+    "lmtp",
+    "lda",
+    "submission",
+];
 const DRIVERS: &[&str] = &[
     "aliases",
     "forward",
@@ -164,6 +177,23 @@ struct RawFile {
     router: Vec<Spanned<RawRouter>>,
     #[serde(default)]
     transport: Vec<Spanned<RawTransport>>,
+    // The daemon's sections of the same file (checked by cursusd's configuration).
+    #[serde(default, rename = "hostname")]
+    _hostname: Option<toml::Value>,
+    #[serde(default, rename = "data_dir")]
+    _data_dir: Option<toml::Value>,
+    #[serde(default, rename = "user")]
+    _user: Option<toml::Value>,
+    #[serde(default, rename = "queue_lifetime_days")]
+    _queue_lifetime_days: Option<toml::Value>,
+    #[serde(default, rename = "smtp")]
+    _smtp: Option<toml::Value>,
+    #[serde(default, rename = "lmtp")]
+    _lmtp: Option<toml::Value>,
+    #[serde(default, rename = "lda")]
+    _lda: Option<toml::Value>,
+    #[serde(default, rename = "submission")]
+    _submission: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

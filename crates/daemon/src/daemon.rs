@@ -1,0 +1,534 @@
+//! Starting and running cursusd: the mode (single-user, or system started as root), the
+//! configuration, the privileged steps done before the runtime exists (binding ports,
+//! starting cursus-lda on socket pairs, dropping to the `cursus` user), then the tokio
+//! runtime with the listeners, the first-attempt dispatcher, the queue manager and the
+//! signal handlers.
+//!
+//! Trusts the configuration file and the user database. Fails at start-up with a message
+//! and exit status 78 (configuration) or 71 (system); once running, failures are per
+//! connection or per delivery and are logged.
+//!
+//! Attacks stopped: the runtime (threads) starts only after the credential change, so no
+//! thread keeps root (rule 2 of docs/design/security.md); the daemon never runs as root
+//! once it serves clients; the submission socket identifies users by SO_PEERCRED, never by
+//! what they claim.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cursus_proto::Protocol;
+use cursus_queue::{Queue, QueueId};
+use cursus_route::{Router, RoutingConfig, World};
+use jiff::Timestamp;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::config::{Config, ListenAddr};
+use crate::engine::Engine;
+use crate::local::{Local, single_user_policy};
+use crate::log;
+use crate::reception::Reception;
+use crate::router_adapter::{LdaForwards, Routing};
+use crate::server::{self, Server};
+
+/// Where the system configuration lives.
+pub const SYSTEM_CONFIG: &str = "/etc/cursus/cursus.toml";
+/// The system data directory.
+pub const SYSTEM_DATA_DIR: &str = "/var/spool/cursus";
+
+/// Command-line choices.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    /// Only check the configuration and exit.
+    pub check: bool,
+}
+
+/// A start-up failure: the message and the exit status.
+#[derive(Debug)]
+pub struct Fatal(pub String, pub u8);
+
+fn fatal(code: u8) -> impl FnOnce(String) -> Fatal {
+    move |m| Fatal(m, code)
+}
+
+/// The single-user data directory when none is given.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/cursus"),
+        None => PathBuf::from("cursus-data"),
+    }
+}
+
+/// The configuration and routing a start would use.
+pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal> {
+    let file = match &start.config {
+        Some(p) => Some(p.clone()),
+        None if root && Path::new(SYSTEM_CONFIG).exists() => Some(PathBuf::from(SYSTEM_CONFIG)),
+        None => None,
+    };
+    let default_dir = start.data_dir.clone().unwrap_or_else(|| {
+        if root {
+            PathBuf::from(SYSTEM_DATA_DIR)
+        } else {
+            default_data_dir()
+        }
+    });
+    let data_dir = absolute(&default_dir);
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Fatal(format!("{}: {e}", path.display()), 78))?;
+            let source = path.display().to_string();
+            let mut config = Config::parse(&text, &source, &data_dir).map_err(|errors| {
+                Fatal(
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    78,
+                )
+            })?;
+            if let Some(d) = &start.data_dir {
+                config.data_dir = absolute(d);
+                config.submission_socket = config.data_dir.join("submit.sock");
+            }
+            let routing = RoutingConfig::parse(&text, &source).map_err(|errors| {
+                Fatal(
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    78,
+                )
+            })?;
+            Ok((config, routing))
+        }
+        None => {
+            let config = Config::single_user(&data_dir);
+            let routing = single_user_routing(&config)?;
+            Ok((config, routing))
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// The embedded routing of single-user mode: every address at `localhost` (and at this
+/// host's name) goes to `<data_dir>/mail/<local part>/Maildir`, delivered as the user who
+/// started cursusd; the mapping is the file `<data_dir>/mailboxes`, created on first start.
+fn single_user_routing(config: &Config) -> Result<RoutingConfig, Fatal> {
+    let me = current_user();
+    let table = config.data_dir.join("mailboxes");
+    let mut domains = vec!["localhost".to_string()];
+    let host = config.hostname.to_lowercase();
+    if host != "localhost" {
+        domains.push(host);
+    }
+    let quoted: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+    let text = format!(
+        "[routing]\nlocal_domains = [{}]\n\n\
+         [[router]]\nname = \"mailboxes\"\ndriver = \"virtual\"\ntable = {{ file = \"{}\" }}\ntransport = \"local\"\n\n\
+         [[transport]]\nname = \"local\"\ndriver = \"lda\"\nmailbox = \"maildir:{}/mail/${{local}}/Maildir\"\n",
+        quoted.join(", "),
+        table.display(),
+        config.data_dir.display(),
+    );
+    let _ = me;
+    RoutingConfig::parse(&text, "(single-user defaults)")
+        .map_err(|e| Fatal(format!("built-in routing: {e:?}"), 70))
+}
+
+fn current_user() -> (String, u32, String) {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => (u.name, uid.as_raw(), u.dir.to_string_lossy().into_owned()),
+        _ => (uid.to_string(), uid.as_raw(), "/".to_string()),
+    }
+}
+
+fn prepare_data_dir(config: &Config, single_user: bool) -> Result<(), Fatal> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|e| Fatal(format!("{}: {e}", config.data_dir.display()), 73))?;
+    let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    if single_user {
+        let table = config.data_dir.join("mailboxes");
+        if !table.exists() {
+            let (me, _, _) = current_user();
+            let text = format!(
+                "# Single-user mode: which address goes to which mailbox owner (cursus-route virtual table).\n\
+                 # `ADDRESS USER` or `@DOMAIN USER`; mail lands in mail/<local part>/Maildir here.\n\
+                 @localhost {me}\n@{} {me}\n",
+                config.hostname.to_lowercase()
+            );
+            std::fs::write(&table, text)
+                .map_err(|e| Fatal(format!("{}: {e}", table.display()), 73))?;
+        }
+        std::fs::create_dir_all(config.data_dir.join("mail"))
+            .map_err(|e| Fatal(format!("{}: {e}", config.data_dir.display()), 73))?;
+    }
+    Ok(())
+}
+
+/// Starts the daemon; returns only at shutdown or on a start-up failure.
+pub fn run(start: &Start) -> Result<(), Fatal> {
+    let root = nix::unistd::geteuid().is_root();
+    let (config, routing_config) = load(start, root)?;
+    let single_user = !root;
+    if start.check {
+        let world = World::system();
+        let router = Router::new(routing_config, world);
+        let problems = router.check();
+        for p in &problems {
+            eprintln!("cursusd: {p}");
+        }
+        println!("{}: ok", config.source);
+        return if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Fatal("the routing tables have problems".into(), 78))
+        };
+    }
+    prepare_data_dir(&config, single_user)?;
+    cursus_privsep::private_umask();
+    let _ = cursus_privsep::ignore_sigpipe();
+
+    // Privileged steps, still single-threaded.
+    let mut tcp = Vec::new();
+    for (addrs, protocol) in [
+        (&config.smtp_listen, Protocol::Smtp),
+        (&config.lmtp_listen, Protocol::Lmtp),
+    ] {
+        for addr in addrs {
+            if let ListenAddr::Tcp(a) = addr {
+                let l = std::net::TcpListener::bind(a)
+                    .map_err(|e| Fatal(format!("cannot listen on {a}: {e}"), 71))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| Fatal(format!("{a}: {e}"), 71))?;
+                tcp.push((l, protocol, addr.clone()));
+            }
+        }
+    }
+    let local = if root {
+        system_local(&config)?
+    } else {
+        let (me, uid, home) = current_user();
+        let policy = single_user_policy(&config.data_dir, &me).map_err(fatal(70))?;
+        Local::InProcess {
+            user: me,
+            uid,
+            home,
+            policy,
+        }
+    };
+    let lda_socket = config.lda_socket.clone();
+
+    // The queue and the pid file belong to the daemon's user.
+    let queue_dir = config.data_dir.join("queue");
+    let queue = Queue::open(&queue_dir).map_err(|e| {
+        Fatal(
+            format!("cannot open the queue {}: {e}", queue_dir.display()),
+            73,
+        )
+    })?;
+    let recovery = queue.recovery().clone();
+    let queue = Arc::new(queue);
+    let pid_file = config.data_dir.join("cursusd.pid");
+    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+
+    let world = if root {
+        World {
+            users: Box::new(cursus_route::SystemUsers),
+            forwards: match &lda_socket {
+                Some(s) => Box::new(LdaForwards { socket: s.clone() }),
+                None => Box::new(cursus_route::HomeForwards),
+            },
+            includes: Box::new(cursus_route::FsIncludes),
+        }
+    } else {
+        World::system()
+    };
+    let routes: Arc<dyn crate::routing::Routes> =
+        Arc::new(Routing(Router::new(routing_config, world)));
+    let engine = Arc::new(Engine::new(
+        queue.clone(),
+        routes.clone(),
+        local,
+        config.hostname.clone(),
+    ));
+    let config = Arc::new(config);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal(format!("cannot start the runtime: {e}"), 71))?;
+    log::line(&format!(
+        "starting: {} mode, configuration {}, data {}, queue {} messages (recovered: {} temporary files, {} orphans removed)",
+        if single_user { "single-user" } else { "system" },
+        config.source,
+        config.data_dir.display(),
+        recovery.messages,
+        recovery.tmp_removed,
+        recovery.orphans_removed,
+    ));
+    let result = runtime.block_on(serve(config.clone(), queue, routes, engine, tcp));
+    let _ = std::fs::remove_file(&pid_file);
+    result
+}
+
+/// Started as root: the LDA (configured socket, or spawned on socket pairs), then the
+/// credential drop.
+fn system_local(config: &Config) -> Result<Local, Fatal> {
+    let account = nix::unistd::User::from_name(&config.run_as)
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            Fatal(
+                format!(
+                    "user {} does not exist (create it: useradd --system --home-dir {} cursus)",
+                    config.run_as,
+                    config.data_dir.display()
+                ),
+                67,
+            )
+        })?;
+    let (uid, gid) = (account.uid.as_raw(), account.gid.as_raw());
+    // The data directory is the daemon's.
+    chown_tree(&config.data_dir, uid, gid);
+    let local = match &config.lda_socket {
+        Some(socket) => Local::service(socket.clone(), config.lda_connections),
+        None => spawn_lda(config)?,
+    };
+    if let ListenAddr::Unix(_) = ListenAddr::Unix(config.submission_socket.clone()) {
+        // The submission socket's directory must be reachable by every local user.
+    }
+    cursus_privsep::become_user(uid, gid)
+        .map_err(|e| Fatal(format!("cannot become {}: {e}", config.run_as), 71))?;
+    Ok(local)
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if let Ok(m) = std::fs::symlink_metadata(&p) {
+                if m.is_dir() {
+                    chown_tree(&p, uid, gid);
+                } else if m.is_file() {
+                    let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
+                }
+            }
+        }
+    }
+}
+
+/// Starts cursus-lda (a fresh exec, as root) serving one socket pair per pooled connection.
+fn spawn_lda(config: &Config) -> Result<Local, Fatal> {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("cursus-lda")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/cursus-lda"));
+    let n = config.lda_connections.clamp(1, 32);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..n {
+        let (a, b) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Fatal(format!("socketpair: {e}"), 71))?;
+        ours.push(a);
+        theirs.push(std::os::fd::OwnedFd::from(b));
+    }
+    let mut command = std::process::Command::new(&program);
+    command.arg("serve");
+    for i in 0..n {
+        command.arg("--connection-fd").arg((3 + i).to_string());
+    }
+    command.stdin(std::process::Stdio::null());
+    cursus_privsep::spawn_with_fds(&mut command, theirs)
+        .map_err(|e| Fatal(format!("cannot start {}: {e}", program.display()), 71))?;
+    let pool: Vec<cursus_lda::client::Client> = ours
+        .into_iter()
+        .map(cursus_lda::client::Client::from_stream)
+        .collect();
+    Ok(Local::Service {
+        socket: None,
+        pool: std::sync::Mutex::new(pool),
+        max_idle: n,
+    })
+}
+
+async fn serve(
+    config: Arc<Config>,
+    queue: Arc<Queue>,
+    routes: Arc<dyn crate::routing::Routes>,
+    engine: Arc<Engine>,
+    tcp: Vec<(std::net::TcpListener, Protocol, ListenAddr)>,
+) -> Result<(), Fatal> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (first_tx, mut first_rx) = mpsc::unbounded_channel::<QueueId>();
+    let reception = Arc::new(Reception {
+        queue: queue.clone(),
+        routes,
+        hostname: config.hostname.clone(),
+        verify_local: config.verify_local,
+        first_attempt: first_tx,
+    });
+    let server = Server::new(config.clone(), reception, shutdown_rx.clone());
+
+    for (listener, protocol, addr) in tcp {
+        let l = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| Fatal(format!("{addr}: {e}"), 71))?;
+        log::line(&format!(
+            "listening for {} on {addr}",
+            if protocol == Protocol::Smtp {
+                "SMTP"
+            } else {
+                "LMTP"
+            }
+        ));
+        tokio::spawn(server::serve_tcp(server.clone(), l, protocol));
+    }
+    for addr in &config.lmtp_listen {
+        if let ListenAddr::Unix(path) = addr {
+            let l = bind_unix(path, 0o660)?;
+            log::line(&format!("listening for LMTP on {addr}"));
+            tokio::spawn(server::serve_unix(server.clone(), l, Protocol::Lmtp));
+        }
+    }
+    // Local submission: any local user may connect; SO_PEERCRED says who.
+    let submit = bind_unix(&config.submission_socket, 0o666)?;
+    log::line(&format!(
+        "accepting local submissions on {}",
+        config.submission_socket.display()
+    ));
+    tokio::spawn(server::serve_unix(server.clone(), submit, Protocol::Smtp));
+
+    // Deliveries: the first attempt at once, at most a few at a time.
+    let slots = Arc::new(Semaphore::new(16));
+    {
+        let engine = engine.clone();
+        let slots = slots.clone();
+        tokio::spawn(async move {
+            while let Some(id) = first_rx.recv().await {
+                let engine = engine.clone();
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                tokio::task::spawn_blocking(move || {
+                    engine.attempt(id);
+                    drop(permit);
+                });
+            }
+        });
+    }
+    // The queue manager: load what recovery left, then run what is due every 30 s (and on
+    // SIGUSR1: `cursus sendmail -q`).
+    {
+        let engine = engine.clone();
+        let queue = queue.clone();
+        let slots = slots.clone();
+        tokio::spawn(async move {
+            let q = queue.clone();
+            let _ = tokio::task::spawn_blocking(move || q.load_all()).await;
+            let mut usr1 =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+            let mut forced = false;
+            loop {
+                let q = queue.clone();
+                let due: Vec<QueueId> = tokio::task::spawn_blocking(move || {
+                    if forced {
+                        return q.list().filter_map(|m| m.ok().map(|m| m.id)).collect();
+                    }
+                    q.due(Timestamp::now())
+                        .filter_map(|d| match d {
+                            Ok(d) => Some(d.message.id),
+                            Err(e) => {
+                                log::line(&format!("queue scan: {e}"));
+                                None
+                            }
+                        })
+                        .collect()
+                })
+                .await
+                .unwrap_or_default();
+                for id in due {
+                    let engine = engine.clone();
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        engine.attempt_with(id, forced);
+                        drop(permit);
+                    });
+                }
+                forced = false;
+                let tick = tokio::time::sleep(Duration::from_secs(30));
+                match usr1.as_mut() {
+                    Some(s) => {
+                        tokio::select! {
+                            _ = tick => {}
+                            _ = s.recv() => {
+                                log::line("queue run requested: trying every message now");
+                                forced = true;
+                            }
+                        }
+                    }
+                    None => tick.await,
+                }
+            }
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Fatal(format!("signal: {e}"), 71))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Fatal(format!("signal: {e}"), 71))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    log::line("shutting down");
+    let _ = shutdown_tx.send(true);
+    // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
+    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(16)).await;
+    let _ = std::fs::remove_file(&config.submission_socket);
+    Ok(())
+}
+
+fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, Fatal> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        } else {
+            return Err(Fatal(
+                format!("{} exists and is not a socket", path.display()),
+                73,
+            ));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .map_err(|e| Fatal(format!("cannot listen on {}: {e}", path.display()), 71))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    Ok(l)
+}

@@ -1,0 +1,124 @@
+//! cursus-route's routers behind the daemon's [`Routes`] trait, and the `.forward` source
+//! that asks cursus-lda to read a user's .forward as that user (the daemon never reads
+//! users' files itself when an LDA service is in use).
+//!
+//! Trusts the routers' results and the LDA's answers. Never fails: routing problems are
+//! outcomes (temporary when a lookup failed, permanent when the routers say so).
+
+use std::path::PathBuf;
+
+use cursus_lda::client::Client;
+use cursus_lda::protocol::{Answer, ForwardEntry, Request};
+use cursus_mail::{ExitCode, Outcome, OutcomeKind, Sender};
+use cursus_route::forward::ForwardSource;
+use cursus_route::routed::{Failure, Remote, Target};
+use cursus_route::{Router, TempError, User};
+
+use crate::routing::{Routed, Routes, Verified};
+
+/// The routers of the configuration.
+pub struct Routing(pub Router);
+
+fn failure_outcome(f: &Failure) -> Outcome {
+    match f.kind {
+        OutcomeKind::Temporary => Outcome::temporary(f.status, f.reason.clone()),
+        _ => {
+            let exit = if f.status.to_string().starts_with("5.1.") {
+                ExitCode::NoUser
+            } else {
+                ExitCode::NoPerm
+            };
+            Outcome::permanent(f.status, exit, f.reason.clone())
+        }
+    }
+}
+
+impl Routes for Routing {
+    fn verify(&self, recipient: &str, sender: &Sender) -> Verified {
+        let routed = self.0.verify(recipient, sender);
+        if let Some(f) = routed
+            .failures
+            .iter()
+            .find(|f| f.kind == OutcomeKind::Temporary)
+        {
+            return Verified::Deferred(failure_outcome(f));
+        }
+        if routed.deliveries.is_empty() {
+            return match routed.failures.first() {
+                Some(f) => Verified::Refused(failure_outcome(f)),
+                // Verification routers declined without a failure: let delivery decide.
+                None => Verified::Local,
+            };
+        }
+        if routed
+            .deliveries
+            .iter()
+            .all(|d| matches!(d.target, Target::Remote(_)))
+        {
+            Verified::Remote
+        } else {
+            Verified::Local
+        }
+    }
+
+    fn route(&self, recipient: &str, sender: &Sender) -> Result<Vec<Routed>, Outcome> {
+        let routed = self.0.route(recipient, sender);
+        let mut out = Vec::new();
+        for d in routed.deliveries {
+            out.push(match d.target {
+                Target::Local {
+                    user, destination, ..
+                } => Routed::Local {
+                    address: d.address,
+                    user,
+                    destination,
+                    extension: d.extension,
+                    router: d.router,
+                    transport: d.transport,
+                },
+                Target::Remote(Remote::Hosts { .. } | Remote::Mx { .. }) => Routed::Remote {
+                    address: d.address,
+                    router: d.router,
+                    transport: d.transport,
+                },
+            });
+        }
+        for f in &routed.failures {
+            out.push(Routed::Failed {
+                address: f.address.clone(),
+                router: f
+                    .chain
+                    .last()
+                    .map(|h| h.router.clone())
+                    .unwrap_or_else(|| "-".to_string()),
+                outcome: failure_outcome(f),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Reads .forward files through cursus-lda's `read-forward` request, as the user.
+pub struct LdaForwards {
+    pub socket: PathBuf,
+}
+
+impl ForwardSource for LdaForwards {
+    fn forward(&self, user: &User) -> Result<Vec<ForwardEntry>, TempError> {
+        let mut client = Client::connect(&self.socket)
+            .map_err(|e| TempError::new(format!("cursus-lda: {e}")))?;
+        match client.call(
+            &Request::ReadForward {
+                user: user.name.clone(),
+            },
+            None,
+        ) {
+            Ok(Answer::Forward { entries }) => Ok(entries),
+            // An unsafe .forward is ignored, as sendmail and Postfix do.
+            Ok(Answer::Error { .. }) => Ok(Vec::new()),
+            Ok(Answer::Outcome { text, .. }) => Err(TempError::new(text)),
+            Ok(other) => Err(TempError::new(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(TempError::new(e.to_string())),
+        }
+    }
+}
