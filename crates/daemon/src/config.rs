@@ -117,6 +117,8 @@ pub struct Config {
     pub submission_socket: PathBuf,
     /// Days after which an undeliverable message is bounced.
     pub queue_lifetime_days: u64,
+    /// STARTTLS certificate chain and key (PEM); `None`: STARTTLS is not offered.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -137,6 +139,7 @@ impl Config {
             lda_connections: 8,
             submission_socket: data_dir.join("submit.sock"),
             queue_lifetime_days: 5,
+            tls: None,
         }
     }
 
@@ -209,6 +212,12 @@ impl Config {
             c.lda_socket = lda.socket.map(PathBuf::from);
             set(&mut c.lda_connections, lda.connections);
         }
+        if let Some(tls) = raw.tls {
+            match (tls.certificate, tls.key) {
+                (Some(cert), Some(key)) => c.tls = Some((PathBuf::from(cert), PathBuf::from(key))),
+                _ => err("tls: give both `certificate` and `key`".to_string()),
+            }
+        }
         if let Some(sub) = raw.submission
             && let Some(s) = sub.socket
         {
@@ -246,6 +255,7 @@ const TOP_KEYS: &[&str] = &[
     "lmtp",
     "lda",
     "submission",
+    "tls",
     "routing",
     "router",
     "transport",
@@ -262,6 +272,7 @@ struct RawFile {
     lmtp: Option<RawLmtp>,
     lda: Option<RawLda>,
     submission: Option<RawSubmission>,
+    tls: Option<RawTls>,
     /// Read by the routing configuration.
     #[serde(default, rename = "routing")]
     _routing: Option<toml::Value>,
@@ -297,6 +308,13 @@ struct RawLmtp {
 struct RawLda {
     socket: Option<String>,
     connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,7 +95,7 @@ pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal>
                 config.data_dir = absolute(d);
                 config.submission_socket = config.data_dir.join("submit.sock");
             }
-            let routing = RoutingConfig::parse(&text, &source).map_err(|errors| {
+            let mut routing = RoutingConfig::parse(&text, &source).map_err(|errors| {
                 Fatal(
                     errors
                         .iter()
@@ -105,6 +105,14 @@ pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal>
                     78,
                 )
             })?;
+            // A file without routers keeps the mode's default routing.
+            if routing.routers.is_empty() {
+                routing = if root {
+                    RoutingConfig::single_user()
+                } else {
+                    single_user_routing(&config)?
+                };
+            }
             Ok((config, routing))
         }
         None => {
@@ -224,6 +232,11 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
             }
         }
     }
+    // Certificates are read before the credential drop (keys are often root's only).
+    let certificates = match &config.tls {
+        Some((cert, key)) => Some(crate::tls::Certificates::load(cert, key).map_err(fatal(78))?),
+        None => None,
+    };
     let local = if root {
         system_local(&config)?
     } else {
@@ -287,7 +300,14 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
         recovery.tmp_removed,
         recovery.orphans_removed,
     ));
-    let result = runtime.block_on(serve(config.clone(), queue, routes, engine, tcp));
+    let result = runtime.block_on(serve(
+        config.clone(),
+        queue,
+        routes,
+        engine,
+        tcp,
+        certificates,
+    ));
     let _ = std::fs::remove_file(&pid_file);
     result
 }
@@ -380,6 +400,7 @@ async fn serve(
     routes: Arc<dyn crate::routing::Routes>,
     engine: Arc<Engine>,
     tcp: Vec<(std::net::TcpListener, Protocol, ListenAddr)>,
+    certificates: Option<Arc<crate::tls::Certificates>>,
 ) -> Result<(), Fatal> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (first_tx, mut first_rx) = mpsc::unbounded_channel::<QueueId>();
@@ -390,7 +411,24 @@ async fn serve(
         verify_local: config.verify_local,
         first_attempt: first_tx,
     });
-    let server = Server::new(config.clone(), reception, shutdown_rx.clone());
+    let tls = certificates.as_ref().map(|c| c.server_config());
+    let server = Server::new(config.clone(), reception, shutdown_rx.clone(), tls);
+    if let Some(certs) = certificates.clone() {
+        // SIGHUP: read the certificate and key again (new handshakes use them).
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match certs.reload() {
+                        Ok(()) => log::line("TLS certificate reloaded"),
+                        Err(e) => log::line(&format!(
+                            "TLS certificate reload failed, keeping the previous one: {e}"
+                        )),
+                    }
+                }
+            });
+        }
+    }
 
     for (listener, protocol, addr) in tcp {
         let l = tokio::net::TcpListener::from_std(listener)

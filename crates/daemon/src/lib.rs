@@ -16,3 +16,4 @@ pub mod reception;
 pub mod router_adapter;
 pub mod routing;
 pub mod server;
+pub mod tls;

@@ -78,6 +78,8 @@ pub struct Server {
     slots: Arc<Semaphore>,
     per_client: Mutex<HashMap<IpAddr, usize>>,
     shutdown: watch::Receiver<bool>,
+    /// STARTTLS, when a certificate is configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -85,6 +87,7 @@ impl Server {
         config: Arc<Config>,
         backend: Arc<dyn Backend>,
         shutdown: watch::Receiver<bool>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Arc<Server> {
         Arc::new(Server {
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -92,6 +95,7 @@ impl Server {
             backend,
             per_client: Mutex::new(HashMap::new()),
             shutdown,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         })
     }
 
@@ -105,6 +109,7 @@ impl Server {
             message_size: l.message_size,
             errors: l.errors,
         };
+        c.starttls = self.tls.is_some();
         c
     }
 }
@@ -191,7 +196,7 @@ pub async fn serve_unix(
 }
 
 /// Applies the connection limits, then runs the session.
-async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+async fn admit<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     server: Arc<Server>,
     mut stream: S,
     client: Client,
@@ -224,8 +229,17 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     }
-    if let Err(e) = run_session(&server, &mut stream, client, protocol).await {
-        log::line(&format!("connection ended: {e}"));
+    match run_connection(&server, stream, client, protocol).await {
+        Ok(()) => {}
+        // A client that hangs up (also without a TLS close_notify) is not news.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+            ) => {}
+        Err(e) => log::line(&format!("connection ended: {e}")),
     }
     if let Some(ip) = ip {
         release(&server, ip);
@@ -249,58 +263,117 @@ struct Transaction {
     content: Vec<u8>,
 }
 
-async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+/// One connection's protocol state; it survives the switch to TLS.
+struct Conn {
+    session: Session,
+    client: Client,
+    protocol: Protocol,
+    transaction: Option<Transaction>,
+    pending_mail: Option<(Sender, MailParams)>,
+}
+
+/// How a stretch of the conversation ended.
+enum Next {
+    Close,
+    StartTls,
+}
+
+async fn run_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     server: &Arc<Server>,
-    stream: &mut S,
+    mut stream: S,
     client: Client,
     protocol: Protocol,
 ) -> std::io::Result<()> {
-    let mut session = Session::new(server.session_config(protocol));
-    let mut shutdown = server.shutdown.clone();
+    let mut conn = Conn {
+        session: Session::new(server.session_config(protocol)),
+        client,
+        protocol,
+        transaction: None,
+        pending_mail: None,
+    };
     let mut buf = vec![0u8; 64 * 1024];
-    let mut out: Vec<u8> = Vec::new();
     if server.config.greet_pause_ms > 0 {
         let pause = Duration::from_millis(server.config.greet_pause_ms);
         if let Ok(Ok(n)) = tokio::time::timeout(pause, stream.read(&mut buf)).await
             && n > 0
         {
-            let _ = session.receive(&buf[..n]);
-            drain_replies(&mut session, &mut out);
+            let mut out = Vec::new();
+            let _ = conn.session.receive(&buf[..n]);
+            drain_replies(&mut conn.session, &mut out);
             stream.write_all(&out).await?;
             log::line(&format!(
                 "refused {}: talked before the greeting",
-                client.description
+                conn.client.description
             ));
             return Ok(());
         }
     }
-    out.extend_from_slice(&session.greeting().to_bytes());
-    let mut transaction: Option<Transaction> = None;
-    let mut pending_mail: Option<(Sender, MailParams)> = None;
+    let greeting = conn.session.greeting().to_bytes();
+    stream.write_all(&greeting).await?;
+    match drive(server, &mut stream, &mut conn, &mut buf).await? {
+        Next::Close => Ok(()),
+        Next::StartTls => {
+            let Some(acceptor) = server.tls.clone() else {
+                return Ok(());
+            };
+            let limit = conn.session.timeout().duration();
+            let mut tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    log::line(&format!(
+                        "TLS handshake with {} failed: {e}",
+                        conn.client.description
+                    ));
+                    return Ok(());
+                }
+                Err(_) => {
+                    log::line(&format!(
+                        "TLS handshake with {} timed out",
+                        conn.client.description
+                    ));
+                    return Ok(());
+                }
+            };
+            conn.session.tls_started();
+            if let Some(v) = tls.get_ref().1.protocol_version() {
+                log::line(&format!(
+                    "{}: TLS {v:?} established",
+                    conn.client.description
+                ));
+            }
+            match drive(server, &mut tls, &mut conn, &mut buf).await? {
+                Next::Close | Next::StartTls => {
+                    let _ = tls.shutdown().await;
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Runs the conversation until it closes or switches to TLS.
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Arc<Server>,
+    stream: &mut S,
+    conn: &mut Conn,
+    buf: &mut [u8],
+) -> std::io::Result<Next> {
+    let mut shutdown = server.shutdown.clone();
+    let mut out: Vec<u8> = Vec::new();
     loop {
         // Answer everything the session has for us.
-        while let Some(output) = session.poll() {
+        while let Some(output) = conn.session.poll() {
             match output {
                 Output::Reply(r) => out.extend_from_slice(&r.to_bytes()),
                 Output::Event(event) => {
-                    let close = handle_event(
-                        server,
-                        &mut session,
-                        &client,
-                        protocol,
-                        event,
-                        &mut transaction,
-                        &mut pending_mail,
-                        &mut out,
-                    )
-                    .await?;
-                    if close {
-                        while let Some(Output::Reply(r)) = session.poll() {
+                    let next = handle_event(server, conn, event).await;
+                    if let Some(next) = next {
+                        while let Some(Output::Reply(r)) = conn.session.poll() {
                             out.extend_from_slice(&r.to_bytes());
                         }
                         stream.write_all(&out).await?;
                         stream.flush().await?;
-                        return Ok(());
+                        return Ok(next);
                     }
                 }
             }
@@ -310,14 +383,14 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
             stream.flush().await?;
             out.clear();
         }
-        if session.is_closed() {
-            return Ok(());
+        if conn.session.is_closed() {
+            return Ok(Next::Close);
         }
-        let limit = session.timeout().duration();
+        let limit = conn.session.timeout().duration();
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, stream.read(&mut buf)) => r,
+            r = tokio::time::timeout(limit, stream.read(buf)) => r,
             _ = shutdown.changed() => {
-                session.shutdown();
+                conn.session.shutdown();
                 continue;
             }
         };
@@ -326,14 +399,14 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 stream
                     .write_all(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
                     .await?;
-                return Ok(());
+                return Ok(Next::Close);
             }
-            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(0)) => return Ok(Next::Close),
             Ok(Ok(n)) => {
-                if session.receive(&buf[..n]).is_err() {
-                    drain_replies(&mut session, &mut out);
+                if conn.session.receive(&buf[..n]).is_err() {
+                    drain_replies(&mut conn.session, &mut out);
                     stream.write_all(&out).await?;
-                    return Ok(());
+                    return Ok(Next::Close);
                 }
             }
             Ok(Err(e)) => return Err(e),
@@ -349,17 +422,16 @@ fn drain_replies(session: &mut Session, out: &mut Vec<u8>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle_event(
-    server: &Arc<Server>,
-    session: &mut Session,
-    client: &Client,
-    protocol: Protocol,
-    event: Event,
-    transaction: &mut Option<Transaction>,
-    pending_mail: &mut Option<(Sender, MailParams)>,
-    out: &mut Vec<u8>,
-) -> std::io::Result<bool> {
+/// Acts on one session event; `Some` ends this stretch of the conversation.
+async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Option<Next> {
+    let Conn {
+        session,
+        client,
+        protocol,
+        transaction,
+        pending_mail,
+    } = conn;
+    let protocol = *protocol;
     let answer = |session: &mut Session, a: Answer| {
         if let Err(e) = session.answer(a) {
             log::line(&format!("internal: session refused our answer: {e:?}"));
@@ -410,7 +482,7 @@ async fn handle_event(
             let (Some(t), Some((sender, params))) = (transaction.take(), pending_mail.take())
             else {
                 answer(session, Answer::Refuse(temp_reply("no transaction")));
-                return Ok(false);
+                return None;
             };
             let count = t.recipients.len();
             let incoming = Incoming {
@@ -441,15 +513,10 @@ async fn handle_event(
             };
             answer(session, a);
         }
-        Event::StartTls => {
-            // No certificate is configured (STARTTLS is not offered); nothing to do.
-        }
-        Event::Quit | Event::Disconnect(_) => {
-            let _ = out;
-            return Ok(true);
-        }
+        Event::StartTls => return Some(Next::StartTls),
+        Event::Quit | Event::Disconnect(_) => return Some(Next::Close),
     }
-    Ok(false)
+    None
 }
 
 fn temp_reply(text: &str) -> Reply {

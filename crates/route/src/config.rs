@@ -47,6 +47,7 @@ const TOP_KEYS: &[&str] = &[
     "lmtp",
     "lda",
     "submission",
+    "tls",
 ];
 const DRIVERS: &[&str] = &[
     "aliases",
@@ -194,6 +195,8 @@ struct RawFile {
     _lda: Option<toml::Value>,
     #[serde(default, rename = "submission")]
     _submission: Option<toml::Value>,
+    #[serde(default, rename = "tls")]
+    _tls: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
