@@ -31,6 +31,49 @@ pub enum Command {
     /// Show how Cursus routes mail addresses.
     #[command(subcommand)]
     Address(AddressCommand),
+
+    /// Check cursusd's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
+    /// Submit a message to cursusd, sendmail-compatible (also as `sendmail`, `mailq`,
+    /// `newaliases` through links to this program).
+    ///
+    /// Reads the message on standard input, adds Date, Message-ID and From when missing
+    /// (RFC 6409), and submits it over cursusd's local socket, where the daemon learns the
+    /// user from the socket (no set-user-ID program). Options as sendmail: -t (recipients
+    /// from To, Cc, Bcc; Bcc removed), -i/-oi (a lone dot does not end the message), -f
+    /// ADDR, -F NAME, -N NOTIFY, -R RET, -V ENVID, -bs (SMTP on stdin/stdout), -bp (list the
+    /// queue, as mailq), -bi (check /etc/aliases, as newaliases), -q (retry the queue now),
+    /// other -o options ignored. The socket: $CURSUS_SUBMISSION_SOCKET, else
+    /// /run/cursus/submit.sock, else $CURSUS_DATA_DIR/submit.sock, else
+    /// ~/.local/share/cursus/submit.sock.
+    ///
+    /// Exit status: 0 accepted, 64 usage, 65 bad input, 69 unavailable, 75 temporary
+    /// (cursusd not running: the message was not sent), 77 refused.
+    Sendmail {
+        /// sendmail options and recipients.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+}
+
+/// `cursus config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Read cursus.toml as cursusd would and report every error with FILE:LINE:COLUMN and a
+    /// suggestion for unknown keys; then open the routing tables and files it names.
+    ///
+    /// Exit status: 0 when the configuration is usable; 1 when it has errors.
+    Check {
+        /// The configuration file (default: /etc/cursus/cursus.toml).
+        #[arg(value_name = "FILE", default_value = "/etc/cursus/cursus.toml")]
+        file: PathBuf,
+    },
 }
 
 /// `cursus address ...`

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cursus_cli::cli::{
-    AddressCommand, AddressTestArgs, BenchArgs, Command, SieveCommand, TestArgs,
+    AddressCommand, AddressTestArgs, BenchArgs, Command, ConfigCommand, SieveCommand, TestArgs,
 };
 use cursus_cli::sieve_test::TrialStatus;
 use cursus_cli::{Cli, address_test, bench, check, sieve_test};
@@ -87,6 +87,39 @@ fn address_test(args: &AddressTestArgs) -> Result<ExitCode, ExitCode> {
     Ok(ExitCode::from(out.code))
 }
 
+fn config_check(file: &Path) -> ExitCode {
+    let start = cursusd::daemon::Start {
+        config: Some(file.to_path_buf()),
+        data_dir: None,
+        check: true,
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let (config, routing) = match cursusd::daemon::load(&start, root) {
+        Ok(pair) => pair,
+        Err(cursusd::daemon::Fatal(message, _)) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let router = cursus_route::Router::new(routing, cursus_route::World::system());
+    let problems = router.check();
+    for p in &problems {
+        eprintln!("{}: {p}", file.display());
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: ok (data {}, {} SMTP and {} LMTP listeners)",
+            file.display(),
+            config.data_dir.display(),
+            config.smtp_listen.len(),
+            config.lmtp_listen.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     // The sendmail personality has sendmail's own option syntax (`-oi`, `-fADDR`, `-bp`),
     // which clap cannot express: it is chosen by name before clap sees anything.
@@ -115,6 +148,11 @@ fn main() -> ExitCode {
         Command::Sieve(SieveCommand::Test(args)) => sieve_test(args),
         Command::Sieve(SieveCommand::Bench(args)) => sieve_bench(args),
         Command::Address(AddressCommand::Test(args)) => address_test(args),
+        Command::Config(ConfigCommand::Check { file }) => Ok(config_check(file)),
+        // Handled before clap (sendmail's own option syntax); here only for --help.
+        Command::Sendmail { args } => {
+            Ok(ExitCode::from(cursus_cli::sendmail::run("sendmail", args)))
+        }
     };
     result.unwrap_or_else(|code| code)
 }

@@ -113,6 +113,8 @@ pub struct Config {
     pub lda_socket: Option<PathBuf>,
     /// Connections kept to cursus-lda.
     pub lda_connections: usize,
+    /// The policy file of a cursus-lda that cursusd starts itself (its default otherwise).
+    pub lda_policy: Option<PathBuf>,
     /// The local submission socket for `cursus sendmail`.
     pub submission_socket: PathBuf,
     /// Days after which an undeliverable message is bounced.
@@ -137,6 +139,7 @@ impl Config {
             greet_pause_ms: 0,
             lda_socket: None,
             lda_connections: 8,
+            lda_policy: None,
             submission_socket: data_dir.join("submit.sock"),
             queue_lifetime_days: 5,
             tls: None,
@@ -210,6 +213,7 @@ impl Config {
         }
         if let Some(lda) = raw.lda {
             c.lda_socket = lda.socket.map(PathBuf::from);
+            c.lda_policy = lda.policy.map(PathBuf::from);
             set(&mut c.lda_connections, lda.connections);
         }
         if let Some(tls) = raw.tls {
@@ -307,6 +311,7 @@ struct RawLmtp {
 #[serde(deny_unknown_fields)]
 struct RawLda {
     socket: Option<String>,
+    policy: Option<String>,
     connections: Option<usize>,
 }
 

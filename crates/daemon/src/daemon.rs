@@ -108,7 +108,7 @@ pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal>
             // A file without routers keeps the mode's default routing.
             if routing.routers.is_empty() {
                 routing = if root {
-                    RoutingConfig::single_user()
+                    system_routing(&config)
                 } else {
                     single_user_routing(&config)?
                 };
@@ -116,8 +116,13 @@ pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal>
             Ok((config, routing))
         }
         None => {
-            let config = Config::single_user(&data_dir);
-            let routing = single_user_routing(&config)?;
+            let mut config = Config::single_user(&data_dir);
+            let routing = if root {
+                config.source = "(embedded system defaults)".to_string();
+                system_routing(&config)
+            } else {
+                single_user_routing(&config)?
+            };
             Ok((config, routing))
         }
     }
@@ -156,6 +161,17 @@ fn single_user_routing(config: &Config) -> Result<RoutingConfig, Fatal> {
     let _ = me;
     RoutingConfig::parse(&text, "(single-user defaults)")
         .map_err(|e| Fatal(format!("built-in routing: {e:?}"), 70))
+}
+
+/// The default routing of system mode: /etc/aliases when it exists, then local users at
+/// `localhost` and this host's name, into `~/Maildir` through cursus-lda.
+fn system_routing(config: &Config) -> RoutingConfig {
+    let mut routing = RoutingConfig::single_user();
+    let host = config.hostname.to_lowercase();
+    if !routing.local_domains.contains(&host) {
+        routing.local_domains.push(host);
+    }
+    routing
 }
 
 fn current_user() -> (String, u32, String) {
@@ -253,7 +269,16 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
 
     // The queue and the pid file belong to the daemon's user.
     let queue_dir = config.data_dir.join("queue");
-    let queue = Queue::open(&queue_dir).map_err(|e| {
+    let options = cursus_queue::Options {
+        schedule: cursus_queue::Schedule {
+            expire_after: jiff::SignedDuration::from_hours(
+                24 * i64::try_from(config.queue_lifetime_days.max(1)).unwrap_or(5),
+            ),
+            ..cursus_queue::Schedule::default()
+        },
+        ..cursus_queue::Options::default()
+    };
+    let queue = Queue::open_with(&queue_dir, options).map_err(|e| {
         Fatal(
             format!("cannot open the queue {}: {e}", queue_dir.display()),
             73,
@@ -377,6 +402,9 @@ fn spawn_lda(config: &Config) -> Result<Local, Fatal> {
     }
     let mut command = std::process::Command::new(&program);
     command.arg("serve");
+    if let Some(policy) = &config.lda_policy {
+        command.arg("--policy").arg(policy);
+    }
     for i in 0..n {
         command.arg("--connection-fd").arg((3 + i).to_string());
     }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod local;
 pub mod log;
+pub mod parameters;
 pub mod reception;
 pub mod router_adapter;
 pub mod routing;

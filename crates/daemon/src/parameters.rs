@@ -1,0 +1,443 @@
+//! The documented parameters of cursus.toml, one table for the cursus.toml(5) man page: the
+//! page is rendered from this table by [`manual`] and checked in CI
+//! (crates/daemon/tests/manpage.rs), and every daemon parameter's example value is parsed
+//! by the real parser in a test, so the page and the code cannot drift.
+//!
+//! Pure data and text; no I/O.
+
+/// One parameter: its table (`""` for the top level), key, example value (TOML), default,
+/// and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Parameter {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub example: &'static str,
+    pub default: &'static str,
+    pub text: &'static str,
+}
+
+const fn p(
+    section: &'static str,
+    key: &'static str,
+    example: &'static str,
+    default: &'static str,
+    text: &'static str,
+) -> Parameter {
+    Parameter {
+        section,
+        key,
+        example,
+        default,
+        text,
+    }
+}
+
+/// The daemon's own parameters (read by crates/daemon/src/config.rs).
+pub const DAEMON: &[Parameter] = &[
+    p(
+        "",
+        "hostname",
+        "\"mx.example.org\"",
+        "the system host name",
+        "The name in the greeting, the EHLO reply, Received fields and DSNs.",
+    ),
+    p(
+        "",
+        "data_dir",
+        "\"/var/spool/cursus\"",
+        "/var/spool/cursus as root, ~/.local/share/cursus otherwise",
+        "The queue (queue/), the pid file, the submission socket and, in single-user mode, the mailboxes (mail/) and their table (mailboxes).",
+    ),
+    p(
+        "",
+        "user",
+        "\"cursus\"",
+        "cursus",
+        "The user cursusd becomes after binding its ports, when started as root.",
+    ),
+    p(
+        "",
+        "queue_lifetime_days",
+        "5",
+        "5",
+        "Days after which a message that could not be delivered is returned to its sender.",
+    ),
+    p(
+        "smtp",
+        "listen",
+        "[\"0.0.0.0:25\", \"[::]:25\"]",
+        "[\"127.0.0.1:2525\"]",
+        "Addresses for SMTP: HOST:PORT or unix:/PATH.",
+    ),
+    p(
+        "smtp",
+        "max_connections",
+        "10000",
+        "10000",
+        "Connections served at once; beyond, 421 4.7.0.",
+    ),
+    p(
+        "smtp",
+        "max_connections_per_client",
+        "50",
+        "50",
+        "Connections from one client address; beyond, 421 4.7.0.",
+    ),
+    p(
+        "smtp",
+        "message_size",
+        "26214400",
+        "26214400",
+        "Largest message in octets (SIZE; beyond, 552 5.3.4).",
+    ),
+    p(
+        "smtp",
+        "recipients",
+        "100",
+        "100",
+        "Recipients per message; beyond, 452 4.5.3.",
+    ),
+    p(
+        "smtp",
+        "messages_per_connection",
+        "1000",
+        "1000",
+        "Messages per connection; beyond, 421 4.7.0.",
+    ),
+    p(
+        "smtp",
+        "command_line",
+        "1024",
+        "1024",
+        "Longest command line in octets (at least 512); longer, 500 5.5.2.",
+    ),
+    p(
+        "smtp",
+        "verify_local_recipients",
+        "true",
+        "true",
+        "Refuse unknown local recipients at RCPT with 550 5.1.1 (routers with verify = true decide).",
+    ),
+    p(
+        "smtp",
+        "verify_remote_recipients",
+        "false",
+        "false",
+        "Also verify remote recipients at RCPT (used by the outbound transports).",
+    ),
+    p(
+        "smtp",
+        "greet_pause_ms",
+        "0",
+        "0",
+        "Wait this long before the greeting; a client that talks first is refused (554 5.5.1).",
+    ),
+    p(
+        "lmtp",
+        "listen",
+        "[\"unix:/run/cursus/lmtp.sock\"]",
+        "none",
+        "Addresses for LMTP (RFC 2033), for Postfix or Exim handing mail to cursusd.",
+    ),
+    p(
+        "lda",
+        "socket",
+        "\"/run/cursus/lda.sock\"",
+        "none: started as root, cursusd starts cursus-lda itself",
+        "The socket of a cursus-lda service running on its own (cursus-lda serve --peer cursus).",
+    ),
+    p(
+        "lda",
+        "connections",
+        "8",
+        "8",
+        "Connections kept to cursus-lda (deliveries in parallel).",
+    ),
+    p(
+        "lda",
+        "policy",
+        "\"/etc/cursus/lda-policy.toml\"",
+        "cursus-lda's default",
+        "The policy file of the cursus-lda that cursusd starts itself.",
+    ),
+    p(
+        "submission",
+        "socket",
+        "\"/run/cursus/submit.sock\"",
+        "DATA_DIR/submit.sock",
+        "The local submission socket of cursus sendmail (mode 0666; the user is known by SO_PEERCRED).",
+    ),
+    p(
+        "tls",
+        "certificate",
+        "\"/etc/cursus/cert.pem\"",
+        "none (no STARTTLS)",
+        "PEM certificate chain for STARTTLS; read again on SIGHUP.",
+    ),
+    p(
+        "tls",
+        "key",
+        "\"/etc/cursus/key.pem\"",
+        "none",
+        "PEM private key of the certificate.",
+    ),
+];
+
+/// Routing parameters (read by cursus-route; see docs/examples/routing.toml).
+pub const ROUTING: &[Parameter] = &[
+    p(
+        "routing",
+        "local_domains",
+        "[\"example.org\", \"localhost\"]",
+        "[\"localhost\"] (and the host name in system mode)",
+        "Domains delivered here; an address there that no router accepts is 5.1.1 user unknown.",
+    ),
+    p(
+        "routing",
+        "qualify_domain",
+        "\"example.org\"",
+        "the first local domain",
+        "The domain given to addresses without one.",
+    ),
+    p(
+        "routing",
+        "max_depth",
+        "20",
+        "20",
+        "The longest redirect chain.",
+    ),
+    p(
+        "routing",
+        "max_addresses",
+        "10000",
+        "10000",
+        "The most addresses one recipient may expand to.",
+    ),
+    p(
+        "router",
+        "name",
+        "\"localuser\"",
+        "required",
+        "The router's name, in logs and `cursus address test`.",
+    ),
+    p(
+        "router",
+        "driver",
+        "\"localuser\"",
+        "required",
+        "aliases, forward, localuser, virtual, manualroute or dnslookup.",
+    ),
+    p(
+        "router",
+        "transport",
+        "\"local\"",
+        "the first suitable transport",
+        "The transport of the deliveries this router decides.",
+    ),
+    p(
+        "router",
+        "verify",
+        "true",
+        "true for local drivers",
+        "Whether the router is asked at RCPT time.",
+    ),
+    p(
+        "router",
+        "domains",
+        "[\"example.org\", \"*.example.net\", \"re:^mx[0-9]+\\\\.example$\"]",
+        "local_domains for local drivers, any otherwise",
+        "Condition: the recipient's domain (exact, wildcard or re: regular expression).",
+    ),
+    p(
+        "router",
+        "local_parts",
+        "[\"postmaster\", \"re:^list-\"]",
+        "any",
+        "Condition: the recipient's local part.",
+    ),
+    p(
+        "router",
+        "senders",
+        "[\"*@example.org\", \"<>\"]",
+        "any",
+        "Condition: the envelope sender.",
+    ),
+    p(
+        "router",
+        "extension_separator",
+        "\"+\"",
+        "\"+\"",
+        "localuser and virtual: joe+lists is joe with extension lists.",
+    ),
+    p(
+        "router",
+        "file",
+        "\"/etc/aliases\"",
+        "required for aliases",
+        "aliases: the aliases(5) file.",
+    ),
+    p(
+        "router",
+        "optional",
+        "true",
+        "false",
+        "aliases: a missing file declines instead of deferring.",
+    ),
+    p(
+        "router",
+        "user",
+        "\"nobody\"",
+        "nobody",
+        "aliases: the user /file and |command targets run as.",
+    ),
+    p(
+        "router",
+        "table",
+        "{ file = \"/etc/cursus/virtual\" }",
+        "required for virtual",
+        "virtual: a flat file (`key value`) or { sqlite = FILE, query = \"... ?\" }; values are `user` or `user KIND:PATH`.",
+    ),
+    p(
+        "router",
+        "hosts",
+        "[\"smtp.example.net\"]",
+        "required for manualroute",
+        "manualroute: relay hosts in order.",
+    ),
+    p("router", "port", "25", "25", "manualroute: the relay port."),
+    p(
+        "transport",
+        "name",
+        "\"local\"",
+        "required",
+        "The transport's name, named by routers.",
+    ),
+    p(
+        "transport",
+        "driver",
+        "\"lda\"",
+        "required",
+        "lda (local delivery through cursus-lda), smtp or lmtp.",
+    ),
+    p(
+        "transport",
+        "mailbox",
+        "\"maildir:~/Maildir\"",
+        "maildir:~/Maildir",
+        "lda: KIND:PATH with ${user}, ${home}, ${local}, ${domain}, ${extension}; KIND is maildir, mbox or mh.",
+    ),
+    p(
+        "transport",
+        "hosts",
+        "[\"127.0.0.1\"]",
+        "required for lmtp",
+        "smtp/lmtp: hosts (the outbound transports arrive with a later release).",
+    ),
+    p(
+        "transport",
+        "port",
+        "24",
+        "25 (smtp), 24 (lmtp)",
+        "smtp/lmtp: the port.",
+    ),
+];
+
+fn esc(text: &str) -> String {
+    text.replace('\\', "\\e")
+        .replace('-', "\\-")
+        .replace('"', "\\(dq")
+}
+
+/// The cursus.toml(5) man page.
+pub fn manual(version: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        ".TH cursus.toml 5 \"cursus {version}\" \"Cursus\" \"File Formats\"\n\
+         .SH NAME\ncursus.toml \\- the configuration of cursusd\n\
+         .SH SYNOPSIS\n.B /etc/cursus/cursus.toml\n\
+         .SH DESCRIPTION\n\
+         One TOML file configures cursusd: its listeners and limits, the data directory, how \
+         it reaches cursus\\-lda, STARTTLS, and the routers and transports. Unknown keys are \
+         errors reported with file, line, column and the nearest known key; \
+         \\fBcursus config check\\fR reads the file as cursusd does. cursusd runs without any \
+         file: started by an ordinary user it is in single\\-user mode (SMTP on \
+         127.0.0.1:2525, everything under ~/.local/share/cursus, every address at localhost \
+         delivered to mail/LOCAL/Maildir there); started as root without /etc/cursus/cursus.toml \
+         it uses the system defaults below. A file without routers keeps the mode's default \
+         routing.\n\
+         .PP\nWhere mail may finally be written is not decided here: cursus\\-lda checks every \
+         delivery against its own policy, cursus\\-lda\\-policy(5).\n"
+    ));
+    let mut section = None;
+    for (title, table) in [
+        ("DAEMON PARAMETERS", DAEMON),
+        ("ROUTING PARAMETERS", ROUTING),
+    ] {
+        out.push_str(&format!(".SH {title}\n"));
+        for param in table {
+            if section != Some(param.section) {
+                section = Some(param.section);
+                let heading = match param.section {
+                    "" => "top level".to_string(),
+                    "router" => "[[router]] (one table per router, tried in order)".to_string(),
+                    "transport" => "[[transport]] (one table per transport)".to_string(),
+                    s => format!("[{s}]"),
+                };
+                out.push_str(&format!(".SS {}\n", esc(&heading)));
+            }
+            out.push_str(&format!(
+                ".TP\n.B {} = {}\n{}\nDefault: {}.\n",
+                esc(param.key),
+                esc(param.example),
+                esc(param.text),
+                esc(param.default)
+            ));
+        }
+    }
+    out.push_str(
+        ".SH SIGNALS\nSIGTERM and SIGINT: stop accepting, answer 421 to open sessions, let \
+         deliveries in flight finish. SIGHUP: read the TLS certificate again. SIGUSR1 \
+         (cursus sendmail \\-q): try every queued message now.\n\
+         .SH FILES\n/etc/cursus/cursus.toml, /var/spool/cursus/queue, \
+         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source.\n\
+         .SH SEE ALSO\n.BR cursusd (8),\n.BR cursus (1),\n.BR cursus\\-lda (8),\n.BR cursus\\-lda\\-policy (5)\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every documented daemon parameter, with its example value, is accepted by the parser.
+    #[test]
+    fn every_documented_daemon_parameter_parses() {
+        let mut text = String::new();
+        let mut section = "";
+        for param in DAEMON.iter().filter(|p| p.section.is_empty()) {
+            text.push_str(&format!("{} = {}\n", param.key, param.example));
+        }
+        for param in DAEMON.iter().filter(|p| !p.section.is_empty()) {
+            if param.section != section {
+                section = param.section;
+                text.push_str(&format!("[{section}]\n"));
+            }
+            text.push_str(&format!("{} = {}\n", param.key, param.example));
+        }
+        let parsed = crate::config::Config::parse(&text, "example", std::path::Path::new("/d"));
+        assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+    }
+
+    /// The routing parameters of [routing] parse with the routing parser.
+    #[test]
+    fn documented_routing_section_parses() {
+        let mut text = String::from("[routing]\n");
+        for param in ROUTING.iter().filter(|p| p.section == "routing") {
+            text.push_str(&format!("{} = {}\n", param.key, param.example));
+        }
+        assert!(
+            cursus_route::RoutingConfig::parse(&text, "example").is_ok(),
+            "{text}"
+        );
+    }
+}
