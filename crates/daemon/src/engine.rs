@@ -92,29 +92,43 @@ impl Engine {
         } else {
             message.due_recipients(now)
         };
-        if !due.is_empty() {
-            let file = match self.queue.open_message(id) {
-                Ok(f) => f,
-                Err(e) => {
-                    log::line(&format!("{id}: cannot open the message: {e}"));
-                    return;
-                }
-            };
-            let mut outcomes = Vec::with_capacity(due.len());
-            for index in due {
-                let Some(rcpt) = message.envelope.recipients.get(index) else {
-                    continue;
-                };
-                let started = Instant::now();
-                let outcome = self.deliver_recipient(id, &message, rcpt, &file, started);
-                outcomes.push((index, outcome));
-            }
-            if let Err(e) = self.queue.record(id, &outcomes, Timestamp::now()) {
-                log::line(&format!("{id}: cannot record outcomes: {e}"));
+        if due.is_empty() {
+            self.finish_with(message);
+            return;
+        }
+        let file = match self.queue.open_message(id) {
+            Ok(f) => f,
+            Err(e) => {
+                log::line(&format!("{id}: cannot open the message: {e}"));
                 return;
             }
+        };
+        let mut outcomes = Vec::with_capacity(due.len());
+        for index in due {
+            let Some(rcpt) = message.envelope.recipients.get(index) else {
+                continue;
+            };
+            let started = Instant::now();
+            let outcome = self.deliver_recipient(id, &message, rcpt, &file, started);
+            outcomes.push((index, outcome));
         }
-        self.finish_if_done(id);
+        drop(file);
+        // Everything delivered and nothing owed to the sender: the message leaves without an
+        // outcome record (see Queue::remove_delivered: a crash before the removal is durable
+        // repeats these deliveries, never loses the message, whose copies are synced).
+        match self.queue.remove_delivered(id, &outcomes, Timestamp::now()) {
+            Ok(true) => {
+                log::line(&format!("{id}: removed"));
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => log::line(&format!("{id}: cannot remove: {e}")),
+        }
+        // The state record() returns is the journal's, so no second read is needed.
+        match self.queue.record(id, &outcomes, Timestamp::now()) {
+            Ok(message) => self.finish_with(message),
+            Err(e) => log::line(&format!("{id}: cannot record outcomes: {e}")),
+        }
     }
 
     fn deliver_recipient(
@@ -199,9 +213,14 @@ impl Engine {
 
     /// When every recipient is final: queue the DSN that is owed (if any), then remove.
     pub fn finish_if_done(&self, id: QueueId) {
-        let Ok(message) = self.queue.message(id) else {
-            return;
-        };
+        if let Ok(message) = self.queue.message(id) {
+            self.finish_with(message);
+        }
+    }
+
+    /// [`Engine::finish_if_done`] with the message's current state in hand.
+    fn finish_with(&self, message: QueuedMessage) {
+        let id = message.id;
         if !message.is_complete() {
             return;
         }
