@@ -14,6 +14,8 @@
 #
 # usage: sudo bash bench/smtp-bench.sh [MSGS=2000] [ROUNDS=1]
 # env:   SESSIONS=10 LEN=2000 IDLE=10000 MTAS="postfix cursus-su cursus-sys" BIN=target/release
+#        BASE_BIN=DIR (also measure base-su and base-sys: cursusd and cursus-lda from DIR, e.g. a
+#        build of an older commit, side by side in the same run)
 #        STRACE=1 (one extra unmeasured run per cursusd mode under strace -c -f: syscalls and
 #        fsyncs per message)
 # Not part of the test suite. Needs root, Postfix (scripts/install-test-deps.sh) and
@@ -46,7 +48,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   postfix stop >/dev/null 2>&1
-  for m in postfix cursus-su cursus-sys idle; do rmdir "$cgroot/smtpbench-$m" 2>/dev/null; done
+  for m in postfix cursus-su cursus-sys base-su base-sys idle; do rmdir "$cgroot/smtpbench-$m" 2>/dev/null; done
 }
 trap cleanup EXIT
 
@@ -91,59 +93,54 @@ setup_postfix() {
 }
 
 # --- cursusd ---------------------------------------------------------------------------
-su_dir=$work/su        # single-user data directory (owned by cbench-su)
-sys_dir=$work/sys      # system-mode data, configuration and policy (root's)
-start_cursus_su() {
-  mkdir -p "$su_dir/data"
-  cat > "$su_dir/cursus.toml" <<EOF
-[smtp]
-listen = ["127.0.0.1:2527"]
-max_connections = 20000
-max_connections_per_client = 20000
-EOF
-  chown -R cbench-su: "$su_dir"
-  chmod 700 "$su_dir/data"
-  cg_new "$1"
-  (
-    echo $BASHPID > "$cgroot/smtpbench-$1/cgroup.procs"
-    cd "$su_dir" || exit 1
-    exec setpriv --reuid cbench-su --regid cbench-su --init-groups --reset-env \
-      env HOME="$(getent passwd cbench-su | cut -d: -f6)" \
-      "$BIN/cursusd" -c "$su_dir/cursus.toml" -d "$su_dir/data"
-  ) 2>> "$su_dir/cursusd.log" &
-  su_pid=$!
-  pids+=("$su_pid")
-  wait_port 2527
-}
-start_cursus_sys() {
-  mkdir -p "$sys_dir/data"
-  chmod 755 "$sys_dir"
-  cat > "$sys_dir/lda-policy.toml" <<EOF
-[[allow]]
-name = "home-maildir"
-kind = "maildir"
-path = "~/Maildir"
-subtree = true
-EOF
-  chmod 644 "$sys_dir/lda-policy.toml"
-  cat > "$sys_dir/cursus.toml" <<EOF
-user = "cursus"
-data_dir = "$sys_dir/data"
-
-[smtp]
-listen = ["127.0.0.1:2528"]
-
-[lda]
-policy = "$sys_dir/lda-policy.toml"
-EOF
-  cg_new cursus-sys
-  (
-    echo $BASHPID > "$cgroot/smtpbench-cursus-sys/cgroup.procs"
-    exec "$BIN/cursusd" -c "$sys_dir/cursus.toml"
-  ) 2>> "$sys_dir/cursusd.log" &
-  sys_pid=$!
-  pids+=("$sys_pid")
-  wait_port 2528
+# Each cursusd under test: mode, binaries, port and directory. base-* use the binaries in
+# $BASE_BIN (an older build, e.g. the commit before an optimisation) in the same run.
+declare -A MODE PORT DIRS BINS DPID
+MODE[cursus-su]=su;    PORT[cursus-su]=2527;  DIRS[cursus-su]=$work/su
+MODE[cursus-sys]=sys;  PORT[cursus-sys]=2528; DIRS[cursus-sys]=$work/sys
+MODE[base-su]=su;      PORT[base-su]=2529;    DIRS[base-su]=$work/base-su
+MODE[base-sys]=sys;    PORT[base-sys]=2530;   DIRS[base-sys]=$work/base-sys
+MODE[idle]=su;         PORT[idle]=2531;       DIRS[idle]=$work/idle
+for m in cursus-su cursus-sys idle; do BINS[$m]=$BIN; done
+if [ -n "${BASE_BIN:-}" ]; then
+  BASE_BIN=$(cd "$BASE_BIN" && pwd)
+  for m in base-su base-sys; do BINS[$m]=$BASE_BIN; done
+fi
+# single-user mode: started as the unprivileged user cbench-su, data in DIR/data, mail for
+# rcpt@localhost in DIR/data/mail/rcpt/Maildir, delivered in-process.
+# system mode: started as root with DIR/cursus.toml; spawns cursus-lda (policy
+# DIR/lda-policy.toml) and becomes `cursus`; mail for cbench@localhost goes through
+# cursus-lda into ~cbench/Maildir.
+start_cursus() {  # start_cursus NAME
+  local name=$1 dir=${DIRS[$1]} port=${PORT[$1]} bin=${BINS[$1]}
+  mkdir -p "$dir/data"
+  cg_new "$name"
+  if [ "${MODE[$name]}" = su ]; then
+    printf '[smtp]\nlisten = ["127.0.0.1:%s"]\nmax_connections = 20000\nmax_connections_per_client = 20000\n' \
+      "$port" > "$dir/cursus.toml"
+    chown -R cbench-su: "$dir"
+    chmod 700 "$dir/data"
+    (
+      echo $BASHPID > "$cgroot/smtpbench-$name/cgroup.procs"
+      cd "$dir" || exit 1
+      exec setpriv --reuid cbench-su --regid cbench-su --init-groups --reset-env \
+        "$bin/cursusd" -c "$dir/cursus.toml" -d "$dir/data"
+    ) 2>> "$dir/cursusd.log" &
+  else
+    chmod 755 "$dir"
+    printf '[[allow]]\nname = "home-maildir"\nkind = "maildir"\npath = "~/Maildir"\nsubtree = true\n' \
+      > "$dir/lda-policy.toml"
+    chmod 644 "$dir/lda-policy.toml"
+    printf 'user = "cursus"\ndata_dir = "%s"\n\n[smtp]\nlisten = ["127.0.0.1:%s"]\n\n[lda]\npolicy = "%s"\n' \
+      "$dir/data" "$port" "$dir/lda-policy.toml" > "$dir/cursus.toml"
+    (
+      echo $BASHPID > "$cgroot/smtpbench-$name/cgroup.procs"
+      exec "$bin/cursusd" -c "$dir/cursus.toml"
+    ) 2>> "$dir/cursusd.log" &
+  fi
+  DPID[$name]=$!
+  pids+=("$!")
+  wait_port "$port"
 }
 stop_pid() {
   kill -TERM "$1" 2>/dev/null
@@ -169,21 +166,37 @@ fresh_maildir() {  # fresh_maildir DIR OWNER
 }
 
 # --- one measured run ------------------------------------------------------------------
-declare -A ACC E2E CPU RSS
+declare -A ACC E2E CPU RSS SYN
+PERF=$(command -v perf || true)
+target() {  # target MTA: sets port, rcpt, md (the Maildir counted) and owner
+  case ${MODE[$1]:-postfix} in
+    postfix) port=2526; rcpt=mbench@localhost; owner=mbench; md=/home/mbench/Maildir ;;
+    su)  port=${PORT[$1]}; rcpt=rcpt@localhost; owner=cbench-su; md=${DIRS[$1]}/data/mail/rcpt/Maildir ;;
+    sys) port=${PORT[$1]}; rcpt=cbench@localhost; owner=cbench; md=$(getent passwd cbench | cut -d: -f6)/Maildir ;;
+  esac
+}
+
 run_one() {  # run_one MTA ROUND
   local mta=$1 port rcpt md owner
-  case $mta in
-    postfix)    port=2526; rcpt=mbench@localhost; owner=mbench; md=/home/mbench/Maildir ;;
-    cursus-su)  port=2527; rcpt=rcpt@localhost; owner=cbench-su; md=$su_dir/data/mail/rcpt/Maildir ;;
-    cursus-sys) port=2528; rcpt=cbench@localhost; owner=cbench; md=$(getent passwd cbench | cut -d: -f6)/Maildir ;;
-  esac
+  target "$mta"
   fresh_maildir "$md" "$owner"
   local peakfile=$work/peak-$mta
   echo 0 > "$peakfile"
   sampler "$mta" "$peakfile" & local sp=$!
   local c0 c1 line
   c0=$(cg_cpu "$mta")
-  line=$(bash "$peer/smtp-bench.sh" 127.0.0.1:$port "$rcpt" "$md" "$S" "$M" "$L" | tail -1)
+  # fsync + fdatasync calls, counted system-wide by perf's syscall tracepoints (cheap, and
+  # unlike strace it does not serialise the daemon's threads); other processes' syncs during
+  # the run are included, so read it as an upper bound.
+  local sfile=$work/syncs-$mta
+  if [ -n "$PERF" ]; then
+    line=$($PERF stat -a -x, -o "$sfile" -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -- \
+      bash "$peer/smtp-bench.sh" 127.0.0.1:$port "$rcpt" "$md" "$S" "$M" "$L" | tail -1)
+  else
+    line=$(bash "$peer/smtp-bench.sh" 127.0.0.1:$port "$rcpt" "$md" "$S" "$M" "$L" | tail -1)
+  fi
+  local syncs=-
+  [ -s "$sfile" ] && syncs=$(awk -F, -v m="$M" '$3 ~ /sys_enter_f/ { s += $1 } END { printf "%.2f", s / m }' "$sfile")
   c1=$(cg_cpu "$mta")
   kill "$sp" 2>/dev/null; wait "$sp" 2>/dev/null
   local files
@@ -194,19 +207,16 @@ run_one() {  # run_one MTA ROUND
   local cpu_ms rss
   cpu_ms=$(awk -v a="$c0" -v b="$c1" -v m="$M" 'BEGIN { printf "%.3f", (b - a) / 1e6 / m }')
   rss=$(( $(cat "$peakfile") / 1024 ))
-  printf '%-10s round %d: %s | cpu/msg %s ms | peak pss %s MiB | files %s\n' \
-    "$mta" "$2" "$line" "$cpu_ms" "$rss" "$files" | tee -a "$out"
-  ACC[$mta]+="$acc "; E2E[$mta]+="$e2e "; CPU[$mta]+="$cpu_ms "; RSS[$mta]+="$rss "
+  printf '%-10s round %d: %s | cpu/msg %s ms | syncs/msg %s | peak pss %s MiB | files %s\n' \
+    "$mta" "$2" "$line" "$cpu_ms" "$syncs" "$rss" "$files" | tee -a "$out"
+  ACC[$mta]+="$acc "; E2E[$mta]+="$e2e "; CPU[$mta]+="$cpu_ms "; RSS[$mta]+="$rss "; SYN[$mta]+="$syncs "
 }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "-" }'; }
 
 strace_one() {  # strace_one MTA PID: one unmeasured run under strace -c -f
   local mta=$1 pid=$2 port rcpt md owner
-  case $mta in
-    cursus-su)  port=2527; rcpt=rcpt@localhost; owner=cbench-su; md=$su_dir/data/mail/rcpt/Maildir ;;
-    cursus-sys) port=2528; rcpt=cbench@localhost; owner=cbench; md=$(getent passwd cbench | cut -d: -f6)/Maildir ;;
-  esac
+  target "$mta"
   fresh_maildir "$md" "$owner"
   local sfile=$work/strace-$mta
   local all
@@ -232,11 +242,12 @@ strace_one() {  # strace_one MTA PID: one unmeasured run under strace -c -f
   echo "postfix: default_process_limit=$(postconf -h default_process_limit 2>/dev/null) local_destination_concurrency_limit=$(postconf -h local_destination_concurrency_limit 2>/dev/null) chroot=n"
 } | tee "$out"
 
+if [ -n "${BASE_BIN:-}" ]; then MTAS="$MTAS base-su base-sys"; fi
 for mta in $MTAS; do
   case $mta in
     postfix) setup_postfix ;;
-    cursus-su) start_cursus_su cursus-su ;;
-    cursus-sys) start_cursus_sys ;;
+    *) [ -n "${BINS[$mta]:-}" ] || { echo "smtp-bench: unknown MTA $mta"; exit 1; }
+       start_cursus "$mta" ;;
   esac
 done
 for r in $(seq 1 "$ROUNDS"); do
@@ -245,23 +256,20 @@ done
 
 if [ "${STRACE:-0}" = 1 ]; then
   for mta in $MTAS; do
-    case $mta in
-      cursus-su) strace_one cursus-su "$su_pid" ;;
-      cursus-sys) strace_one cursus-sys "$sys_pid" ;;
-    esac
+    [ "$mta" = postfix ] || strace_one "$mta" "${DPID[$mta]}"
   done
 fi
 
 # Summary: medians, ratios to Postfix.
 {
   echo
-  echo "| MTA | acceptance msg/s | end-to-end msg/s | e2e ratio to Postfix | CPU ms/msg | peak memory (PSS) MiB |"
-  echo "|---|---|---|---|---|---|"
+  echo "| MTA | acceptance msg/s | end-to-end msg/s | e2e ratio to Postfix | CPU ms/msg | fsync+fdatasync/msg | peak memory (PSS) MiB |"
+  echo "|---|---|---|---|---|---|---|"
   pf=$(median <<< "${E2E[postfix]:-}")
   for mta in $MTAS; do
     e=$(median <<< "${E2E[$mta]}")
     ratio=$(awk -v a="$e" -v b="$pf" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
-    echo "| $mta | $(median <<< "${ACC[$mta]}") | $e | $ratio | $(median <<< "${CPU[$mta]}") | $(median <<< "${RSS[$mta]}") |"
+    echo "| $mta | $(median <<< "${ACC[$mta]}") | $e | $ratio | $(median <<< "${CPU[$mta]}") | $(median <<< "${SYN[$mta]}") | $(median <<< "${RSS[$mta]}") |"
   done
   echo "(medians of $ROUNDS round(s); per round: ${E2E[*]})"
   echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -270,13 +278,13 @@ fi
 postfix stop >/dev/null 2>&1
 for p in "${pids[@]}"; do stop_pid "$p"; done
 pids=()
-grep -h 'status=deferred\|status=bounced\|cannot' "$su_dir/cursusd.log" "$sys_dir/cursusd.log" 2>/dev/null | head -5 | tee -a "$out"
+grep -h 'status=deferred\|status=bounced\|cannot' "$work"/*/cursusd.log 2>/dev/null | head -5 | tee -a "$out"
 
 # --- idle connections ------------------------------------------------------------------
 if [ "$IDLE" -gt 0 ]; then
-  start_cursus_su idle
-  python3 "$top/bench/idle-connections.py" 127.0.0.1:2527 "$su_pid" "$IDLE" | tee -a "$out"
-  stop_pid "$su_pid"
+  start_cursus idle
+  python3 "$top/bench/idle-connections.py" "127.0.0.1:${PORT[idle]}" "${DPID[idle]}" "$IDLE" | tee -a "$out"
+  stop_pid "${DPID[idle]}"
 fi
 cp "$out" "$results/latest-smtp.txt"
 rm -rf "$work"
