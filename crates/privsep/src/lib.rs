@@ -277,7 +277,8 @@ mod tests {
 
     #[test]
     fn stat_threads_field_is_found_after_the_last_parenthesis() {
-        let line = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 7 0 12345 1000 200";
+        let line =
+            b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 7 0 12345 1000 200";
         assert_eq!(parse_stat_threads(line), Some(7));
         assert_eq!(parse_stat_threads(b"4242 (x) S 1"), None);
         assert_eq!(parse_stat_threads(b"garbage"), None);

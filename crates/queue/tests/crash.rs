@@ -83,10 +83,7 @@ fn make_spares(dir: &std::path::Path) {
     let mut long = body(7);
     long.extend(std::iter::repeat_n(b'Z', 20_000));
     let id = queue.accept(&env, &long[..]).expect("accepts");
-    let delivered = [
-        (0, Outcome::delivered("ok")),
-        (1, Outcome::delivered("ok")),
-    ];
+    let delivered = [(0, Outcome::delivered("ok")), (1, Outcome::delivered("ok"))];
     assert!(
         queue
             .remove_delivered(id, &delivered, Timestamp::now())
