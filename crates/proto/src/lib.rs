@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 mod data;
 pub mod limits;
 pub mod reply;
@@ -36,6 +37,10 @@ pub mod timeout;
 pub mod transaction;
 
 pub use cursus_mail::EnhancedStatus;
+pub use client::{
+    Action, Capabilities, Client, ClientConfig, ClientError, Credentials, EightBitRule,
+    OutgoingMessage, OutgoingRecipient, ServerReply, TlsMode,
+};
 pub use limits::Limits;
 pub use reply::Reply;
 pub use session::{
