@@ -92,12 +92,12 @@ fn pipelined_transaction_gives_a_result_per_recipient() {
     assert_eq!(seen.sent, "Subject: x\r\n\r\nhi\r\n.\r\n");
     assert_eq!(
         results(&seen),
-        vec![(1, OutcomeKind::Permanent, "5.1.1".into())]
+        vec![(0, OutcomeKind::Permanent, "5.1.1".into())]
     );
     let seen = feed(&mut c, "250 2.0.0 queued as 1234\r\n");
     assert_eq!(
         results(&seen),
-        vec![(0, OutcomeKind::Delivered, "2.0.0".into())]
+        vec![(1, OutcomeKind::Delivered, "2.0.0".into())]
     );
     assert_eq!(seen.actions[1..], [Action::MessageDone, Action::Ready]);
     // A second message on the same connection.
