@@ -303,12 +303,16 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     };
     let routes: Arc<dyn crate::routing::Routes> =
         Arc::new(Routing(Router::new(routing_config, world)));
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         queue.clone(),
         routes.clone(),
         local,
         config.hostname.clone(),
-    ));
+    );
+    let outbound = crate::remote::Outbound::new(config.outbound.clone(), &config.hostname)
+        .map_err(|e| Fatal(format!("outbound: {e}"), 78))?;
+    engine.set_outbound(Arc::new(outbound));
+    let engine = Arc::new(engine);
     let config = Arc::new(config);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

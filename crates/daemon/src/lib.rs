@@ -14,6 +14,7 @@ pub mod local;
 pub mod log;
 pub mod parameters;
 pub mod reception;
+pub mod remote;
 pub mod router_adapter;
 pub mod routing;
 pub mod server;

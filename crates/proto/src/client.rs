@@ -68,7 +68,11 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ user: {:?}, password: <hidden> }}", self.user)
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <hidden> }}",
+            self.user
+        )
     }
 }
 
@@ -585,6 +589,24 @@ impl Client {
         Ok(())
     }
 
+    /// RSET on an idle session, to check that a cached connection still works before a
+    /// message is given to it: [`Action::Ready`] when the server answers 250. `false` when
+    /// the session is not idle.
+    pub fn probe(&mut self) -> bool {
+        if self.phase != Phase::Ready {
+            return false;
+        }
+        self.phase = Phase::Setup;
+        self.pending.push_back(Pending::Command {
+            line: b"RSET\r\n".to_vec(),
+            expect: Expect::Rset,
+            pipelined: false,
+        });
+        self.stage = Timeout::Mail;
+        self.flush();
+        true
+    }
+
     /// Ends the session politely.
     pub fn quit(&mut self) {
         match self.phase {
@@ -745,7 +767,13 @@ impl Client {
         while let Some(next) = self.pending.front() {
             let can = self.expects.is_empty()
                 || (self.caps.pipelining
-                    && matches!(next, Pending::Command { pipelined: true, .. }));
+                    && matches!(
+                        next,
+                        Pending::Command {
+                            pipelined: true,
+                            ..
+                        }
+                    ));
             if !can {
                 break;
             }
@@ -906,9 +934,7 @@ impl Client {
                 return;
             }
             if self.caps.auth_plain {
-                let token = base64(
-                    format!("\0{}\0{}", creds.user, creds.password).as_bytes(),
-                );
+                let token = base64(format!("\0{}\0{}", creds.user, creds.password).as_bytes());
                 self.pending.push_back(Pending::Command {
                     line: format!("AUTH PLAIN {token}\r\n").into_bytes(),
                     expect: Expect::AuthPlain,
@@ -944,10 +970,7 @@ impl Client {
                 if reply.is_positive() {
                     self.ehlo();
                 } else {
-                    self.setup_failed(reply.outcome(
-                        EnhancedStatus::new(4, 4, 0),
-                        "the greeting",
-                    ));
+                    self.setup_failed(reply.outcome(EnhancedStatus::new(4, 4, 0), "the greeting"));
                     return;
                 }
             }
@@ -980,17 +1003,16 @@ impl Client {
             Expect::StartTls => {
                 if reply.code == 220 {
                     if !self.buffer.is_empty() {
-                        self.abort("the server sent data after its STARTTLS reply (possible injection)");
+                        self.abort(
+                            "the server sent data after its STARTTLS reply (possible injection)",
+                        );
                         return;
                     }
                     self.actions.push_back(Action::StartTls);
                     return;
                 }
                 if self.config.tls == TlsMode::Required {
-                    self.setup_failed(reply.outcome(
-                        EnhancedStatus::new(4, 7, 10),
-                        "STARTTLS",
-                    ));
+                    self.setup_failed(reply.outcome(EnhancedStatus::new(4, 7, 10), "STARTTLS"));
                     return;
                 }
                 // Opportunistic: go on in plaintext.
@@ -1133,6 +1155,8 @@ impl Client {
                 if reply.is_positive() {
                     if self.transaction.is_some() {
                         self.finish_message(false);
+                    } else {
+                        self.ready();
                     }
                 } else {
                     if self.transaction.is_some() {
@@ -1220,8 +1244,7 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 
 /// Base64 (RFC 4648, with padding) for AUTH.
 pub fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
         let b = [

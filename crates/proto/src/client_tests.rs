@@ -78,8 +78,11 @@ fn results(seen: &Seen) -> Vec<(usize, OutcomeKind, String)> {
 #[test]
 fn pipelined_transaction_gives_a_result_per_recipient() {
     let mut c = ready(config(), &["PIPELINING", "8BITMIME", "SIZE 100000"]);
-    c.send(message(&["b@b.example", "c@b.example"], "Subject: x\r\n\r\nhi\r\n"))
-        .expect("ready");
+    c.send(message(
+        &["b@b.example", "c@b.example"],
+        "Subject: x\r\n\r\nhi\r\n",
+    ))
+    .expect("ready");
     let seen = drain(&mut c);
     assert_eq!(
         seen.sent,
@@ -103,7 +106,11 @@ fn pipelined_transaction_gives_a_result_per_recipient() {
     // A second message on the same connection.
     c.send(message(&["d@b.example"], "x\r\n")).expect("ready");
     let seen = drain(&mut c);
-    assert!(seen.sent.starts_with("MAIL FROM:<ann@a.example>"), "{}", seen.sent);
+    assert!(
+        seen.sent.starts_with("MAIL FROM:<ann@a.example>"),
+        "{}",
+        seen.sent
+    );
     let seen = feed(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n");
     assert_eq!(seen.sent, "x\r\n.\r\n");
     let seen = feed(&mut c, "451 4.3.0 try later\r\n");
@@ -120,7 +127,10 @@ fn pipelined_transaction_gives_a_result_per_recipient() {
 #[test]
 fn ehlo_refused_falls_back_to_helo_and_commands_go_one_by_one() {
     let mut c = Client::new(config());
-    assert_eq!(feed(&mut c, "220 old.example\r\n").sent, "EHLO client.a.example\r\n");
+    assert_eq!(
+        feed(&mut c, "220 old.example\r\n").sent,
+        "EHLO client.a.example\r\n"
+    );
     let seen = feed(&mut c, "502 5.5.1 what\r\n");
     assert_eq!(seen.sent, "HELO client.a.example\r\n");
     let seen = feed(&mut c, "250 old.example\r\n");
@@ -181,10 +191,17 @@ fn lmtp_gives_one_reply_per_accepted_recipient() {
         ClientConfig::new("c", Protocol::Lmtp),
         &["PIPELINING", "ENHANCEDSTATUSCODES"],
     );
-    c.send(message(&["a@x", "b@x", "c@x"], "x\r\n")).expect("ready");
+    c.send(message(&["a@x", "b@x", "c@x"], "x\r\n"))
+        .expect("ready");
     drain(&mut c);
-    let seen = feed(&mut c, "250 ok\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n");
-    assert_eq!(results(&seen), vec![(2, OutcomeKind::Permanent, "5.1.1".into())]);
+    let seen = feed(
+        &mut c,
+        "250 ok\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n",
+    );
+    assert_eq!(
+        results(&seen),
+        vec![(2, OutcomeKind::Permanent, "5.1.1".into())]
+    );
     let seen = feed(&mut c, "250 2.0.0 a ok\r\n452 4.2.2 b over quota\r\n");
     assert_eq!(
         results(&seen),
@@ -208,21 +225,29 @@ fn bdat_waits_for_recipients_then_sends_one_chunk() {
     // Canonical line ends, no dot-stuffing with BDAT.
     assert_eq!(seen.sent, "BDAT 7 LAST\r\na\r\n.b\r\n");
     let seen = feed(&mut c, "250 2.0.0 ok\r\n");
-    assert_eq!(results(&seen), vec![(0, OutcomeKind::Delivered, "2.0.0".into())]);
+    assert_eq!(
+        results(&seen),
+        vec![(0, OutcomeKind::Delivered, "2.0.0".into())]
+    );
 }
 
 #[test]
 fn peer_lacking_extensions_follows_the_documented_rules() {
     // SMTPUTF8 needed, not offered: 5.6.7, nothing sent.
     let mut c = ready(config(), &["PIPELINING", "8BITMIME"]);
-    c.send(message(&["jörg@b.example"], "x\r\n")).expect("ready");
+    c.send(message(&["jörg@b.example"], "x\r\n"))
+        .expect("ready");
     let seen = drain(&mut c);
     assert_eq!(seen.sent, "");
-    assert_eq!(results(&seen), vec![(0, OutcomeKind::Permanent, "5.6.7".into())]);
+    assert_eq!(
+        results(&seen),
+        vec![(0, OutcomeKind::Permanent, "5.6.7".into())]
+    );
     assert_eq!(seen.actions[1..], [Action::MessageDone, Action::Ready]);
     // Offered: the SMTPUTF8 parameter.
     let mut c = ready(config(), &["SMTPUTF8"]);
-    c.send(message(&["jörg@b.example"], "x\r\n")).expect("ready");
+    c.send(message(&["jörg@b.example"], "x\r\n"))
+        .expect("ready");
     assert_eq!(drain(&mut c).sent, "MAIL FROM:<ann@a.example> SMTPUTF8\r\n");
     // 8-bit body, no 8BITMIME: sent without BODY by default ...
     let mut c = ready(config(), &[]);
@@ -234,7 +259,10 @@ fn peer_lacking_extensions_follows_the_documented_rules() {
     strict.eight_bit = EightBitRule::Refuse;
     let mut c = ready(strict, &[]);
     c.send(m.clone()).expect("ready");
-    assert_eq!(results(&drain(&mut c)), vec![(0, OutcomeKind::Permanent, "5.6.3".into())]);
+    assert_eq!(
+        results(&drain(&mut c)),
+        vec![(0, OutcomeKind::Permanent, "5.6.3".into())]
+    );
     // With 8BITMIME: BODY=8BITMIME.
     let mut c = ready(config(), &["8BITMIME"]);
     c.send(m.clone()).expect("ready");
@@ -246,7 +274,10 @@ fn peer_lacking_extensions_follows_the_documented_rules() {
     m.body_type = Body::BinaryMime;
     let mut c = ready(config(), &["8BITMIME", "CHUNKING"]);
     c.send(m.clone()).expect("ready");
-    assert_eq!(results(&drain(&mut c)), vec![(0, OutcomeKind::Permanent, "5.6.3".into())]);
+    assert_eq!(
+        results(&drain(&mut c)),
+        vec![(0, OutcomeKind::Permanent, "5.6.3".into())]
+    );
     let mut c = ready(config(), &["BINARYMIME", "CHUNKING"]);
     c.send(m).expect("ready");
     assert_eq!(
@@ -255,8 +286,12 @@ fn peer_lacking_extensions_follows_the_documented_rules() {
     );
     // Larger than SIZE: 5.3.4.
     let mut c = ready(config(), &["SIZE 3"]);
-    c.send(message(&["b@b.example"], "long\r\n")).expect("ready");
-    assert_eq!(results(&drain(&mut c)), vec![(0, OutcomeKind::Permanent, "5.3.4".into())]);
+    c.send(message(&["b@b.example"], "long\r\n"))
+        .expect("ready");
+    assert_eq!(
+        results(&drain(&mut c)),
+        vec![(0, OutcomeKind::Permanent, "5.3.4".into())]
+    );
 }
 
 #[test]
@@ -342,11 +377,17 @@ fn auth_plain_and_login_only_over_tls() {
     feed(&mut c, "220 mx\r\n");
     let seen = feed(&mut c, "250-mx\r\n250 AUTH LOGIN PLAIN\r\n");
     assert_eq!(seen.sent, "AUTH PLAIN AHUAcA==\r\n");
-    assert_eq!(feed(&mut c, "235 2.7.0 ok\r\n").actions, vec![Action::Ready]);
+    assert_eq!(
+        feed(&mut c, "235 2.7.0 ok\r\n").actions,
+        vec![Action::Ready]
+    );
     // LOGIN when PLAIN is not offered.
     let mut c = Client::new(cfg.clone());
     feed(&mut c, "220 mx\r\n");
-    assert_eq!(feed(&mut c, "250-mx\r\n250 AUTH LOGIN\r\n").sent, "AUTH LOGIN\r\n");
+    assert_eq!(
+        feed(&mut c, "250-mx\r\n250 AUTH LOGIN\r\n").sent,
+        "AUTH LOGIN\r\n"
+    );
     assert_eq!(feed(&mut c, "334 VXNlcm5hbWU6\r\n").sent, "dQ==\r\n");
     assert_eq!(feed(&mut c, "334 UGFzc3dvcmQ6\r\n").sent, "cA==\r\n");
     assert_eq!(feed(&mut c, "235 ok\r\n").actions, vec![Action::Ready]);
@@ -369,7 +410,10 @@ fn abort_mid_transaction_defers_every_waiting_recipient() {
     assert_eq!(results(&seen).len(), 1);
     c.abort("connection reset");
     let seen = drain(&mut c);
-    assert_eq!(results(&seen), vec![(1, OutcomeKind::Temporary, "4.4.2".into())]);
+    assert_eq!(
+        results(&seen),
+        vec![(1, OutcomeKind::Temporary, "4.4.2".into())]
+    );
     assert_eq!(seen.actions[1..], [Action::MessageDone, Action::Closed]);
     // A greeting refused: the session fails with the server's reply.
     let mut c = Client::new(config());
@@ -444,7 +488,27 @@ fn base64_matches_rfc_4648_vectors() {
 
 #[test]
 fn capabilities_parse_keywords_case_insensitively() {
-    let c = Capabilities::parse(["pipelining", "SIZE 52428800", "auth login plain", "dsn", "Chunking"]);
+    let c = Capabilities::parse([
+        "pipelining",
+        "SIZE 52428800",
+        "auth login plain",
+        "dsn",
+        "Chunking",
+    ]);
     assert!(c.pipelining && c.dsn && c.chunking && c.auth_login && c.auth_plain);
     assert_eq!(c.size, Some(52_428_800));
+}
+
+#[test]
+fn probe_resets_an_idle_session() {
+    let mut c = ready(config(), &["PIPELINING"]);
+    assert!(c.probe());
+    assert_eq!(drain(&mut c).sent, "RSET\r\n");
+    assert!(!c.is_ready());
+    assert_eq!(feed(&mut c, "250 ok\r\n").actions, vec![Action::Ready]);
+    assert!(c.is_ready());
+    assert!(c.probe());
+    drain(&mut c);
+    c.abort("the server closed the connection");
+    assert!(matches!(drain(&mut c).actions[0], Action::Failed(_)));
 }

@@ -36,11 +36,11 @@ pub mod session;
 pub mod timeout;
 pub mod transaction;
 
-pub use cursus_mail::EnhancedStatus;
 pub use client::{
     Action, Capabilities, Client, ClientConfig, ClientError, Credentials, EightBitRule,
     OutgoingMessage, OutgoingRecipient, ServerReply, TlsMode,
 };
+pub use cursus_mail::EnhancedStatus;
 pub use limits::Limits;
 pub use reply::Reply;
 pub use session::{

@@ -197,6 +197,8 @@ struct RawFile {
     _submission: Option<toml::Value>,
     #[serde(default, rename = "tls")]
     _tls: Option<toml::Value>,
+    #[serde(default, rename = "outbound")]
+    _outbound: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
