@@ -1,0 +1,442 @@
+//! The outbound transports against an in-process fake server on 127.0.0.1:0 (and a unix
+//! socket for LMTP): per-recipient outcomes, several recipients per transaction, connection
+//! reuse, the per-destination connection limit, AUTH, a server that never greets, BDAT.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cursus_mail::OutcomeKind;
+use cursus_proto::transaction::Body;
+use cursus_proto::{OutgoingMessage, OutgoingRecipient};
+use cursusd::remote::{Group, GroupResult, Outbound, Settings};
+use cursusd::routing::NextHop;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// What the fake server saw.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+    messages: Mutex<Vec<(Vec<String>, Vec<u8>)>>,
+    commands: Mutex<Vec<String>>,
+}
+
+#[derive(Clone)]
+struct Behaviour {
+    keywords: Vec<&'static str>,
+    lmtp: bool,
+    greet: bool,
+    /// Delay before each end-of-data reply (to hold connections open).
+    hold: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            keywords: vec!["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 1000000"],
+            lmtp: false,
+            greet: true,
+            hold: Duration::ZERO,
+        }
+    }
+}
+
+/// A recipient's fate by its local part: `bad*` 550, `busy*` 450, others 250.
+fn rcpt_reply(line: &str) -> &'static str {
+    let addr = line
+        .split_once('<')
+        .map(|(_, r)| r)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if addr.starts_with("bad") {
+        "550 5.1.1 no such user\r\n"
+    } else if addr.starts_with("busy") {
+        "450 4.2.1 mailbox busy\r\n"
+    } else {
+        "250 2.1.5 ok\r\n"
+    }
+}
+
+async fn session<S>(stream: S, b: Behaviour, seen: Arc<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let open = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.max_open.fetch_max(open, Ordering::SeqCst);
+    seen.connections.fetch_add(1, Ordering::SeqCst);
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    if !b.greet {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        return;
+    }
+    let _ = w.write_all(b"220 fake.test ESMTP\r\n").await;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut accepted = 0;
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        seen.commands
+            .lock()
+            .expect("lock")
+            .push(line.trim_end().to_string());
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            let mut s = String::from("250-fake.test\r\n");
+            for (i, k) in b.keywords.iter().enumerate() {
+                let sep = if i + 1 == b.keywords.len() { ' ' } else { '-' };
+                s.push_str(&format!("250{sep}{k}\r\n"));
+            }
+            if b.keywords.is_empty() {
+                s = "250 fake.test\r\n".into();
+            }
+            s
+        } else if upper.starts_with("AUTH PLAIN") {
+            // \0user\0secret
+            if line.trim_end().ends_with("AHVzZXIAc2VjcmV0") {
+                "235 2.7.0 ok\r\n".into()
+            } else {
+                "535 5.7.8 bad\r\n".into()
+            }
+        } else if upper.starts_with("MAIL") {
+            rcpts.clear();
+            accepted = 0;
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT") {
+            let reply = rcpt_reply(&line);
+            rcpts.push(line.trim_end().to_string());
+            if reply.starts_with('2') {
+                accepted += 1;
+            }
+            reply.into()
+        } else if upper.starts_with("DATA") {
+            if accepted == 0 {
+                "554 5.5.1 no valid recipients\r\n".into()
+            } else {
+                let _ = w.write_all(b"354 go\r\n").await;
+                let mut body = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if r.read_until(b'\n', &mut l).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    body.extend_from_slice(&l);
+                }
+                tokio::time::sleep(b.hold).await;
+                seen.messages
+                    .lock()
+                    .expect("lock")
+                    .push((rcpts.clone(), body));
+                if b.lmtp {
+                    let mut s = String::new();
+                    for r in rcpts.iter().filter(|r| rcpt_reply(r).starts_with('2')) {
+                        if r.contains("quota") {
+                            s.push_str("452 4.2.2 over quota\r\n");
+                        } else {
+                            s.push_str("250 2.0.0 delivered\r\n");
+                        }
+                    }
+                    s
+                } else {
+                    "250 2.0.0 queued\r\n".into()
+                }
+            }
+        } else if upper.starts_with("BDAT") {
+            let n: usize = upper
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; n];
+            if r.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            seen.messages
+                .lock()
+                .expect("lock")
+                .push((rcpts.clone(), body));
+            "250 2.0.0 queued\r\n".into()
+        } else if upper.starts_with("RSET") {
+            "250 2.0.0 ok\r\n".into()
+        } else if upper.starts_with("QUIT") {
+            let _ = w.write_all(b"221 2.0.0 bye\r\n").await;
+            break;
+        } else {
+            "500 5.5.2 what\r\n".into()
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    seen.open.fetch_sub(1, Ordering::SeqCst);
+}
+
+async fn tcp_server(b: Behaviour) -> (u16, Arc<Seen>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            tokio::spawn(session(stream, b.clone(), s.clone()));
+        }
+    });
+    (port, seen)
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::default();
+    // Never asked: every host below is an IP literal or a socket.
+    s.resolver = Some("127.0.0.1:9".parse().expect("addr"));
+    s.helo_name = Some("client.test".into());
+    s.idle = Duration::from_secs(30);
+    s
+}
+
+fn message(body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        sender: Some("ann@a.test".into()),
+        recipients: Vec::new(),
+        body: Arc::new(body.as_bytes().to_vec()),
+        body_type: Body::SevenBit,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+    }
+}
+
+fn hop(host: String, lmtp: bool) -> NextHop {
+    NextHop {
+        lmtp,
+        hosts: vec![host],
+        port: 25,
+        domain: "b.test".into(),
+    }
+}
+
+fn group(hop: NextHop, rcpts: &[&str]) -> Group {
+    Group {
+        next_hop: hop,
+        recipients: rcpts.iter().map(|r| OutgoingRecipient::new(*r)).collect(),
+    }
+}
+
+async fn deliver(o: &Arc<Outbound>, m: OutgoingMessage, groups: Vec<Group>) -> Vec<GroupResult> {
+    let o = o.clone();
+    tokio::task::spawn_blocking(move || o.deliver_blocking(&m, groups))
+        .await
+        .expect("join")
+}
+
+fn kinds(r: &GroupResult) -> Vec<OutcomeKind> {
+    r.outcomes.iter().map(|o| o.kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_outcomes_and_connection_reuse() {
+    let (port, seen) = tcp_server(Behaviour::default()).await;
+    let o = Arc::new(Outbound::new(settings(), "client.test").expect("outbound"));
+    let h = hop(format!("127.0.0.1:{port}"), false);
+    let r = deliver(
+        &o,
+        message("Subject: one\r\n\r\n.leading dot\r\n"),
+        vec![group(h.clone(), &["ok@b.test", "bad@b.test", "busy@b.test", "ok2@b.test"])],
+    )
+    .await;
+    assert_eq!(
+        kinds(&r[0]),
+        vec![
+            OutcomeKind::Delivered,
+            OutcomeKind::Permanent,
+            OutcomeKind::Temporary,
+            OutcomeKind::Delivered
+        ]
+    );
+    assert!(!r[0].reused);
+    assert!(r[0].outcomes[1].text.contains("5.1.1"), "{:?}", r[0].outcomes[1]);
+    assert!(r[0].relay.contains(&format!("127.0.0.1]:{port}")), "{}", r[0].relay);
+    // The second message takes the cached connection.
+    let r = deliver(&o, message("x\r\n"), vec![group(h, &["ok@b.test"])]).await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered]);
+    assert!(r[0].reused);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    let messages = seen.messages.lock().expect("lock");
+    assert_eq!(messages.len(), 2);
+    // One transaction for the four recipients, dot-stuffed on the wire, unstuffed by us here.
+    assert_eq!(messages[0].0.len(), 4);
+    assert!(
+        String::from_utf8_lossy(&messages[0].1).contains("\r\n..leading dot\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&messages[0].1)
+    );
+    let commands = seen.commands.lock().expect("lock");
+    assert!(commands.iter().any(|c| c == "EHLO client.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_over_a_unix_socket_answers_per_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lmtp.sock");
+    let l = tokio::net::UnixListener::bind(&path).expect("bind");
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    let b = Behaviour {
+        lmtp: true,
+        ..Behaviour::default()
+    };
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            tokio::spawn(session(stream, b.clone(), s.clone()));
+        }
+    });
+    let o = Arc::new(Outbound::new(settings(), "client.test").expect("outbound"));
+    let h = hop(format!("unix:{}", path.display()), true);
+    let r = deliver(
+        &o,
+        message("x\r\n"),
+        vec![group(h, &["a@b.test", "bad@b.test", "quota@b.test"])],
+    )
+    .await;
+    assert_eq!(
+        kinds(&r[0]),
+        vec![
+            OutcomeKind::Delivered,
+            OutcomeKind::Permanent,
+            OutcomeKind::Temporary
+        ]
+    );
+    let commands = seen.commands.lock().expect("lock");
+    assert!(commands[0].starts_with("LHLO"), "{commands:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_destination_limit_holds_under_parallel_messages() {
+    let (port, seen) = tcp_server(Behaviour {
+        hold: Duration::from_millis(150),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut s = settings();
+    s.connections_per_destination = 2;
+    let o = Arc::new(Outbound::new(s, "client.test").expect("outbound"));
+    let h = hop(format!("127.0.0.1:{port}"), false);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let o = o.clone();
+        let g = group(h.clone(), &["ok@b.test"]);
+        tasks.push(tokio::spawn(async move {
+            deliver(&o, message(&format!("n {i}\r\n")), vec![g]).await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.expect("join");
+        assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered]);
+    }
+    assert_eq!(seen.max_open.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.messages.lock().expect("lock").len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_greets_is_a_temporary_failure() {
+    let (port, _seen) = tcp_server(Behaviour {
+        greet: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut s = settings();
+    s.timeouts.greeting = Duration::from_secs(1);
+    let o = Arc::new(Outbound::new(s, "client.test").expect("outbound"));
+    let started = std::time::Instant::now();
+    let r = deliver(
+        &o,
+        message("x\r\n"),
+        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+    )
+    .await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Temporary]);
+    assert!(r[0].outcomes[0].text.contains("4.5.3.2.1"), "{:?}", r[0].outcomes[0]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nobody listening: refused, temporary.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let r = deliver(
+        &o,
+        message("x\r\n"),
+        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+    )
+    .await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Temporary]);
+    assert_eq!(r[0].outcomes[0].status.to_string(), "4.4.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smarthost_auth_and_bdat() {
+    let (port, seen) = tcp_server(Behaviour {
+        keywords: vec!["PIPELINING", "CHUNKING", "AUTH PLAIN LOGIN"],
+        ..Behaviour::default()
+    })
+    .await;
+    let mut s = settings();
+    s.auth.push(cursusd::remote::HostAuth {
+        host: "127.0.0.1".into(),
+        user: "user".into(),
+        password: "secret".into(),
+        without_tls: true,
+    });
+    let o = Arc::new(Outbound::new(s, "client.test").expect("outbound"));
+    let r = deliver(
+        &o,
+        message("a\r\n.b\r\n"),
+        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+    )
+    .await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered], "{:?}", r[0]);
+    let commands = seen.commands.lock().expect("lock");
+    assert!(commands.iter().any(|c| c.starts_with("AUTH PLAIN")), "{commands:?}");
+    assert!(commands.iter().any(|c| c == "BDAT 7 LAST"), "{commands:?}");
+    assert_eq!(seen.messages.lock().expect("lock")[0].1, b"a\r\n.b\r\n");
+
+    // Without `without_tls`, credentials never go out in plaintext.
+    let (port, seen) = tcp_server(Behaviour {
+        keywords: vec!["AUTH PLAIN"],
+        ..Behaviour::default()
+    })
+    .await;
+    let mut s = settings();
+    s.auth.push(cursusd::remote::HostAuth {
+        host: "127.0.0.1".into(),
+        user: "user".into(),
+        password: "secret".into(),
+        without_tls: false,
+    });
+    let o = Arc::new(Outbound::new(s, "client.test").expect("outbound"));
+    let r = deliver(
+        &o,
+        message("x\r\n"),
+        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+    )
+    .await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Temporary]);
+    assert_eq!(r[0].outcomes[0].status.to_string(), "4.7.10");
+    assert!(
+        !seen
+            .commands
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|c| c.starts_with("AUTH"))
+    );
+}
