@@ -35,7 +35,12 @@ struct Behaviour {
 impl Default for Behaviour {
     fn default() -> Self {
         Behaviour {
-            keywords: vec!["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 1000000"],
+            keywords: vec![
+                "PIPELINING",
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES",
+                "SIZE 1000000",
+            ],
             lmtp: false,
             greet: true,
             hold: Duration::ZERO,
@@ -250,7 +255,10 @@ async fn per_recipient_outcomes_and_connection_reuse() {
     let r = deliver(
         &o,
         message("Subject: one\r\n\r\n.leading dot\r\n"),
-        vec![group(h.clone(), &["ok@b.test", "bad@b.test", "busy@b.test", "ok2@b.test"])],
+        vec![group(
+            h.clone(),
+            &["ok@b.test", "bad@b.test", "busy@b.test", "ok2@b.test"],
+        )],
     )
     .await;
     assert_eq!(
@@ -263,8 +271,16 @@ async fn per_recipient_outcomes_and_connection_reuse() {
         ]
     );
     assert!(!r[0].reused);
-    assert!(r[0].outcomes[1].text.contains("5.1.1"), "{:?}", r[0].outcomes[1]);
-    assert!(r[0].relay.contains(&format!("127.0.0.1]:{port}")), "{}", r[0].relay);
+    assert!(
+        r[0].outcomes[1].text.contains("5.1.1"),
+        "{:?}",
+        r[0].outcomes[1]
+    );
+    assert!(
+        r[0].relay.contains(&format!("127.0.0.1]:{port}")),
+        "{}",
+        r[0].relay
+    );
     // The second message takes the cached connection.
     let r = deliver(&o, message("x\r\n"), vec![group(h, &["ok@b.test"])]).await;
     assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered]);
@@ -361,11 +377,18 @@ async fn a_server_that_never_greets_is_a_temporary_failure() {
     let r = deliver(
         &o,
         message("x\r\n"),
-        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+        vec![group(
+            hop(format!("127.0.0.1:{port}"), false),
+            &["ok@b.test"],
+        )],
     )
     .await;
     assert_eq!(kinds(&r[0]), vec![OutcomeKind::Temporary]);
-    assert!(r[0].outcomes[0].text.contains("4.5.3.2.1"), "{:?}", r[0].outcomes[0]);
+    assert!(
+        r[0].outcomes[0].text.contains("4.5.3.2.1"),
+        "{:?}",
+        r[0].outcomes[0]
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // Nobody listening: refused, temporary.
     let port = {
@@ -375,7 +398,10 @@ async fn a_server_that_never_greets_is_a_temporary_failure() {
     let r = deliver(
         &o,
         message("x\r\n"),
-        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+        vec![group(
+            hop(format!("127.0.0.1:{port}"), false),
+            &["ok@b.test"],
+        )],
     )
     .await;
     assert_eq!(kinds(&r[0]), vec![OutcomeKind::Temporary]);
@@ -400,12 +426,18 @@ async fn smarthost_auth_and_bdat() {
     let r = deliver(
         &o,
         message("a\r\n.b\r\n"),
-        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+        vec![group(
+            hop(format!("127.0.0.1:{port}"), false),
+            &["ok@b.test"],
+        )],
     )
     .await;
     assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered], "{:?}", r[0]);
     let commands = seen.commands.lock().expect("lock");
-    assert!(commands.iter().any(|c| c.starts_with("AUTH PLAIN")), "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c.starts_with("AUTH PLAIN")),
+        "{commands:?}"
+    );
     assert!(commands.iter().any(|c| c == "BDAT 7 LAST"), "{commands:?}");
     assert_eq!(seen.messages.lock().expect("lock")[0].1, b"a\r\n.b\r\n");
 
@@ -426,7 +458,10 @@ async fn smarthost_auth_and_bdat() {
     let r = deliver(
         &o,
         message("x\r\n"),
-        vec![group(hop(format!("127.0.0.1:{port}"), false), &["ok@b.test"])],
+        vec![group(
+            hop(format!("127.0.0.1:{port}"), false),
+            &["ok@b.test"],
+        )],
     )
     .await;
     assert_eq!(kinds(&r[0]), vec![OutcomeKind::Temporary]);
