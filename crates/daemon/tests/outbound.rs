@@ -475,3 +475,178 @@ async fn smarthost_auth_and_bdat() {
             .any(|c| c.starts_with("AUTH"))
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it (openssl), in `dir`.
+fn ca_and_certificate(dir: &std::path::Path) -> bool {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .expect("write");
+    run(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
+        "-out", "ca.pem", "-subj", "/CN=Cursus test CA",
+    ]) && run(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.pem",
+        "-subj", "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509", "-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "cert.pem", "-extfile", "ext.cnf",
+    ])
+}
+
+/// Offers STARTTLS; after the handshake the fake session goes on over TLS.
+async fn tls_server(dir: &std::path::Path) -> (u16, Arc<Seen>) {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_file_iter(dir.join("cert.pem"))
+            .expect("cert")
+            .collect::<Result<_, _>>()
+            .expect("cert");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"220 tls.test ESMTP\r\n").await;
+                // Plaintext part, read byte by byte so nothing after STARTTLS is buffered.
+                loop {
+                    let mut line = Vec::new();
+                    let mut b = [0u8; 1];
+                    while stream.read_exact(&mut b).await.is_ok() {
+                        line.push(b[0]);
+                        if b[0] == b'\n' {
+                            break;
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&line).to_ascii_uppercase();
+                    if text.starts_with("EHLO") {
+                        let _ = stream
+                            .write_all(b"250-tls.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+                            .await;
+                    } else if text.starts_with("STARTTLS") {
+                        let _ = stream.write_all(b"220 2.0.0 go ahead\r\n").await;
+                        break;
+                    } else {
+                        return;
+                    }
+                }
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                session_after_tls(tls, s).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The fake session without the greeting (after STARTTLS the client says EHLO first).
+async fn session_after_tls<S>(stream: S, seen: Arc<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        seen.commands
+            .lock()
+            .expect("lock")
+            .push(line.trim_end().to_string());
+        let up = line.to_ascii_uppercase();
+        let reply: &[u8] = if up.starts_with("EHLO") {
+            b"250-tls.test\r\n250 PIPELINING\r\n"
+        } else if up.starts_with("MAIL") || up.starts_with("RCPT") || up.starts_with("RSET") {
+            b"250 2.0.0 ok\r\n"
+        } else if up.starts_with("DATA") {
+            let _ = w.write_all(b"354 go\r\n").await;
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if l == b".\r\n" {
+                    break;
+                }
+            }
+            seen.messages
+                .lock()
+                .expect("lock")
+                .push((Vec::new(), Vec::new()));
+            b"250 2.0.0 queued over TLS\r\n"
+        } else if up.starts_with("QUIT") {
+            let _ = w.write_all(b"221 bye\r\n").await;
+            return;
+        } else {
+            b"500 what\r\n"
+        };
+        if w.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_records_the_certificate_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !ca_and_certificate(dir.path()) {
+        eprintln!("SKIP: openssl could not make a test certificate");
+        return;
+    }
+    let (port, seen) = tls_server(dir.path()).await;
+    let h = hop(format!("127.0.0.1:{port}"), false);
+    // Our CA configured: verified.
+    let mut s = settings();
+    s.tls_ca_file = Some(dir.path().join("ca.pem"));
+    let o = Arc::new(Outbound::new(s, "client.test").expect("outbound"));
+    let r = deliver(&o, message("x\r\n"), vec![group(h.clone(), &["ok@b.test"])]).await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered], "{:?}", r[0]);
+    assert!(r[0].tls.contains("TLS"), "{}", r[0].tls);
+    assert!(r[0].tls.ends_with(" verified"), "{}", r[0].tls);
+    // Mozilla's roots only: delivered anyway (opportunistic), recorded as not verified.
+    let o = Arc::new(Outbound::new(settings(), "client.test").expect("outbound"));
+    let r = deliver(&o, message("x\r\n"), vec![group(h, &["ok@b.test"])]).await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered], "{:?}", r[0]);
+    assert!(r[0].tls.contains("not verified"), "{}", r[0].tls);
+    assert!(r[0].tls.contains("UnknownIssuer"), "{}", r[0].tls);
+    assert_eq!(seen.messages.lock().expect("lock").len(), 2);
+    // EHLO again after the handshake.
+    assert_eq!(
+        seen.commands
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|c| c.starts_with("EHLO"))
+            .count(),
+        2
+    );
+}
