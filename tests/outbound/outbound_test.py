@@ -19,6 +19,11 @@ The test zone (everything under .test):
   nullmx.test   MX 0 .                                (RFC 7505: bounce at once, 5.1.10)
   nowhere.test  does not exist                        (NXDOMAIN: bounce, 5.1.2)
 
+With root and Dovecot's LMTP (dovecot-lmtpd), store.test goes through a manualroute router
+and an `lmtp` transport to Dovecot on 127.0.0.1 (users alice, bob, carol over quota):
+per-recipient replies after DATA (sent, sent, 5.1.1 bounced, 4.2.2 deferred) and the
+messages in the users' Maildirs.
+
 Checks: per-recipient outcomes in one multi-recipient transaction (sent / bounced /
 deferred), connection reuse for consecutive messages (conn=reused, one TCP connection at
 the sink), MX order and fallback, A and AAAA fallback, null MX and NXDOMAIN bounce with a
@@ -173,6 +178,65 @@ def run_sinks(port):
     return policy, hang
 
 
+DOVECOT_CONF = """protocols = lmtp
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+ssl = no
+listen = 127.0.0.1
+auth_username_format = %Ln
+mail_location = maildir:~/Maildir
+mail_plugins = quota
+quota_full_tempfail = yes
+plugin {{
+  quota = maildir:User quota
+}}
+userdb {{
+  driver = passwd-file
+  args = {d}/users
+}}
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
+
+
+def start_dovecot(tmp, port):
+    """Dovecot's LMTP on 127.0.0.1:port, or None (not root, not installed)."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/lib/dovecot/lmtp"):
+        return None
+    d = os.path.join(tmp, "dovecot")
+    for sub in ("run", "state", "home/alice", "home/bob", "home/carol"):
+        os.makedirs(os.path.join(d, sub))
+    nobody = pwd.getpwnam("nobody")
+    with open(os.path.join(d, "users"), "w") as f:
+        for user in ("alice", "bob"):
+            f.write(f"{user}::{nobody.pw_uid}:{nobody.pw_gid}::{d}/home/{user}::\n")
+        f.write(f"carol::{nobody.pw_uid}:{nobody.pw_gid}::{d}/home/carol::"
+                "userdb_quota_rule=*:storage=10B\n")
+    subprocess.run(["chown", "-R", "nobody", os.path.join(d, "home")], check=True)
+    with open(os.path.join(d, "dovecot.conf"), "w") as f:
+        f.write(DOVECOT_CONF.format(d=d, port=port))
+    p = subprocess.Popen(["dovecot", "-F", "-c", os.path.join(d, "dovecot.conf")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return p
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    return None
+
+
 def main():
     for tool in ("dnsmasq", "smtp-sink"):
         if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
@@ -216,6 +280,12 @@ def main():
         procs.append(subprocess.Popen(sink_cmd, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         policy, hang = run_sinks(sink_port)
+        lmtp_port = free_port(("127.0.0.1",))
+        dovecot = start_dovecot(tmp, lmtp_port)
+        if dovecot:
+            procs.append(dovecot)
+        else:
+            print("note: Dovecot LMTP part skipped (needs root and dovecot-lmtpd)")
 
         # cursusd, single-user mode.
         data = os.path.join(tmp, "data")
@@ -241,6 +311,13 @@ driver = "virtual"
 table = {{ file = "{tmp}/mailboxes" }}
 transport = "local"
 [[router]]
+name = "store"
+driver = "manualroute"
+domains = ["store.test"]
+hosts = ["127.0.0.1"]
+port = {lmtp_port}
+transport = "dovecot"
+[[router]]
 name = "dns"
 driver = "dnslookup"
 domains = ["*.test"]
@@ -253,6 +330,11 @@ mailbox = "maildir:{data}/mail/${{local}}/Maildir"
 name = "smtp"
 driver = "smtp"
 port = {sink_port}
+[[transport]]
+name = "dovecot"
+driver = "lmtp"
+hosts = ["127.0.0.1"]
+port = {lmtp_port}
 """)
         cmd = [CURSUSD, "-c", config, "-d", data]
         log_path = os.path.join(tmp, "cursusd.log")
@@ -380,6 +462,26 @@ port = {sink_port}
               "silent server: deferred after the greeting timeout")
         check(not re.search(rf"{re.escape(qid)}: removed", log_text()),
               "silent server: the message stays queued")
+
+        # 7. Dovecot's LMTP: one reply per recipient after DATA.
+        if dovecot:
+            rcpts = ["alice@store.test", "nobody@store.test", "bob@store.test", "carol@store.test"]
+            qid = submit(rcpts, body="Subject: to the store\r\n\r\nhello Dovecot\r\n")
+            alice, nobody_, bob, carol = (line_for(qid, r) for r in rcpts)
+            check(alice and "status=sent" in alice.group(0) and "transport=dovecot" in alice.group(0),
+                  "Dovecot LMTP: alice sent")
+            check(bob and "status=sent" in bob.group(0), "Dovecot LMTP: bob sent")
+            check(nobody_ and "status=bounced" in nobody_.group(0) and "dsn=5.1.1" in nobody_.group(0),
+                  "Dovecot LMTP: unknown user bounced 5.1.1")
+            check(carol and "status=deferred" in carol.group(0) and "dsn=4.2.2" in carol.group(0),
+                  "Dovecot LMTP: carol over quota deferred 4.2.2 (reply after DATA)")
+            stored = 0
+            for user in ("alice", "bob"):
+                new = os.path.join(tmp, "dovecot", "home", user, "Maildir", "new")
+                for name in os.listdir(new) if os.path.isdir(new) else []:
+                    if b"hello Dovecot" in open(os.path.join(new, name), "rb").read():
+                        stored += 1
+            check(stored == 2, "Dovecot LMTP: the message is in alice's and bob's Maildir")
     finally:
         for p in reversed(procs):
             try:
