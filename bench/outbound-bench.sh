@@ -4,6 +4,8 @@
 #
 #   usage: bash bench/outbound-bench.sh [MESSAGES] [path/to/cursusd]
 #          (default 5000 messages, target/release/cursusd, built if missing)
+#          BENCH_DIR=/dev/shm puts the queue on tmpfs (no fsync cost: the outbound path alone)
+#          PERF=/tmp/out.data also records a perf profile of cursusd during the queue run
 #
 # How: cursusd (single-user mode; as `nobody` when run as root) relays *@sink.test through a
 # manualroute router to 127.0.0.1:SINK. First the sink is down, so smtp-source's MESSAGES
@@ -28,7 +30,7 @@ for t in smtp-source smtp-sink python3; do
 done
 export PATH=$PATH:/usr/sbin
 
-TMP=$(mktemp -d /tmp/cursus-obench.XXXXXX)
+TMP=$(mktemp -d "${BENCH_DIR:-/tmp}/cursus-obench.XXXXXX")
 chmod 755 "$TMP"
 PIDS=()
 cleanup() {
@@ -135,10 +137,16 @@ start_cursusd queue
 smtp-source -d -s 8 -m "$N" -l 1024 -f bench@localhost -t rcpt@sink.test "127.0.0.1:$CPORT"
 wait_count "status=deferred" "$N" 300
 start_sink
+if [ -n "${PERF:-}" ]; then   # PERF=out.data: profile cursusd during the queue run
+    perf record -g -o "$PERF" -p "$CPID" 2>/dev/null &
+    PERFPID=$!
+    sleep 0.5
+fi
 t0=$(now)
 kill -USR1 "$CPID"
 wait_count "status=sent" "$N" 600
 t1=$(now)
+if [ -n "${PERF:-}" ]; then kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; fi
 outbound=$(python3 -c "print(f'{$N/($t1-$t0):.0f}')")
 reused=$(count "conn=reused")
 echo "outbound cursusd queue -> smtp-sink:     $outbound msg/s ($reused of $N deliveries on a reused connection)"
