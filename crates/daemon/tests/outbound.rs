@@ -200,12 +200,13 @@ async fn tcp_server(b: Behaviour) -> (u16, Arc<Seen>) {
 }
 
 fn settings() -> Settings {
-    let mut s = Settings::default();
-    // Never asked: every host below is an IP literal or a socket.
-    s.resolver = Some("127.0.0.1:9".parse().expect("addr"));
-    s.helo_name = Some("client.test".into());
-    s.idle = Duration::from_secs(30);
-    s
+    Settings {
+        // Never asked: every host below is an IP literal or a socket.
+        resolver: Some("127.0.0.1:9".parse().expect("addr")),
+        helo_name: Some("client.test".into()),
+        idle: Duration::from_secs(30),
+        ..Settings::default()
+    }
 }
 
 fn message(body: &str) -> OutgoingMessage {
@@ -433,13 +434,15 @@ async fn smarthost_auth_and_bdat() {
     )
     .await;
     assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered], "{:?}", r[0]);
-    let commands = seen.commands.lock().expect("lock");
-    assert!(
-        commands.iter().any(|c| c.starts_with("AUTH PLAIN")),
-        "{commands:?}"
-    );
-    assert!(commands.iter().any(|c| c == "BDAT 7 LAST"), "{commands:?}");
-    assert_eq!(seen.messages.lock().expect("lock")[0].1, b"a\r\n.b\r\n");
+    {
+        let commands = seen.commands.lock().expect("lock");
+        assert!(
+            commands.iter().any(|c| c.starts_with("AUTH PLAIN")),
+            "{commands:?}"
+        );
+        assert!(commands.iter().any(|c| c == "BDAT 7 LAST"), "{commands:?}");
+        assert_eq!(seen.messages.lock().expect("lock")[0].1, b"a\r\n.b\r\n");
+    }
 
     // Without `without_tls`, credentials never go out in plaintext.
     let (port, seen) = tcp_server(Behaviour {
@@ -493,14 +496,46 @@ fn ca_and_certificate(dir: &std::path::Path) -> bool {
     )
     .expect("write");
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
-        "-out", "ca.pem", "-subj", "/CN=Cursus test CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=Cursus test CA",
     ]) && run(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.pem",
-        "-subj", "/CN=127.0.0.1",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.pem",
+        "-subj",
+        "/CN=127.0.0.1",
     ]) && run(&[
-        "x509", "-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", "cert.pem", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "req.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "ext.cnf",
     ])
 }
 
