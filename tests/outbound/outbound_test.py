@@ -24,6 +24,9 @@ and an `lmtp` transport to Dovecot on 127.0.0.1 (users alice, bob, carol over qu
 per-recipient replies after DATA (sent, sent, 5.1.1 bounced, 4.2.2 deferred) and the
 messages in the users' Maildirs.
 
+relay1.test and relay2.test go through a manualroute router to the policy sink (a smarthost
+without DNS): one transaction for both domains.
+
 Checks: per-recipient outcomes in one multi-recipient transaction (sent / bounced /
 deferred), connection reuse for consecutive messages (conn=reused, one TCP connection at
 the sink), MX order and fallback, A and AAAA fallback, null MX and NXDOMAIN bounce with a
@@ -311,6 +314,13 @@ driver = "virtual"
 table = {{ file = "{tmp}/mailboxes" }}
 transport = "local"
 [[router]]
+name = "relay"
+driver = "manualroute"
+domains = ["relay1.test", "relay2.test"]
+hosts = ["127.0.0.2"]
+port = {sink_port}
+transport = "smtp"
+[[router]]
 name = "store"
 driver = "manualroute"
 domains = ["store.test"]
@@ -463,7 +473,17 @@ port = {lmtp_port}
         check(not re.search(rf"{re.escape(qid)}: removed", log_text()),
               "silent server: the message stays queued")
 
-        # 7. Dovecot's LMTP: one reply per recipient after DATA.
+        # 7. A relay host (manualroute) for two domains: one transaction for both.
+        qid = submit(["x@relay1.test", "y@relay2.test"])
+        a, b = line_for(qid, "x@relay1.test"), line_for(qid, "y@relay2.test")
+        check(a and b and "status=sent" in a.group(0) and "status=sent" in b.group(0)
+              and "router=relay" in a.group(0), "manualroute: both domains sent via the relay host")
+        with policy.lock:
+            tx = [t for t in policy.transactions if "x@relay1.test" in t[2]]
+        check(len(tx) == 1 and tx[0][2] == ["x@relay1.test", "y@relay2.test"],
+              "manualroute: the two domains shared one transaction")
+
+        # 8. Dovecot's LMTP: one reply per recipient after DATA.
         if dovecot:
             rcpts = ["alice@store.test", "nobody@store.test", "bob@store.test", "carol@store.test"]
             qid = submit(rcpts, body="Subject: to the store\r\n\r\nhello Dovecot\r\n")

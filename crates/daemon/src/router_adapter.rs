@@ -77,7 +77,7 @@ impl Routes for Routing {
                     transport: d.transport,
                 },
                 Target::Remote(remote) => {
-                    let next_hop = self.next_hop(&d.transport, &d.address, remote);
+                    let next_hop = self.next_hop(&d.transport, remote);
                     Routed::Remote {
                         address: d.address,
                         router: d.router,
@@ -105,27 +105,31 @@ impl Routes for Routing {
 impl Routing {
     /// The next hop of a remote delivery: the router's hosts, else the transport's, else
     /// the MX hosts of the domain; the transport says SMTP or LMTP and the port.
-    fn next_hop(&self, transport: &str, address: &str, remote: Remote) -> NextHop {
+    fn next_hop(&self, transport: &str, remote: Remote) -> NextHop {
         let (lmtp, transport_hosts, transport_port) =
             match self.0.config().transport(transport).map(|t| &t.driver) {
                 Some(TransportDriver::Lmtp { hosts, port }) => (true, hosts.clone(), *port),
                 Some(TransportDriver::Smtp { hosts, port }) => (false, hosts.clone(), *port),
                 _ => (false, Vec::new(), 25),
             };
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase())
-            .unwrap_or_default();
+        // With hosts the domain plays no part: recipients of several domains relayed to the
+        // same hosts share one transaction.
         match remote {
             Remote::Hosts { hosts, port } => NextHop {
                 lmtp,
                 hosts,
                 port,
-                domain,
+                domain: String::new(),
+            },
+            Remote::Mx { .. } if !transport_hosts.is_empty() => NextHop {
+                lmtp,
+                hosts: transport_hosts,
+                port: transport_port,
+                domain: String::new(),
             },
             Remote::Mx { domain } => NextHop {
                 lmtp,
-                hosts: transport_hosts,
+                hosts: Vec::new(),
                 port: transport_port,
                 domain: domain.to_ascii_lowercase(),
             },

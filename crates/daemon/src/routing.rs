@@ -58,7 +58,7 @@ pub struct NextHop {
     /// `domain`.
     pub hosts: Vec<String>,
     pub port: u16,
-    /// The recipient domain (for the MX lookup and the log).
+    /// The recipient domain whose MX hosts to use; empty when `hosts` are given.
     pub domain: String,
 }
 
