@@ -30,6 +30,8 @@ struct Behaviour {
     greet: bool,
     /// Delay before each end-of-data reply (to hold connections open).
     hold: Duration,
+    /// Hang up without a word after this many messages.
+    close_after: Option<usize>,
 }
 
 impl Default for Behaviour {
@@ -44,6 +46,7 @@ impl Default for Behaviour {
             lmtp: false,
             greet: true,
             hold: Duration::ZERO,
+            close_after: None,
         }
     }
 }
@@ -80,6 +83,8 @@ where
     let _ = w.write_all(b"220 fake.test ESMTP\r\n").await;
     let mut rcpts: Vec<String> = Vec::new();
     let mut accepted = 0;
+    let mut served = 0;
+    let mut hang_up = false;
     loop {
         let mut line = String::new();
         match r.read_line(&mut line).await {
@@ -140,6 +145,8 @@ where
                     .lock()
                     .expect("lock")
                     .push((rcpts.clone(), body));
+                served += 1;
+                hang_up = b.close_after.is_some_and(|n| served > n);
                 if b.lmtp {
                     let mut s = String::new();
                     for r in rcpts.iter().filter(|r| rcpt_reply(r).starts_with('2')) {
@@ -177,7 +184,7 @@ where
         } else {
             "500 5.5.2 what\r\n".into()
         };
-        if w.write_all(reply.as_bytes()).await.is_err() {
+        if w.write_all(reply.as_bytes()).await.is_err() || hang_up {
             break;
         }
     }
@@ -684,4 +691,34 @@ async fn starttls_records_the_certificate_verdict() {
             .count(),
         2
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_connection_closed_by_the_server_is_replaced() {
+    // The server takes one message per connection and then hangs up silently (the next
+    // MAIL finds the socket closed: no reply, so the message was never seen).
+    let (port, seen) = tcp_server(Behaviour {
+        close_after: Some(0),
+        ..Behaviour::default()
+    })
+    .await;
+    let o = Arc::new(Outbound::new(settings(), "client.test").expect("outbound"));
+    let h = hop(format!("127.0.0.1:{port}"), false);
+    for i in 0..3 {
+        let r = deliver(
+            &o,
+            message(&format!("m{i}\r\n")),
+            vec![group(h.clone(), &["ok@b.test"])],
+        )
+        .await;
+        assert_eq!(
+            kinds(&r[0]),
+            vec![OutcomeKind::Delivered],
+            "message {i}: {:?}",
+            r[0]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.messages.lock().expect("lock").len(), 3);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
 }

@@ -389,6 +389,7 @@ pub struct Client {
     /// The last stage with a reply outstanding, for timeouts.
     stage: Timeout,
     messages: usize,
+    replies: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -420,6 +421,7 @@ impl Client {
             transaction: None,
             stage: Timeout::Initial,
             messages: 0,
+            replies: 0,
         }
     }
 
@@ -450,6 +452,12 @@ impl Client {
     /// Messages completed on this session.
     pub fn messages(&self) -> usize {
         self.messages
+    }
+
+    /// Replies received so far (a message that failed with no new reply was never seen by
+    /// the server: safe to send again elsewhere).
+    pub fn replies(&self) -> usize {
+        self.replies
     }
 
     /// Which RFC 5321 §4.5.3.2 wait applies to the next read.
@@ -960,6 +968,7 @@ impl Client {
     }
 
     fn on_reply(&mut self, reply: ServerReply) {
+        self.replies += 1;
         let Some(expect) = self.expects.pop_front() else {
             // A reply nobody asked for: the server is out of step.
             self.abort(&format!("unexpected reply from the server: {reply}"));

@@ -36,6 +36,8 @@ pub struct Connection {
     pub idle_since: Instant,
     /// The destination limit's slot, held as long as the connection lives.
     permit: Option<OwnedSemaphorePermit>,
+    /// Whether the server said anything during the last `send`.
+    answered: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -114,6 +116,7 @@ impl Connection {
             tls: "none".to_string(),
             idle_since: Instant::now(),
             permit: None,
+            answered: false,
         };
         loop {
             match c.drive(Some(host), Some(tls)).await {
@@ -139,6 +142,12 @@ impl Connection {
         self.permit = Some(permit);
     }
 
+    /// Whether the server answered anything during the last message (when not, and the
+    /// connection is gone, the server never saw the message).
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
     /// Whether it can take another message.
     pub fn is_ready(&self) -> bool {
         self.client.is_ready()
@@ -157,11 +166,13 @@ impl Connection {
     pub async fn send(&mut self, message: OutgoingMessage) -> Vec<Outcome> {
         let n = message.recipients.len();
         let mut results: Vec<Option<Outcome>> = vec![None; n];
+        let before = self.client.replies();
         if let Err(e) = self.client.send(message) {
             let o = Outcome::temporary(EnhancedStatus::new(4, 3, 0), e.to_string());
             return vec![o; n];
         }
         let _ = self.drive_collect(&mut results).await;
+        self.answered = self.client.replies() > before;
         self.idle_since = Instant::now();
         results
             .into_iter()

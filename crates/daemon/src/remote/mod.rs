@@ -239,7 +239,7 @@ impl Outbound {
         };
         let key = key(&hop);
         let slot = self.slot(&key);
-        let (mut conn, reused) = loop {
+        let (mut conn, mut reused) = loop {
             // A cached connection first; RSET it when it sat idle for a while.
             if let Some(mut c) = self.take_idle(&key) {
                 if c.idle_since.elapsed() < Duration::from_secs(1) || c.probe().await {
@@ -283,7 +283,49 @@ impl Outbound {
             }
             let mut m = message.clone();
             m.recipients = chunk.to_vec();
-            outcomes.extend(conn.send(m).await);
+            let mut result = conn.send(m.clone()).await;
+            if reused && !conn.answered() && !conn.is_ready() {
+                // A cached connection the server had closed without a word: the message
+                // never reached it, so once more on a new connection.
+                drop(conn);
+                let permit = match slot.connections.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        outcomes.extend(result);
+                        return GroupResult {
+                            outcomes,
+                            relay: "-".into(),
+                            tls: "none".into(),
+                            reused,
+                        };
+                    }
+                };
+                match self.connect(&hop, permit).await {
+                    Ok(c) => {
+                        conn = c;
+                        reused = false;
+                        result = conn.send(m).await;
+                    }
+                    Err(o) => {
+                        outcomes.extend(std::iter::repeat_n(o, chunk.len()));
+                        let rest = n - outcomes.len();
+                        outcomes.extend(std::iter::repeat_n(
+                            Outcome::temporary(
+                                EnhancedStatus::new(4, 4, 2),
+                                "the cached connection was closed and no new one could be made",
+                            ),
+                            rest,
+                        ));
+                        return GroupResult {
+                            outcomes,
+                            relay: "-".into(),
+                            tls: "none".into(),
+                            reused: false,
+                        };
+                    }
+                }
+            }
+            outcomes.extend(result);
         }
         let result = GroupResult {
             outcomes,
