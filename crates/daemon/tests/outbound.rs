@@ -722,3 +722,26 @@ async fn a_cached_connection_closed_by_the_server_is_replaced() {
     assert_eq!(seen.messages.lock().expect("lock").len(), 3);
     assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
 }
+
+/// docs/examples/smarthost.toml is read by both parsers (its password file swapped for one
+/// that exists here).
+#[test]
+fn the_smarthost_example_parses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pass = dir.path().join("relay.pass");
+    std::fs::write(&pass, "secret\n").expect("write");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/smarthost.toml");
+    let text = std::fs::read_to_string(path)
+        .expect("example")
+        .replace("/etc/cursus/relay.pass", &pass.display().to_string());
+    let config = cursusd::config::Config::parse(&text, "smarthost.toml", dir.path())
+        .expect("the daemon's parser takes it");
+    let auth = config
+        .outbound
+        .auth_for("smtp.provider.example")
+        .expect("credentials");
+    assert_eq!(auth.password, "secret");
+    assert!(!auth.without_tls);
+    cursus_route::RoutingConfig::parse(&text, "smarthost.toml").expect("routing takes it");
+}
