@@ -36,6 +36,9 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Show and manage cursusd's mail queue.
+    Queue(QueueArgs),
+
     /// Submit a message to cursusd, sendmail-compatible (also as `sendmail`, `mailq`,
     /// `newaliases` through links to this program).
     ///
@@ -59,6 +62,57 @@ pub enum Command {
             value_name = "ARGS"
         )]
         args: Vec<String>,
+    },
+}
+
+/// `cursus queue ...`
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The daemon's data directory. Default: $CURSUS_DATA_DIR, else /var/spool/cursus when
+    /// it exists, else ~/.local/share/cursus.
+    #[arg(short = 'd', long = "data-dir", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// What to do with the queue.
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+/// `cursus queue ...`: listing reads the spool directly; every change goes through the
+/// running daemon's control socket (`DATA_DIR/control.sock`), which admits only root and
+/// the daemon's own user.
+///
+/// Exit status: 0 done; 1 the daemon refused (unknown id, ...); 69 the daemon or the queue
+/// cannot be reached.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages and the state of each recipient, as mailq does (held messages
+    /// are marked `!`).
+    List,
+    /// Hold messages: they stay queued and are not tried until released.
+    Hold {
+        /// Queue ids, as `cursus queue list` prints them.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages and try them at once.
+    Release {
+        /// Queue ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete messages from the queue without delivering them and without a bounce.
+    Delete {
+        /// Queue ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Try messages now, deferred ones included (every message that is not held when no id
+    /// is given), as `sendmail -q` does.
+    Flush {
+        /// Queue ids (default: all).
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
     },
 }
 

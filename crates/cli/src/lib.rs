@@ -12,6 +12,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod host;
+pub mod queue_control;
 pub mod queue_list;
 pub mod report;
 pub mod sendmail;

@@ -149,6 +149,7 @@ fn main() -> ExitCode {
         Command::Sieve(SieveCommand::Bench(args)) => sieve_bench(args),
         Command::Address(AddressCommand::Test(args)) => address_test(args),
         Command::Config(ConfigCommand::Check { file }) => Ok(config_check(file)),
+        Command::Queue(args) => Ok(ExitCode::from(cursus_cli::queue_control::run(args))),
         // Handled before clap (sendmail's own option syntax); here only for --help.
         Command::Sendmail { args } => {
             Ok(ExitCode::from(cursus_cli::sendmail::run("sendmail", args)))

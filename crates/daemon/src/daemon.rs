@@ -360,9 +360,6 @@ fn system_local(config: &Config) -> Result<Local, Fatal> {
         Some(socket) => Local::service(socket.clone(), config.lda_connections),
         None => spawn_lda(config)?,
     };
-    if let ListenAddr::Unix(_) = ListenAddr::Unix(config.submission_socket.clone()) {
-        // The submission socket's directory must be reachable by every local user.
-    }
     cursus_privsep::become_user(uid, gid)
         .map_err(|e| Fatal(format!("cannot become {}: {e}", config.run_as), 71))?;
     Ok(local)
@@ -488,6 +485,19 @@ async fn serve(
 
     // Deliveries: the first attempt at once, at most a few at a time.
     let slots = Arc::new(Semaphore::new(16));
+
+    // The control socket (`cursus queue`): root and the daemon's own uid only.
+    let control_path = config.data_dir.join("control.sock");
+    let control = bind_unix(&control_path, 0o600)?;
+    tokio::spawn(crate::control::serve(
+        Arc::new(crate::control::Control {
+            queue: queue.clone(),
+            engine: engine.clone(),
+            slots: slots.clone(),
+            owner: nix::unistd::geteuid().as_raw(),
+        }),
+        control,
+    ));
     {
         let engine = engine.clone();
         let slots = slots.clone();
@@ -575,6 +585,7 @@ async fn serve(
     // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(16)).await;
     let _ = std::fs::remove_file(&config.submission_socket);
+    let _ = std::fs::remove_file(&control_path);
     Ok(())
 }
 

@@ -399,7 +399,10 @@ pub fn manual(version: &str) -> String {
          deliveries in flight finish. SIGHUP: read the TLS certificate again. SIGUSR1 \
          (cursus sendmail \\-q): try every queued message now.\n\
          .SH FILES\n/etc/cursus/cursus.toml, /var/spool/cursus/queue, \
-         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source.\n\
+         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source. In the \
+         data directory: queue/ (the spool), cursusd.pid, submit.sock (local submission, any \
+         user), control.sock (mode 0600; root and the daemon's user only: see \
+         cursus\\-queue(1)).\n\
          .SH SEE ALSO\n.BR cursusd (8),\n.BR cursus (1),\n.BR cursus\\-lda (8),\n.BR cursus\\-lda\\-policy (5)\n",
     );
     out
