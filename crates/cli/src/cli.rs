@@ -39,6 +39,10 @@ pub enum Command {
     /// Show and manage cursusd's mail queue.
     Queue(QueueArgs),
 
+    /// Show which retry rule applies to a temporary failure and when the next attempts are.
+    #[command(subcommand)]
+    Retry(RetryCommand),
+
     /// Submit a message to cursusd, sendmail-compatible (also as `sendmail`, `mailq`,
     /// `newaliases` through links to this program).
     ///
@@ -115,6 +119,43 @@ pub enum QueueCommand {
         ids: Vec<String>,
     },
 }
+
+/// `cursus retry ...`
+#[derive(Debug, Subcommand)]
+pub enum RetryCommand {
+    /// Print the retry rule that applies to ADDRESS failing with ERROR, and every attempt
+    /// time it gives until the address bounces.
+    ///
+    /// Rules are the `[[retry]]` tables of the configuration, tried in order; the first
+    /// whose pattern (a domain, or `local@domain`), error classes and senders match
+    /// decides, else the built-in default. Times are counted from the message's arrival
+    /// (its first attempt).
+    ///
+    /// ERROR is one of: refused, timeout, dns, greeting, mail, rcpt, data, tls, quota,
+    /// home, other.
+    ///
+    /// Exit status: 0; 1 when the configuration has errors; 64 for an unknown error class.
+    #[command(after_long_help = RETRY_TEST_EXAMPLES)]
+    Test {
+        /// The address (or a bare domain).
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+        /// The error class.
+        #[arg(value_name = "ERROR")]
+        error: String,
+        /// The configuration file (default: /etc/cursus/cursus.toml when it exists, else
+        /// the built-in rules).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The envelope sender, for rules with `senders` ("" or "<>": the null sender).
+        #[arg(short = 'f', long = "sender", value_name = "ADDR", default_value = "")]
+        sender: String,
+    },
+}
+
+const RETRY_TEST_EXAMPLES: &str = "Examples:
+  cursus retry test joe@example.org rcpt
+  cursus retry test -c cursus.toml example.net refused -f list@example.org";
 
 /// `cursus config ...`
 #[derive(Debug, Subcommand)]

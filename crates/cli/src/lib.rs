@@ -15,6 +15,7 @@ pub mod host;
 pub mod queue_control;
 pub mod queue_list;
 pub mod report;
+pub mod retry_test;
 pub mod sendmail;
 pub mod sieve_test;
 

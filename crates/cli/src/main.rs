@@ -150,6 +150,16 @@ fn main() -> ExitCode {
         Command::Address(AddressCommand::Test(args)) => address_test(args),
         Command::Config(ConfigCommand::Check { file }) => Ok(config_check(file)),
         Command::Queue(args) => Ok(ExitCode::from(cursus_cli::queue_control::run(args))),
+        Command::Retry(cursus_cli::cli::RetryCommand::Test {
+            address,
+            error,
+            config,
+            sender,
+        }) => {
+            let out = cursus_cli::retry_test::run(address, error, config.as_deref(), sender);
+            print(&out.0, &out.1);
+            Ok(ExitCode::from(out.2))
+        }
         // Handled before clap (sendmail's own option syntax); here only for --help.
         Command::Sendmail { args } => {
             Ok(ExitCode::from(cursus_cli::sendmail::run("sendmail", args)))
