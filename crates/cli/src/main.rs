@@ -94,7 +94,7 @@ fn config_check(file: &Path) -> ExitCode {
         check: true,
     };
     let root = nix::unistd::geteuid().is_root();
-    let (config, routing) = match cursusd::daemon::load(&start, root) {
+    let (config, routing, _retry) = match cursusd::daemon::load(&start, root) {
         Ok(pair) => pair,
         Err(cursusd::daemon::Fatal(message, _)) => {
             eprintln!("{message}");

@@ -15,6 +15,7 @@ pub mod local;
 pub mod log;
 pub mod parameters;
 pub mod reception;
+pub mod retry;
 pub mod router_adapter;
 pub mod routing;
 pub mod server;
