@@ -282,7 +282,7 @@ impl Connection {
                 }
                 Ok(Err(e)) => self.client.abort(&format!("read failed: {e}")),
                 Err(_) => self.client.abort(&format!(
-                    "no answer for {}s ({})",
+                    "timed out: no answer for {}s ({})",
                     wait.as_secs(),
                     stage.section()
                 )),
