@@ -69,6 +69,7 @@ hostname = "cursus.bench"
 data_dir = "$data"
 [smtp]
 listen = ["127.0.0.1:$CPORT"]
+messages_per_connection = 1000000
 [outbound]
 resolver = "127.0.0.1:9"
 connect_timeout = 2
