@@ -13,7 +13,7 @@
 # smtp-sink starts and SIGUSR1 (what `cursus sendmail -q` sends) makes cursusd try every
 # message now: the clock runs from the signal to the last `status=sent` log line. The
 # ceiling is smtp-source -d (connection reuse) with 16 sessions straight into the same
-# smtp-sink. Also printed, for information: the end-to-end relay rate (smtp-source ->
+# smtp-sink, measured before and after (the higher one counts: the machine is shared). Also printed, for information: the end-to-end relay rate (smtp-source ->
 # cursusd -> smtp-sink with the sink up, first attempt at once), which includes reception
 # and the fsync of every accepted message.
 # Prints the three rates and outbound/ceiling (the target is >= 0.5).
@@ -125,12 +125,16 @@ stop_sink() {
 echo "outbound bench: $N messages of 1 KiB, one recipient each; cursusd $BIN"
 
 # 1. The ceiling: smtp-source -> smtp-sink, 16 sessions, connections reused.
+ceiling_run() {
+    local t0 t1
+    t0=$(now)
+    smtp-source -d -s 16 -m "$N" -l 1024 -f bench@localhost -t rcpt@sink.test "127.0.0.1:$SINK"
+    t1=$(now)
+    python3 -c "print(f'{$N/($t1-$t0):.0f}')"
+}
 start_sink
-t0=$(now)
-smtp-source -d -s 16 -m "$N" -l 1024 -f bench@localhost -t rcpt@sink.test "127.0.0.1:$SINK"
-t1=$(now)
-ceiling=$(python3 -c "print(f'{$N/($t1-$t0):.0f}')")
-echo "ceiling  smtp-source -> smtp-sink:        $ceiling msg/s"
+ceiling1=$(ceiling_run)
+echo "ceiling  smtp-source -> smtp-sink:        $ceiling1 msg/s (before)"
 
 # 2. Outbound from the queue: fill it while the sink is down, then one queue run.
 stop_sink
@@ -152,6 +156,9 @@ outbound=$(python3 -c "print(f'{$N/($t1-$t0):.0f}')")
 reused=$(count "conn=reused")
 echo "outbound cursusd queue -> smtp-sink:     $outbound msg/s ($reused of $N deliveries on a reused connection)"
 stop_cursusd
+ceiling2=$(ceiling_run)
+echo "ceiling  smtp-source -> smtp-sink:        $ceiling2 msg/s (after)"
+ceiling=$(python3 -c "print(max($ceiling1, $ceiling2))")
 
 # 3. For information: relay end to end (reception with fsync, first attempt at once).
 start_cursusd relay
@@ -164,4 +171,4 @@ echo "relay    smtp-source -> cursusd -> sink: $relay msg/s (end to end, include
 stop_cursusd
 stop_sink
 
-python3 -c "print(f'ratio outbound/ceiling: {$outbound/$ceiling:.2f} (target >= 0.5)')"
+python3 -c "print(f'ratio outbound/ceiling: {$outbound/$ceiling:.2f} (the higher ceiling, $ceiling msg/s; target >= 0.5)')"
