@@ -18,6 +18,7 @@ The test zone (everything under .test):
   hang.test     MX 10 -> 127.0.0.3                    (accepts, never greets)
   nullmx.test   MX 0 .                                (RFC 7505: bounce at once, 5.1.10)
   nowhere.test  does not exist                        (NXDOMAIN: bounce, 5.1.2)
+  loop.test     MX 10 cursus.test (cursusd's own name) (RFC 5321 §5.1: bounce, 5.4.6)
 
 With root and Dovecot's LMTP (dovecot-lmtpd), store.test goes through a manualroute router
 and an `lmtp` transport to Dovecot on 127.0.0.1 (users alice, bob, carol over quota):
@@ -272,6 +273,8 @@ def main():
             "--mx-host=hang.test,mx.hang.test,10", "--host-record=mx.hang.test,127.0.0.3",
             # MX 0 . : preference 0, the root name (one zero octet).
             "--dns-rr=nullmx.test,15,000000",
+            # Our own name as the best MX: the mail would loop.
+            "--mx-host=loop.test,cursus.test,10", "--host-record=cursus.test,127.0.0.1",
         ], stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "dnsmasq.log"), "w"))
         procs.append(dns)
 
@@ -450,6 +453,10 @@ port = {lmtp_port}
         l = line_for(qid, "x@nowhere.test")
         check(l and "status=bounced" in l.group(0) and "dsn=5.1.2" in l.group(0),
               "NXDOMAIN: bounced with 5.1.2")
+        qid = submit(["x@loop.test"], sender="owner@localhost")
+        l = line_for(qid, "x@loop.test")
+        check(l and "status=bounced" in l.group(0) and "dsn=5.4.6" in l.group(0),
+              "own name as the best MX: bounced with 5.4.6 (loop)")
         maildir = os.path.join(data, "mail", "owner", "Maildir", "new")
         deadline = time.time() + 10
         found = False

@@ -355,7 +355,7 @@ impl Outbound {
     ) -> Result<Connection, Outcome> {
         let dns = self.dns().await?;
         let hosts = if hop.hosts.is_empty() {
-            dns.mx_hosts(&hop.domain, hop.port).await?
+            dns.mx_hosts(&hop.domain, hop.port, &self.helo).await?
         } else {
             dns.listed_hosts(&hop.hosts, hop.port).await?
         };

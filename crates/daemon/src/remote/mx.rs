@@ -87,8 +87,10 @@ impl Dns {
         Ok(Dns { resolver })
     }
 
-    /// The hosts for mail to `domain`, in the order to try them.
-    pub async fn mx_hosts(&self, domain: &str, port: u16) -> Result<Vec<Host>, Outcome> {
+    /// The hosts for mail to `domain`, in the order to try them. `me` is this host's name:
+    /// when it is one of the MX hosts, only the more preferred ones are used (RFC 5321
+    /// §5.1), and none left means the mail would loop (5.4.6).
+    pub async fn mx_hosts(&self, domain: &str, port: u16, me: &str) -> Result<Vec<Host>, Outcome> {
         let fqdn = absolute(domain);
         let records = match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => lookup
@@ -126,6 +128,14 @@ impl Dns {
                 }]),
                 Err(e) => Err(e),
             };
+        }
+        let records = below_me(records, me);
+        if records.is_empty() {
+            return Err(Outcome::permanent(
+                cursus_mail::codes::ROUTING_LOOP,
+                ExitCode::Config,
+                format!("mail for {domain} loops back to myself ({me} is its best MX host)"),
+            ));
         }
         let mut hosts = Vec::new();
         let mut last = None;
@@ -254,6 +264,22 @@ fn split_port(name: &str, default: u16) -> (&str, u16) {
     }
 }
 
+/// RFC 5321 §5.1: when this host (`me`) is an MX host of the domain, only the records
+/// with a lower preference value than its own are candidates.
+pub fn below_me(records: Vec<(u16, String)>, me: &str) -> Vec<(u16, String)> {
+    let me = me.trim_end_matches('.');
+    let same = |name: &str| name.trim_end_matches('.').eq_ignore_ascii_case(me);
+    match records
+        .iter()
+        .filter(|(_, n)| same(n))
+        .map(|(p, _)| *p)
+        .min()
+    {
+        None => records,
+        Some(mine) => records.into_iter().filter(|(p, _)| *p < mine).collect(),
+    }
+}
+
 /// RFC 5321 §5.1: by preference, lowest first; shuffled among equal preferences.
 pub fn order(
     mut records: Vec<(u16, String)>,
@@ -308,6 +334,17 @@ mod tests {
         assert_eq!(seen.len(), 2, "both orders of the two preference-10 hosts");
         // Deterministic with a fixed source.
         assert_eq!(order(r, |_| 0), vec!["b", "a", "c", "d"]);
+    }
+
+    #[test]
+    fn our_own_name_cuts_the_list() {
+        let r = recs(&[(10, "a.example."), (20, "me.example."), (30, "c.example.")]);
+        assert_eq!(
+            below_me(r.clone(), "ME.example"),
+            recs(&[(10, "a.example.")])
+        );
+        assert_eq!(below_me(r.clone(), "other.example"), r);
+        assert!(below_me(recs(&[(10, "me.example.")]), "me.example").is_empty());
     }
 
     #[test]
