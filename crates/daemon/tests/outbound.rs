@@ -32,6 +32,8 @@ struct Behaviour {
     hold: Duration,
     /// Hang up without a word after this many messages.
     close_after: Option<usize>,
+    /// Recipients per transaction; more get 452 4.5.3.
+    max_rcpts: usize,
 }
 
 impl Default for Behaviour {
@@ -47,6 +49,7 @@ impl Default for Behaviour {
             greet: true,
             hold: Duration::ZERO,
             close_after: None,
+            max_rcpts: 100,
         }
     }
 }
@@ -117,6 +120,8 @@ where
             rcpts.clear();
             accepted = 0;
             "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT") && accepted >= b.max_rcpts {
+            "452 4.5.3 too many recipients\r\n".into()
         } else if upper.starts_with("RCPT") {
             let reply = rcpt_reply(&line);
             rcpts.push(line.trim_end().to_string());
@@ -744,4 +749,37 @@ fn the_smarthost_example_parses() {
     assert_eq!(auth.password, "secret");
     assert!(!auth.without_tls);
     cursus_route::RoutingConfig::parse(&text, "smarthost.toml").expect("routing takes it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_recipients_go_in_further_transactions() {
+    let (port, seen) = tcp_server(Behaviour {
+        max_rcpts: 2,
+        ..Behaviour::default()
+    })
+    .await;
+    let o = Arc::new(Outbound::new(settings(), "client.test").expect("outbound"));
+    let rcpts = ["a@b.test", "bad@b.test", "c@b.test", "d@b.test", "e@b.test"];
+    let r = deliver(
+        &o,
+        message("x\r\n"),
+        vec![group(hop(format!("127.0.0.1:{port}"), false), &rcpts)],
+    )
+    .await;
+    assert_eq!(
+        kinds(&r[0]),
+        vec![
+            OutcomeKind::Delivered,
+            OutcomeKind::Permanent,
+            OutcomeKind::Delivered,
+            OutcomeKind::Delivered,
+            OutcomeKind::Delivered
+        ],
+        "{:?}",
+        r[0]
+    );
+    // a+c, then d+e: two transactions on one connection.
+    let messages = seen.messages.lock().expect("lock");
+    assert_eq!(messages.len(), 2);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
 }

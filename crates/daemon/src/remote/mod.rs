@@ -33,6 +33,9 @@ use crate::routing::NextHop;
 pub use connection::Connection;
 pub use settings::{HostAuth, Settings};
 
+/// 452 4.5.3: more recipients than the server takes in one transaction.
+const TOO_MANY_RECIPIENTS: EnhancedStatus = EnhancedStatus::new(4, 5, 3);
+
 /// One next hop's share of a message.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -323,6 +326,26 @@ impl Outbound {
                             reused: false,
                         };
                     }
+                }
+            }
+            // "452 too many recipients" (RFC 5321 §4.5.3.1.10): the rest go in further
+            // transactions while each one gets some recipients through.
+            loop {
+                let over: Vec<usize> = (0..result.len())
+                    .filter(|&i| result[i].status == TOO_MANY_RECIPIENTS)
+                    .collect();
+                if over.is_empty() || over.len() == result.len() || !conn.is_ready() {
+                    break;
+                }
+                let mut again = message.clone();
+                again.recipients = over.iter().map(|&i| chunk[i].clone()).collect();
+                let answers = conn.send(again).await;
+                let progress = answers.iter().any(|o| o.status != TOO_MANY_RECIPIENTS);
+                for (&i, o) in over.iter().zip(answers) {
+                    result[i] = o;
+                }
+                if !progress {
+                    break;
                 }
             }
             outcomes.extend(result);
