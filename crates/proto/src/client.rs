@@ -35,6 +35,8 @@ use std::collections::VecDeque;
 use cursus_mail::{EnhancedStatus, ExitCode, Outcome};
 use smtp_proto::response::parser::ResponseReceiver;
 
+pub use crate::capabilities::Capabilities;
+pub use crate::content::{canonical, dot_stuff};
 use crate::session::Protocol;
 use crate::timeout::Timeout;
 use crate::transaction::{Body, Ret};
@@ -102,59 +104,6 @@ impl ClientConfig {
             eight_bit: EightBitRule::Send,
             chunking: true,
         }
-    }
-}
-
-/// What the server offered in its EHLO (or LHLO) reply.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Capabilities {
-    pub pipelining: bool,
-    pub eight_bit_mime: bool,
-    pub binary_mime: bool,
-    pub chunking: bool,
-    pub smtputf8: bool,
-    pub dsn: bool,
-    pub starttls: bool,
-    pub enhanced_status: bool,
-    /// `SIZE n`; `Some(0)` is "SIZE without a limit".
-    pub size: Option<u64>,
-    pub auth_plain: bool,
-    pub auth_login: bool,
-}
-
-impl Capabilities {
-    /// Reads the keyword lines of an EHLO reply (the lines after the first).
-    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Capabilities {
-        let mut c = Capabilities::default();
-        for line in lines {
-            let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else {
-                continue;
-            };
-            let keyword = keyword.to_ascii_uppercase();
-            match keyword.as_str() {
-                "PIPELINING" => c.pipelining = true,
-                "8BITMIME" => c.eight_bit_mime = true,
-                "BINARYMIME" => c.binary_mime = true,
-                "CHUNKING" => c.chunking = true,
-                "SMTPUTF8" => c.smtputf8 = true,
-                "DSN" => c.dsn = true,
-                "STARTTLS" => c.starttls = true,
-                "ENHANCEDSTATUSCODES" => c.enhanced_status = true,
-                "SIZE" => c.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "AUTH" => {
-                    for m in words {
-                        match m.to_ascii_uppercase().as_str() {
-                            "PLAIN" => c.auth_plain = true,
-                            "LOGIN" => c.auth_login = true,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        c
     }
 }
 
@@ -878,7 +827,7 @@ impl Client {
         }
     }
 
-    /// The message is over; `clean`: the server's transaction state is reset already.
+    /// The message is over; `counted`: the server took it (what [`Client::messages`] counts).
     fn finish_message(&mut self, counted: bool) {
         self.transaction = None;
         if counted {
@@ -1208,47 +1157,6 @@ fn to_reply(r: smtp_proto::Response<String>) -> ServerReply {
         text,
         lines,
     }
-}
-
-/// The content with CRLF line ends (a bare LF becomes CRLF, a bare CR is kept as CR LF
-/// would be wrong: it becomes CRLF too) and ending in CRLF.
-pub fn canonical(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 50 + 2);
-    let mut i = 0;
-    while i < body.len() {
-        let b = body[i];
-        match b {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if body.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// DATA content: canonical line ends, a dot doubled at the start of every line (RFC 5321
-/// §4.5.2); the terminating `.CRLF` is not included.
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    let canon = canonical(body);
-    let mut out = Vec::with_capacity(canon.len() + 64);
-    let mut line_start = true;
-    for &b in &canon {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    out
 }
 
 /// Base64 (RFC 4648, with padding) for AUTH.

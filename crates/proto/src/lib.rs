@@ -1,4 +1,5 @@
-//! cursus-proto: the server side of SMTP (RFC 5321) and LMTP (RFC 2033) as a state machine.
+//! cursus-proto: the server side of SMTP (RFC 5321) and LMTP (RFC 2033) as a state machine,
+//! and the client side ([`Client`], client.rs: what cursusd's outbound transports drive).
 //!
 //! Pure: no I/O, no async runtime, no unsafe code. cursusd's listener reads bytes, hands them
 //! to a [`Session`], writes the [`Reply`]s it gets back and decides on the [`Event`]s (MAIL,
@@ -28,7 +29,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capabilities;
 pub mod client;
+pub mod content;
 mod data;
 pub mod limits;
 pub mod reply;
