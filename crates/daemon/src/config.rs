@@ -121,6 +121,8 @@ pub struct Config {
     pub queue_lifetime_days: u64,
     /// STARTTLS certificate chain and key (PEM); `None`: STARTTLS is not offered.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The outbound SMTP/LMTP client (`[outbound]`).
+    pub outbound: crate::remote::Settings,
 }
 
 impl Config {
@@ -143,6 +145,7 @@ impl Config {
             submission_socket: data_dir.join("submit.sock"),
             queue_lifetime_days: 5,
             tls: None,
+            outbound: crate::remote::Settings::default(),
         }
     }
 
@@ -222,6 +225,12 @@ impl Config {
                 _ => err("tls: give both `certificate` and `key`".to_string()),
             }
         }
+        if let Some(outbound) = raw.outbound {
+            match crate::remote::Settings::from_raw(outbound) {
+                Ok(o) => c.outbound = o,
+                Err(messages) => messages.into_iter().for_each(&mut err),
+            }
+        }
         if let Some(sub) = raw.submission
             && let Some(s) = sub.socket
         {
@@ -260,9 +269,11 @@ const TOP_KEYS: &[&str] = &[
     "lda",
     "submission",
     "tls",
+    "outbound",
     "routing",
     "router",
     "transport",
+    "retry",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +288,7 @@ struct RawFile {
     lda: Option<RawLda>,
     submission: Option<RawSubmission>,
     tls: Option<RawTls>,
+    outbound: Option<crate::remote::settings::RawOutbound>,
     /// Read by the routing configuration.
     #[serde(default, rename = "routing")]
     _routing: Option<toml::Value>,
@@ -284,6 +296,9 @@ struct RawFile {
     _router: Option<toml::Value>,
     #[serde(default, rename = "transport")]
     _transport: Option<toml::Value>,
+    /// Read by the retry rules (cursus_route::retry).
+    #[serde(default, rename = "retry")]
+    _retry: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -181,6 +181,132 @@ pub const DAEMON: &[Parameter] = &[
         "none",
         "PEM private key of the certificate.",
     ),
+    p(
+        "outbound",
+        "resolver",
+        "\"127.0.0.1:53\"",
+        "/etc/resolv.conf",
+        "The DNS server for MX, A and AAAA lookups: IP or IP:PORT (UDP, then TCP).",
+    ),
+    p(
+        "outbound",
+        "helo_name",
+        "\"mx.example.org\"",
+        "hostname",
+        "The name cursusd gives in EHLO/LHLO.",
+    ),
+    p(
+        "outbound",
+        "tls",
+        "\"opportunistic\"",
+        "opportunistic",
+        "STARTTLS: never, opportunistic (when offered; an unverified certificate is used and logged as such) or required (no delivery without TLS, 4.7.10). The verdict (verified, or not verified and why) is in each delivery's log line (tls=).",
+    ),
+    p(
+        "outbound",
+        "tls_ca_file",
+        "\"/etc/cursus/relay-ca.pem\"",
+        "none (Mozilla's roots only)",
+        "Extra trust anchors (PEM) for verifying servers' certificates.",
+    ),
+    p(
+        "outbound",
+        "eight_bit",
+        "\"send\"",
+        "send",
+        "8-bit content to a server without 8BITMIME: send (as is, without BODY=8BITMIME, as most MTAs do) or refuse (permanent 5.6.3). Binary content without BINARYMIME is always 5.6.3; addresses or headers needing SMTPUTF8 to a server without it are 5.6.7.",
+    ),
+    p(
+        "outbound",
+        "chunking",
+        "true",
+        "true",
+        "Send with BDAT when the server offers CHUNKING (else DATA with dot-stuffing).",
+    ),
+    p(
+        "outbound",
+        "connect_timeout",
+        "30",
+        "30",
+        "Seconds to wait for a TCP connection (then the next address or host).",
+    ),
+    p(
+        "outbound",
+        "greeting_timeout",
+        "300",
+        "300",
+        "Seconds to wait for the greeting and the EHLO, STARTTLS and AUTH replies (RFC 5321 4.5.3.2.1).",
+    ),
+    p(
+        "outbound",
+        "mail_timeout",
+        "300",
+        "300",
+        "Seconds to wait for the reply to MAIL (RFC 5321 4.5.3.2.2).",
+    ),
+    p(
+        "outbound",
+        "rcpt_timeout",
+        "300",
+        "300",
+        "Seconds to wait for the reply to RCPT (RFC 5321 4.5.3.2.3).",
+    ),
+    p(
+        "outbound",
+        "data_init_timeout",
+        "120",
+        "120",
+        "Seconds to wait for 354 after DATA (RFC 5321 4.5.3.2.4).",
+    ),
+    p(
+        "outbound",
+        "data_block_timeout",
+        "180",
+        "180",
+        "Seconds allowed for each write of the message (RFC 5321 4.5.3.2.5).",
+    ),
+    p(
+        "outbound",
+        "data_done_timeout",
+        "600",
+        "600",
+        "Seconds to wait for the reply after the message (RFC 5321 4.5.3.2.6).",
+    ),
+    p(
+        "outbound",
+        "connections_per_destination",
+        "20",
+        "20",
+        "Connections open at once to one destination (a domain's MX hosts, or a relay host list).",
+    ),
+    p(
+        "outbound",
+        "messages_per_connection",
+        "1000",
+        "1000",
+        "Messages sent over one connection before it is closed.",
+    ),
+    p(
+        "outbound",
+        "idle_timeout",
+        "5",
+        "5",
+        "Seconds an idle connection is kept for the next message to the same destination (checked with RSET after a second).",
+    ),
+    p(
+        "outbound",
+        "recipients_per_transaction",
+        "100",
+        "100",
+        "Recipients in one transaction; more are sent in further transactions on the same connection.",
+    ),
+    p(
+        "outbound",
+        "auth",
+        "[{ host = \"relay.example.net\", user = \"mx1\", password = \"s3cret\" }]",
+        "none",
+        "Smarthost credentials, one [[outbound.auth]] table per relay host named by a manualroute router or an smtp transport: host, user, password or password_file, without_tls (default false: AUTH PLAIN or LOGIN only after STARTTLS).",
+    ),
 ];
 
 /// Routing parameters (read by cursus-route; see docs/examples/routing.toml).
@@ -331,7 +457,7 @@ pub const ROUTING: &[Parameter] = &[
         "hosts",
         "[\"127.0.0.1\"]",
         "required for lmtp",
-        "smtp/lmtp: hosts (the outbound transports arrive with a later release).",
+        "smtp/lmtp: hosts in order (names, IP literals, HOST:PORT, or unix:/PATH for lmtp); without hosts an smtp transport sends to the MX hosts of the recipient's domain.",
     ),
     p(
         "transport",
@@ -339,6 +465,56 @@ pub const ROUTING: &[Parameter] = &[
         "24",
         "25 (smtp), 24 (lmtp)",
         "smtp/lmtp: the port.",
+    ),
+];
+
+/// The keys of a `[[retry]]` table (read by cursus_route::retry).
+pub const RETRY: &[Parameter] = &[
+    p(
+        "retry",
+        "pattern",
+        "\"*.example.org\"",
+        "\"*\" (every address)",
+        "The addresses the rule is for: a domain pattern (example.org, *.example.org, \
+         re:REGEX) matches the recipient's domain; a pattern with @ (*@example.org, \
+         joe@example.org) matches the whole address.",
+    ),
+    p(
+        "retry",
+        "errors",
+        "[\"rcpt\", \"data\"]",
+        "any error",
+        "The error classes the rule is for: refused (connection refused), timeout, dns, \
+         greeting (4xx to the greeting or EHLO), mail (4xx to MAIL FROM), rcpt (4xx to RCPT \
+         TO), data (4xx after the message), tls, quota (local mailbox over quota), home \
+         (local home or mailbox unavailable), other.",
+    ),
+    p(
+        "retry",
+        "senders",
+        "[\"*@lists.example.org\"]",
+        "any sender",
+        "Envelope senders the rule is for (<> is the null sender).",
+    ),
+    p(
+        "retry",
+        "schedule",
+        "\"F,2h,15m; G,16h,1h,1.5; F,4d,6h\"",
+        "required",
+        "Segments as Exim writes them, cutoffs counted from the message's arrival: \
+         F,CUTOFF,INTERVAL retries every INTERVAL until CUTOFF; G,CUTOFF,FIRST,FACTOR starts \
+         at FIRST and multiplies each interval by FACTOR (1 to 10). After the last cutoff \
+         the last interval repeats. Durations: 30s, 15m, 2h, 4d, 1w. Without a matching \
+         rule: F,30m,5m; G,1d,15m,1.5; F,5d,3h, bouncing at queue_lifetime_days. \
+         cursus retry test ADDRESS ERROR prints the rule and the attempt times.",
+    ),
+    p(
+        "retry",
+        "lifetime",
+        "\"4d\"",
+        "the last cutoff",
+        "When the recipient bounces: a failure at or after this time since arrival is \
+         final (5.4.7 with the last error).",
     ),
 ];
 
@@ -372,6 +548,7 @@ pub fn manual(version: &str) -> String {
     for (title, table) in [
         ("DAEMON PARAMETERS", DAEMON),
         ("ROUTING PARAMETERS", ROUTING),
+        ("RETRY RULES", RETRY),
     ] {
         out.push_str(&format!(".SH {title}\n"));
         for param in table {
@@ -381,6 +558,7 @@ pub fn manual(version: &str) -> String {
                     "" => "top level".to_string(),
                     "router" => "[[router]] (one table per router, tried in order)".to_string(),
                     "transport" => "[[transport]] (one table per transport)".to_string(),
+                    "retry" => "[[retry]] (one table per rule, tried in order)".to_string(),
                     s => format!("[{s}]"),
                 };
                 out.push_str(&format!(".SS {}\n", esc(&heading)));
@@ -399,7 +577,10 @@ pub fn manual(version: &str) -> String {
          deliveries in flight finish. SIGHUP: read the TLS certificate again. SIGUSR1 \
          (cursus sendmail \\-q): try every queued message now.\n\
          .SH FILES\n/etc/cursus/cursus.toml, /var/spool/cursus/queue, \
-         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source.\n\
+         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source. In the \
+         data directory: queue/ (the spool), cursusd.pid, submit.sock (local submission, any \
+         user), control.sock (mode 0600; root and the daemon's user only: see \
+         cursus\\-queue(1)).\n\
          .SH SEE ALSO\n.BR cursusd (8),\n.BR cursus (1),\n.BR cursus\\-lda (8),\n.BR cursus\\-lda\\-policy (5)\n",
     );
     out
@@ -426,6 +607,20 @@ mod tests {
         }
         let parsed = crate::config::Config::parse(&text, "example", std::path::Path::new("/d"));
         assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+    }
+
+    /// A [[retry]] table with every documented key parses with the retry parser, and
+    /// the daemon's and the routing parser accept the file around it.
+    #[test]
+    fn documented_retry_table_parses() {
+        let mut text = String::from("[[retry]]\n");
+        for param in RETRY {
+            text.push_str(&format!("{} = {}\n", param.key, param.example));
+        }
+        let rules = cursus_route::retry::RetryRules::parse(&text, "example", 86_400);
+        assert!(rules.is_ok_and(|r| r.rules.len() == 1), "{text}");
+        assert!(crate::config::Config::parse(&text, "example", std::path::Path::new("/d")).is_ok());
+        assert!(cursus_route::RoutingConfig::parse(&text, "example").is_ok());
     }
 
     /// The routing parameters of [routing] parse with the routing parser.
