@@ -61,6 +61,9 @@ const MAX_SPARES: usize = 512;
 /// Message files larger than this are unlinked, not kept as spares (bounds the disk space
 /// spares hold to MAX_SPARES times this).
 const MAX_SPARE_BYTES: u64 = 256 << 10;
+/// Room a message written into a spare must leave free on the file system beyond its own
+/// size (what a new file and its journal would have needed), else the accept is refused.
+const MIN_FREE: u64 = 64 << 10;
 
 /// How a queue is opened.
 #[derive(Clone)]
@@ -372,6 +375,9 @@ impl Queue {
             }
             Err(QueueError::Injected(step)) => Err(QueueError::Injected(step)),
             Err(e) => {
+                if let Some(n) = spare {
+                    self.give_back(n);
+                }
                 // Best effort: the next open removes whatever this leaves.
                 let _ = spool::remove_file(&self.layout.journal(id));
                 let _ = spool::remove_file(&self.layout.tmp_journal(id));
@@ -384,6 +390,37 @@ impl Queue {
     /// A spare file's number, if one is kept.
     fn take_spare(&self) -> Option<u64> {
         self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Returns a spare taken by an accept that failed before renaming it.
+    fn give_back(&self, n: u64) {
+        if std::fs::symlink_metadata(self.layout.spare(n)).is_ok_and(|m| m.is_file()) {
+            self.spares
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(n);
+        }
+    }
+
+    /// Refuses (ENOSPC, so 452 4.3.1) a message written into a spare when the file system
+    /// could not have held it as a new file: spares are reused to save work, not kept as a
+    /// space reserve, and a full queue must still refuse mail (and keep the room its
+    /// journals need for recording outcomes).
+    fn check_room(&self, file: &File, size: u64, path: &Path) -> Result<(), QueueError> {
+        let Ok(st) = nix::sys::statvfs::fstatvfs(file) else {
+            return Ok(());
+        };
+        // fsblkcnt_t and c_ulong are u64 here but not on every target.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+        if free < size.saturating_add(MIN_FREE) {
+            return Err(QueueError::io(
+                "write",
+                path,
+                io::Error::from_raw_os_error(nix::libc::ENOSPC),
+            ));
+        }
+        Ok(())
     }
 
     /// Takes a file out of the queue: renamed into `spare/` when `recycle` and there is room,
@@ -418,6 +455,7 @@ impl Queue {
         self.fault(Step::MessageCreated)?;
         let size = io::copy(message, file).map_err(|e| QueueError::io("write", &msg_path, e))?;
         if spare.is_some() {
+            self.check_room(file, size, &msg_path)?;
             // What the spare held beyond the new message goes before the sync.
             file.set_len(size)
                 .map_err(|e| QueueError::io("truncate", &msg_path, e))?;
@@ -451,36 +489,25 @@ impl Queue {
         let (tmp_path, mut journal, spare) = match self.take_spare() {
             Some(n) => {
                 let path = self.layout.spare(n);
-                let file =
-                    spool::open_spare(&path).map_err(|e| QueueError::io("open", &path, e))?;
-                (path, file, true)
+                let file = spool::open_spare(&path).map_err(|e| {
+                    self.give_back(n);
+                    QueueError::io("open", &path, e)
+                })?;
+                (path, file, Some(n))
             }
             None => {
                 let path = self.layout.tmp_journal(id);
                 let file =
                     spool::create_new(&path).map_err(|e| QueueError::io("create", &path, e))?;
-                (path, file, false)
+                (path, file, None)
             }
         };
-        if let Err(QueueError::Injected(step)) = self.fault(Step::JournalTorn) {
-            journal
-                .write_all(&framed[..framed.len() / 2])
-                .map_err(|e| QueueError::io("write", &tmp_path, e))?;
-            return Err(QueueError::Injected(step));
-        }
-        journal
-            .write_all(&framed)
-            .map_err(|e| QueueError::io("write", &tmp_path, e))?;
-        if spare {
-            // Overwritten in place (its blocks stay allocated); the old tail goes.
-            journal
-                .set_len(framed.len() as u64)
-                .map_err(|e| QueueError::io("truncate", &tmp_path, e))?;
-        }
-        self.fault(Step::JournalWritten)?;
-        self.sync_file(&journal, &tmp_path)?;
+        let written = self.write_journal(&mut journal, &framed, spare.is_some(), &tmp_path);
         drop(journal);
-        self.fault(Step::JournalSynced)?;
+        if let (Err(_), Some(n)) = (&written, spare) {
+            self.give_back(n);
+        }
+        written?;
         let jnl_path = self.layout.journal(id);
         std::fs::rename(&tmp_path, &jnl_path)
             .map_err(|e| QueueError::io("rename", &jnl_path, e))?;
@@ -497,6 +524,35 @@ impl Queue {
         }
         self.fault(Step::Committed)?;
         Ok(())
+    }
+
+    /// Writes the framed envelope record at the start of `journal` (cut to its length when
+    /// it is a spare) and syncs it.
+    fn write_journal(
+        &self,
+        journal: &mut File,
+        framed: &[u8],
+        spare: bool,
+        path: &Path,
+    ) -> Result<(), QueueError> {
+        if let Err(QueueError::Injected(step)) = self.fault(Step::JournalTorn) {
+            journal
+                .write_all(&framed[..framed.len() / 2])
+                .map_err(|e| QueueError::io("write", path, e))?;
+            return Err(QueueError::Injected(step));
+        }
+        journal
+            .write_all(framed)
+            .map_err(|e| QueueError::io("write", path, e))?;
+        if spare {
+            // Overwritten in place (its blocks stay allocated); the old tail goes.
+            journal
+                .set_len(framed.len() as u64)
+                .map_err(|e| QueueError::io("truncate", path, e))?;
+        }
+        self.fault(Step::JournalWritten)?;
+        self.sync_file(journal, path)?;
+        self.fault(Step::JournalSynced)
     }
 
     /// Reads and replays a journal; moves the files to `corrupt/` when it does not replay.
