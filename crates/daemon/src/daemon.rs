@@ -572,6 +572,8 @@ async fn serve(
     }
     log::line("shutting down");
     let _ = shutdown_tx.send(true);
+    // Open sessions answer 421 before the runtime (and with it their tasks) goes away.
+    server.sessions_ended(Duration::from_secs(5)).await;
     // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(16)).await;
     let _ = std::fs::remove_file(&config.submission_socket);
