@@ -189,7 +189,12 @@ fn prepare_data_dir(config: &Config, single_user: bool) -> Result<(), Fatal> {
         .mode(0o700)
         .create(&config.data_dir)
         .map_err(|e| Fatal(format!("{}: {e}", config.data_dir.display()), 73))?;
-    let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    // In system mode every local user must reach the submission socket (mode 0666) when it
+    // lives in the data directory: search permission only, no listing. The queue inside
+    // keeps its own 0700.
+    let shared_socket = !single_user && config.submission_socket.parent() == Some(&config.data_dir);
+    let mode = if shared_socket { 0o711 } else { 0o700 };
+    let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(mode));
     if single_user {
         let table = config.data_dir.join("mailboxes");
         if !table.exists() {
@@ -360,9 +365,6 @@ fn system_local(config: &Config) -> Result<Local, Fatal> {
         Some(socket) => Local::service(socket.clone(), config.lda_connections),
         None => spawn_lda(config)?,
     };
-    if let ListenAddr::Unix(_) = ListenAddr::Unix(config.submission_socket.clone()) {
-        // The submission socket's directory must be reachable by every local user.
-    }
     cursus_privsep::become_user(uid, gid)
         .map_err(|e| Fatal(format!("cannot become {}: {e}", config.run_as), 71))?;
     Ok(local)
