@@ -194,7 +194,9 @@ def main():
 
         # -q: a queue run on request.
         rc, _, err = f.run(["-q"])
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while "queue run requested" not in d.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         T.check(rc == 0 and "queue run requested" in d.log_text(), "-q asks the daemon for a queue run", err)
 
         # -bi / newaliases.

@@ -21,10 +21,8 @@ usage (root): python3 tests/daemon/system_mode.py
 """
 
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -187,6 +185,7 @@ mailbox = "maildir:~/Maildir"
     os.makedirs(os.path.join(sm3_target, "new"))
     for sub in ("", "new"):
         os.chown(os.path.join(sm3_target, sub), sm3.pw_uid, sm3.pw_gid)
+        os.chmod(os.path.join(sm3_target, sub), 0o700)
     os.symlink(sm3_target, os.path.join(sm3.pw_dir, "Maildir"))
     root_maildir_before = os.path.exists("/root/Maildir")
 
@@ -209,14 +208,11 @@ mailbox = "maildir:~/Maildir"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if "accepting local submissions" in log_text():
                 break
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         if not T.check(proc.poll() is None, "cursusd started as root is running", log_text()):
             return T.done()
-        time.sleep(0.3)
         uids, gids, _, _ = proc_ids(proc.pid)
         T.check(
             uids == [cursus.pw_uid] * 4 and gids == [cursus.pw_gid] * 4,
@@ -265,7 +261,12 @@ mailbox = "maildir:~/Maildir"
             "refused",
         )
         T.check(final == 250, "messages for refused destinations are accepted at SMTP time", f"{codes} {final}")
-        time.sleep(2.0)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            done = [l for l in log_text().splitlines() if l.startswith("cursusd:") and "status=" in l]
+            if sum(1 for r in ("outside@", "other@", "cursus-sm3@", "root@") if any(f"to=<{r}localhost>" in l for l in done)) == 4:
+                break
+            time.sleep(0.1)
         T.check(not os.path.exists(outside), f"a path no rule allows is not created ({outside})")
         T.check(not os.path.exists(os.path.join(sm1.pw_dir, "Other")), "~/Other (no rule) is not created")
         T.check(os.listdir(os.path.join(sm3_target, "new")) == [] and not os.path.exists(os.path.join(sm3_target, "tmp")),
