@@ -174,6 +174,17 @@ def main():
         got = one(d, "fj")
         T.check(rc == 0 and got and b"Return-Path: <joined@x.test>" in got[0], "-fADDR (joined) works too", err)
 
+        # -bs: SMTP on standard input and output, relayed to the daemon.
+        dialog = (
+            b"EHLO bs.example\r\nMAIL FROM:<bs@x.test>\r\nRCPT TO:<bs@localhost>\r\nDATA\r\n"
+            b"Message-ID: <bs@x.test>\r\nSubject: bs\r\n\r\nvia -bs\r\n.\r\nQUIT\r\n"
+        )
+        rc, out, err = f.run(["-bs"], dialog)
+        codes = [l[:3] for l in out.splitlines() if l[3:4] == " "]
+        T.check(rc == 0 and codes == ["220", "250", "250", "250", "354", "250", "221"], "-bs speaks SMTP on stdin/stdout", out + err)
+        got = one(d, "bs")
+        T.check(len(got) == 1 and b"local user" in got[0], "-bs message delivered, received as a local submission")
+
         # The sendmail name.
         rc, _, err = f.run(["byname@localhost"], b"Subject: name\n\nbody\n", name="sendmail")
         T.check(rc == 0 and len(one(d, "byname")) == 1, "called as `sendmail`", err)

@@ -531,6 +531,15 @@ def g5_bdat(d):
     c.send(b"BDAT 4 LAST\r\nabc\n")
     code, _ = c.reply()
     T.check(code == 503, "BDAT after the refused chunk: 503", str(code))
+    # Chunks adding up to more than the SIZE limit.
+    c.cmd("MAIL FROM:<a@x.test>")
+    c.cmd("RCPT TO:<bdat@localhost>")
+    big = msg("bdat-big", body="") + b"z" * (SIZE_LIMIT // 2) + b"\r\n"
+    c.send(f"BDAT {len(big)}\r\n".encode() + big)
+    first, _ = c.reply()
+    c.send(f"BDAT {len(big)} LAST\r\n".encode() + big)
+    code, text = c.reply()
+    T.check(first == 250 and code == 552 and text[0].startswith("5.3.4"), "BDAT chunks over the SIZE limit: 552 5.3.4", f"{first} {code} {text}")
     T.check(c.code("NOOP") == 250, "the session goes on after BDAT refusals")
     c.close()
     got = delivered(d, "bdat-1")
@@ -539,6 +548,7 @@ def g5_bdat(d):
     got = delivered(d, "bdat-bin")
     T.check(len(got) == 1 and b"\x00\x01bin" in got[0], "BINARYMIME content delivered with its NUL bytes")
     T.check(len(delivered(d, "bdat-bare", 0.3)) == 0, "refused BDAT message not delivered")
+    T.check(len(delivered(d, "bdat-big", 0.3)) == 0, "oversized BDAT message not delivered")
 
 
 # ---- 6. limits and abuse -----------------------------------------------------------------
@@ -670,8 +680,25 @@ def lmtp(d):
     c.send(msg("lmtp-smug", body="x") + b"\n.\nMAIL FROM:<e@x.test>\r\n" + b"\r\n.\r\n")
     codes = [c.reply()[0], c.reply()[0]]
     T.check(codes == [550, 550] and c.quiet(0.5), "LMTP smuggling (\\n.\\n): refused once per recipient, nothing more", str(codes))
+    # A refused recipient in the middle: replies only for the accepted ones, in order.
+    c.cmd("MAIL FROM:<a@x.test>")
+    codes = [c.code("RCPT TO:<lmtp1@localhost>"), c.code("RCPT TO:<nobody@example.test>"), c.code("RCPT TO:<lmtp3@localhost>")]
+    c.cmd("DATA")
+    c.send(msg("lmtp-part") + b"\r\n.\r\n")
+    finals = [c.reply()[0], c.reply()[0]]
+    T.check(codes == [250, 550, 250] and finals == [250, 250] and c.quiet(0.3), "LMTP: one reply per accepted recipient only", f"{codes} {finals}")
+    # BDAT over LMTP: per-recipient replies after LAST.
+    c.cmd("MAIL FROM:<a@x.test>")
+    c.cmd("RCPT TO:<lmtp1@localhost>")
+    c.cmd("RCPT TO:<lmtp3@localhost>")
+    part = msg("lmtp-bdat")
+    c.send(f"BDAT {len(part)} LAST\r\n".encode() + part)
+    finals = [c.reply()[0], c.reply()[0]]
+    T.check(finals == [250, 250] and c.quiet(0.3), "LMTP BDAT LAST: one reply per recipient", str(finals))
     c.close()
     T.check(len(delivered(d, "lmtp", count=2)) == 2, "LMTP message delivered to both recipients")
+    T.check(len(delivered(d, "lmtp-part", count=2)) == 2, "LMTP partial message delivered to the two accepted recipients")
+    T.check(len(delivered(d, "lmtp-bdat", count=2)) == 2, "LMTP BDAT message delivered to both recipients")
 
 
 def shutdown_421(d):
