@@ -151,6 +151,12 @@ def main():
             T.check(len(got) == 1, f"-t: delivered to {local}")
             T.check(all(b"t-bcc" not in g.split(b"\n\n", 1)[0].replace(b"Delivered-To: t-bcc", b"") for g in got), f"-t: no Bcc field in {local}'s copy")
 
+        # -t with the same person in To and Cc: one copy.
+        rc, _, err = f.run(["-t"], b"To: same@localhost\nCc: Same <same@localhost>\nSubject: same\n\nbody\n")
+        d.wait_files(1, "same")
+        time.sleep(0.5)
+        T.check(rc == 0 and len(d.files("same")) == 1, "-t with one person in To and Cc: one copy", f"{len(d.files('same'))} {err}")
+
         # A lone dot: ends the input without -i, is text with -i and -oi.
         text = b"Subject: dots\n\nbefore\n.\nafter\n"
         rc1, _, e1 = f.run(["dot-none@localhost"], text)

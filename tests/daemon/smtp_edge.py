@@ -191,6 +191,22 @@ def rset(d):
     T.check(len(delivered(d, "rset")) == 1, "message after RSET delivered once")
 
 
+def duplicate_recipients(d):
+    """The same recipient given twice (once in another case) gets one copy, as Postfix and
+    Exim deliver it: a message To: and Cc: the same person is not a second message."""
+    c = session(d)
+    c.cmd("MAIL FROM:<a@x.test>")
+    codes = [c.code("RCPT TO:<twice@localhost>"), c.code("RCPT TO:<twice@localhost>"), c.code("RCPT TO:<Twice@LOCALHOST>")]
+    c.cmd("DATA")
+    c.send(msg("twice") + b"\r\n.\r\n")
+    T.check(codes == [250, 250, 250] and c.reply()[0] == 250, "the same recipient three times: accepted")
+    c.close()
+    d.wait_files(1, "twice")
+    time.sleep(0.5)
+    n = len(d.files("twice")) + len(d.files("Twice"))
+    T.check(n == 1, f"the same recipient three times: one copy delivered ({n})")
+
+
 def unknown_recipient(d):
     c = session(d)
     c.cmd("MAIL FROM:<a@x.test>")
@@ -745,6 +761,7 @@ def main():
         for g in (
             rset,
             unknown_recipient,
+            duplicate_recipients,
             g2_syntax,
             g3_limits,
             g4_transparency,
