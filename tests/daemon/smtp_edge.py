@@ -146,6 +146,13 @@ def g1_ordering(d, slow):
     c.ehlo()
     T.check(c.code("MAIL FROM:<a@x.test>") == 250, "the patient client may send mail")
     c.close()
+    # The total connection limit (3 on this daemon).
+    held = [Raw(slow.port, log=LOG) for _ in range(3)]
+    over = Raw(slow.port, greet=False, log=LOG)
+    code, text = over.reply()
+    T.check(code == 421 and text[0].startswith("4.7.0"), "connection over max_connections: 421 4.7.0", f"{code} {text}")
+    for h in held + [over]:
+        h.close()
 
     c = connect(d)
     T.check(c.code("NOOP") == 250, "NOOP before HELO: 250")
@@ -752,7 +759,7 @@ def main():
         routing=ROUTING,
         mailboxes=mailboxes,
     )
-    slow = harness.Daemon("edge-slow", smtp=["greet_pause_ms = 400"])
+    slow = harness.Daemon("edge-slow", smtp=["greet_pause_ms = 400", "max_connections = 3"])
     ok = False
     try:
         d.start()
