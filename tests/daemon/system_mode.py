@@ -174,10 +174,22 @@ name = "localuser"
 driver = "localuser"
 transport = "local"
 
+[[router]]
+name = "smarthost"
+driver = "manualroute"
+domains = ["remote.example"]
+hosts = ["127.0.0.1"]
+port = 9
+transport = "remote"
+
 [[transport]]
 name = "local"
 driver = "lda"
 mailbox = "maildir:~/Maildir"
+
+[[transport]]
+name = "remote"
+driver = "smtp"
 """,
     )
     # cursus-sm3: ~/Maildir is a symbolic link to a directory it owns.
@@ -319,6 +331,31 @@ mailbox = "maildir:~/Maildir"
                 time.sleep(0.05)
             T.check(b"local user cursus-sm1" in got, "the daemon knows the submitter from SO_PEERCRED (Received)", got[:400].decode(errors="replace"))
             T.check(b"Return-Path: <cursus-sm1@" in got, "the envelope sender is the submitting user")
+
+        # mailq: a message stays queued (remote delivery is not available yet, issue 6);
+        # root (the administrator) lists it; an ordinary user cannot read the spool yet, but
+        # must never be told that the queue is empty.
+        codes, final = send(port, "someone@x.test", ["far@remote.example"], "queued")
+        T.check(final == 250, "a message for a remote domain is queued", f"{codes} {final}")
+        time.sleep(0.5)
+        p = subprocess.run([front, "sendmail", "-bp"], capture_output=True, env={**env, "CURSUS_DATA_DIR": data}, timeout=60)
+        T.check(p.returncode == 0 and b"far@remote.example" in p.stdout, "root runs mailq (-bp) and sees the queued message", (p.stdout + p.stderr).decode(errors="replace"))
+        p = subprocess.run(
+            ["setpriv", "--reuid=cursus-sm1", "--regid=cursus-sm1", "--init-groups", "--", front, "sendmail", "-bp"],
+            capture_output=True,
+            env={**env, "CURSUS_DATA_DIR": data, "HOME": sm1.pw_dir},
+            timeout=60,
+        )
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        T.check("empty" not in out.lower(), "an ordinary user's mailq never claims a non-empty queue is empty", out.strip())
+        T.check(p.returncode == 0 or out.strip(), "an ordinary user's mailq fails with a message when it cannot read", out.strip())
+        T.expect_fail(
+            p.returncode == 0 and "far@remote.example" in out,
+            "an ordinary user lists the queue in system mode",
+            "mailq reads the spool itself and the spool is the cursus user's (0700); users need the "
+            "daemon to answer the listing over the submission socket (not built yet)",
+            out.strip(),
+        )
 
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(20)
