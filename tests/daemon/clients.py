@@ -9,6 +9,10 @@
 - Postfix's smtp-source: `-s 5 -m 200` (one connection per message), `-s 5 -m 200 -d`
   (messages reusing connections) and `-L -s 2 -m 50` (LMTP).
 
+- STARTTLS (a second cursusd with a certificate made by openssl): smtplib verifies the
+  certificate, sends 5 messages, Received says ESMTPS; commands pipelined in the clear
+  after STARTTLS are never answered (CVE-2011-0411) and the client must EHLO again.
+
 Each message carries a unique Message-ID (smtp-source makes its own); at the end the
 Maildirs hold each Message-ID exactly once per recipient, and the queue is empty.
 Tools not installed (as an ordinary user without the Debian packages) are reported as SKIP
@@ -19,8 +23,11 @@ usage: python3 tests/daemon/clients.py
 
 import collections
 import os
+import pwd
 import shutil
 import smtplib
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -183,6 +190,79 @@ def smtplib_lmtp(d):
         expect_once(d, local, ["lmtp-py"], f"smtplib.LMTP to {local}")
 
 
+# ---- STARTTLS ----------------------------------------------------------------------------
+
+
+def tls_daemon():
+    """A second cursusd with a fresh self-signed certificate (openssl req), or None."""
+    if not shutil.which("openssl"):
+        print("SKIP: openssl not installed: no STARTTLS checks")
+        return None
+    d = harness.Daemon("clients-tls")
+    cert, key = os.path.join(d.base, "cert.pem"), os.path.join(d.base, "key.pem")
+    p = subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        T.check(False, "openssl made a test certificate", p.stderr)
+        return None
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o600)
+    if d.user:
+        pw = pwd.getpwnam(d.user)
+        os.chown(key, pw.pw_uid, pw.pw_gid)
+    with open(d.config, "a") as f:
+        f.write(f'[tls]\ncertificate = "{cert}"\nkey = "{key}"\n')
+    return d, cert
+
+
+def starttls(d, cert):
+    ctx = ssl.create_default_context(cafile=cert)
+    ids = [f"tls-{i}" for i in range(5)]
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.ehlo("tls.example")
+        T.check(s.has_extn("starttls"), "EHLO advertises STARTTLS with a certificate")
+        code, _ = s.starttls(context=ctx)
+        T.check(code == 220, "smtplib STARTTLS handshake, certificate verified for 127.0.0.1")
+        s.ehlo("tls.example")
+        T.check(not s.has_extn("starttls"), "STARTTLS no longer offered inside TLS")
+        for mid in ids:
+            s.sendmail("py@x.test", ["tls@localhost"], message(mid, "tls@localhost"))
+    expect_once(d, "tls", ids, "smtplib over STARTTLS")
+    got = d.messages("tls")
+    T.check(got and all(b"with ESMTPS" in g for g in got), "Received says ESMTPS")
+    # Commands pipelined after STARTTLS in the clear are dropped (CVE-2011-0411).
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    f = raw.makefile("rb")
+    f.readline()
+    raw.sendall(b"EHLO x.example\r\n")
+    while True:
+        line = f.readline()
+        if line[3:4] == b" ":
+            break
+    raw.sendall(b"STARTTLS\r\nMAIL FROM:<injected@x.test>\r\nRCPT TO:<injected@localhost>\r\n")
+    line = f.readline()
+    T.check(line.startswith(b"220"), "STARTTLS with pipelined plaintext: 220", repr(line))
+    tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    tls.settimeout(1.0)
+    try:
+        early = tls.recv(4096)
+    except (socket.timeout, ssl.SSLError):
+        early = b""
+    T.check(early == b"", "nothing answers the commands injected before the handshake", repr(early))
+    tls.settimeout(10)
+    tls.sendall(b"MAIL FROM:<a@x.test>\r\n")
+    reply = tls.recv(4096)
+    T.check(reply.startswith(b"503"), "after TLS the client must EHLO again (MAIL: 503)", repr(reply))
+    tls.close()
+
+
 # ---- smtp-source -------------------------------------------------------------------------
 
 
@@ -229,6 +309,16 @@ def main():
                 T.check(False, f"{fn.__name__} ran", f"{type(e).__name__}: {e}")
         T.check(d.wait_queue_empty(30), "the queue is empty at the end")
         T.check("panicked" not in d.log_text(), "no panic in the daemon's log")
+        made = tls_daemon()
+        if made:
+            dt, cert = made
+            try:
+                dt.start()
+                starttls(dt, cert)
+            except Exception as e:  # noqa: BLE001
+                T.check(False, "starttls ran", f"{type(e).__name__}: {e}")
+            finally:
+                dt.cleanup(keep=bool(T.failed))
         ok = not T.failed
     finally:
         d.cleanup(keep=not ok)
