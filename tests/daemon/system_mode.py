@@ -332,6 +332,38 @@ driver = "smtp"
             T.check(b"local user cursus-sm1" in got, "the daemon knows the submitter from SO_PEERCRED (Received)", got[:400].decode(errors="replace"))
             T.check(b"Return-Path: <cursus-sm1@" in got, "the envelope sender is the submitting user")
 
+        # sendmail with one good and one unknown recipient: the good one gets the message; the
+        # failure must not vanish into a line on stderr (a nonzero exit or a bounce).
+        p = subprocess.run(
+            ["setpriv", "--reuid=cursus-sm1", "--regid=cursus-sm1", "--init-groups", "--", front, "sendmail",
+             "cursus-sm2@localhost", "no-such-user-here@localhost"],
+            input=b"Subject: partial\nMessage-ID: <partial@sys.test>\n\none good, one unknown\n",
+            capture_output=True,
+            env={**env, "CURSUS_DATA_DIR": data, "HOME": sm1.pw_dir},
+            timeout=60,
+        )
+        err = p.stderr.decode(errors="replace")
+        T.check("no-such-user-here@localhost" in err and "550" in err, "sendmail names the refused recipient on stderr", err)
+        deadline = time.monotonic() + 5
+        good = bounced = False
+        while time.monotonic() < deadline and not (good and bounced):
+            if good and deadline - time.monotonic() > 1.5:
+                deadline = time.monotonic() + 1.5  # the bounce would follow at once
+            good = any(b"<partial@sys.test>" in open(f, "rb").read() for f in maildir_new(users["cursus-sm2"].pw_dir))
+            bounced = any(
+                b"Return-Path: <>" in (b := open(f, "rb").read()) and b"no-such-user-here" in b
+                for f in maildir_new(sm1.pw_dir)
+            )
+            time.sleep(0.1)
+        T.check(good, "the accepted recipient gets the message")
+        T.expect_fail(
+            p.returncode != 0 or bounced,
+            "a recipient refused at submission is reported by the exit status or a bounce",
+            "cursusd verifies local submissions at RCPT like SMTP clients; cursus sendmail prints the "
+            "550 and exits 0 when another recipient was accepted, so no bounce is ever made",
+            f"exit {p.returncode}",
+        )
+
         # mailq: a message stays queued (remote delivery is not available yet, issue 6);
         # root (the administrator) lists it; an ordinary user cannot read the spool yet, but
         # must never be told that the queue is empty.
