@@ -221,6 +221,8 @@ EOF
 check "six messages submitted to Postfix over SMTP" test $? = 0
 smtp-source -s 2 -m 50 -f pfsender@localhost -t pfload@localhost "127.0.0.1:$PF_PORT"
 check "smtp-source -s 2 -m 50 into Postfix" test $? = 0
+smtp-source -s 1 -m 2 -l 1000000 -f pfsender@localhost -t pfbig@localhost "127.0.0.1:$PF_PORT"
+check "smtp-source -m 2 -l 1000000 (1 MB messages) into Postfix" test $? = 0
 
 count() { # LOCAL: files delivered
     ls "$DATA/mail/$1/Maildir/new" 2>/dev/null | wc -l
@@ -237,6 +239,7 @@ wait_count pf2 1
 wait_count known 1
 wait_count pfload 50
 wait_count pfsender 1
+wait_count pfbig 2
 sleep 0.5
 
 ids() { # LOCAL: the Message-IDs delivered there, sorted
@@ -249,11 +252,12 @@ check "known@example.test got pf-known once" test "$(ids known | tr '\n' ' ')" =
 check "smtp-source: 50 messages delivered" test "$(count pfload)" = 50
 check "smtp-source: 50 distinct Message-IDs" test "$(ids pfload | uniq | wc -l)" = 50
 check "nothing for the unknown recipient" test "$(count nobody)" = 0
+check "two 1 MB messages delivered whole" sh -c "[ \$(find '$DATA/mail/pfbig/Maildir/new' -type f -size +950k | wc -l) = 2 ]"
 check "the delivered copies carry Postfix's and cursusd's Received fields" \
     sh -c "f=\$(ls -d '$DATA'/mail/pf1/Maildir/new/* | head -1); grep -q 'by pf-lmtp.test (Postfix)' \"\$f\" && grep -q '(cursusd) with LMTP' \"\$f\""
 LOG=$PF/postfix.log
 check "Postfix log: deliveries through cursusd (relay=127.0.0.1[127.0.0.1]:$LMTP_PORT, status=sent)" \
-    test "$(grep -c "relay=127.0.0.1\[127.0.0.1\]:$LMTP_PORT.*status=sent" "$LOG")" -ge 57
+    test "$(grep -c "relay=127.0.0.1\[127.0.0.1\]:$LMTP_PORT.*status=sent" "$LOG")" -ge 59
 check "Postfix log: the unknown recipient bounced with dsn=5.1.1 (550 at RCPT over LMTP)" \
     grep -q "to=<nobody@example.test>.*dsn=5.1.1.*status=bounced" "$LOG"
 BOUNCE=$(ls -d "$DATA"/mail/pfsender/Maildir/new/* 2>/dev/null | head -1)
