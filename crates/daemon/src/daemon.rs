@@ -473,11 +473,17 @@ async fn serve(
         ));
         tokio::spawn(server::serve_tcp(server.clone(), l, protocol));
     }
-    for addr in &config.lmtp_listen {
-        if let ListenAddr::Unix(path) = addr {
-            let l = bind_unix(path, 0o660)?;
-            log::line(&format!("listening for LMTP on {addr}"));
-            tokio::spawn(server::serve_unix(server.clone(), l, Protocol::Lmtp));
+    // Unix-socket listeners (TCP ones were bound before the credential drop).
+    for (addrs, protocol, name) in [
+        (&config.smtp_listen, Protocol::Smtp, "SMTP"),
+        (&config.lmtp_listen, Protocol::Lmtp, "LMTP"),
+    ] {
+        for addr in addrs {
+            if let ListenAddr::Unix(path) = addr {
+                let l = bind_unix(path, 0o660)?;
+                log::line(&format!("listening for {name} on {addr}"));
+                tokio::spawn(server::serve_unix(server.clone(), l, protocol));
+            }
         }
     }
     // Local submission: any local user may connect; SO_PEERCRED says who.
