@@ -127,8 +127,9 @@ def as_user_argv(user):
 class Daemon:
     """One cursusd in single-user mode in its own temporary directory."""
 
-    def __init__(self, name, smtp=None, lmtp=False, routing=None, mailboxes=None, base=None):
-        """`smtp`: extra `key = value` lines of [smtp]; `routing`: a routing TOML text where
+    def __init__(self, name, smtp=None, lmtp=False, routing=None, mailboxes=None, base=None, smtp_unix=False):
+        """`smtp`: extra `key = value` lines of [smtp]; `smtp_unix`: also listen for SMTP on
+        the unix socket DATA/smtp.sock (`self.smtp_socket`); `routing`: a routing TOML text where
         DATA stands for the data directory (None: the single-user defaults); `mailboxes`: the
         text of DATA/mailboxes (None: cursusd writes its default)."""
         self.name = name
@@ -144,7 +145,9 @@ class Daemon:
         self.port = free_port()
         self.lmtp_port = free_port() if lmtp else None
         self.config = os.path.join(self.base, "cursus.toml")
-        lines = ["[smtp]", f'listen = ["127.0.0.1:{self.port}"]']
+        self.smtp_socket = os.path.join(self.data, "smtp.sock") if smtp_unix else None
+        listen = [f'"127.0.0.1:{self.port}"'] + ([f'"unix:{self.smtp_socket}"'] if smtp_unix else [])
+        lines = ["[smtp]", f"listen = [{', '.join(listen)}]"]
         lines += list(smtp or [])
         if lmtp:
             lines += ["[lmtp]", f'listen = ["127.0.0.1:{self.lmtp_port}"]']

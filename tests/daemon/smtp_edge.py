@@ -724,6 +724,30 @@ def lmtp(d):
     T.check(len(delivered(d, "lmtp-bdat", count=2)) == 2, "LMTP BDAT message delivered to both recipients")
 
 
+def smtp_unix_socket(d):
+    """smtp.listen accepts unix:/PATH (cursus.toml(5)); the daemon must listen there."""
+    ok = os.path.exists(d.smtp_socket)
+    T.check(ok, f"SMTP on the configured unix socket {d.smtp_socket}")
+    if not ok:
+        return
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(d.smtp_socket)
+    f = s.makefile("rwb")
+    T.check(f.readline().startswith(b"220"), "unix-socket SMTP greets with 220")
+    f.write(b"EHLO unix.example\r\nMAIL FROM:<u@x.test>\r\nRCPT TO:<unixsock@localhost>\r\nDATA\r\n")
+    f.flush()
+    while f.readline()[3:4] != b" ":
+        pass
+    codes = [f.readline()[:3] for _ in range(3)]
+    f.write(msg("unixsock") + b"\r\n.\r\nQUIT\r\n")
+    f.flush()
+    codes.append(f.readline()[:3])
+    T.check(codes == [b"250", b"250", b"354", b"250"], "a message over unix-socket SMTP", str(codes))
+    s.close()
+    T.check(len(delivered(d, "unixsock")) == 1, "... delivered")
+
+
 def shutdown_421(d):
     c = session(d)
     c.cmd("MAIL FROM:<a@x.test>")
@@ -758,6 +782,7 @@ def main():
         lmtp=True,
         routing=ROUTING,
         mailboxes=mailboxes,
+        smtp_unix=True,
     )
     slow = harness.Daemon("edge-slow", smtp=["greet_pause_ms = 400", "max_connections = 3"])
     ok = False
@@ -780,6 +805,7 @@ def main():
             g6_disconnects,
             g7_format,
             lmtp,
+            smtp_unix_socket,
         ):
             group(g, d)
         bad = harness.bad_enhanced(LOG)
