@@ -443,21 +443,21 @@ async fn serve(
     });
     let tls = certificates.as_ref().map(|c| c.server_config());
     let server = Server::new(config.clone(), reception, shutdown_rx.clone(), tls);
-    if let Some(certs) = certificates.clone() {
-        // SIGHUP: read the certificate and key again (new handshakes use them).
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match certs.reload() {
-                        Ok(()) => log::line("TLS certificate reloaded"),
-                        Err(e) => log::line(&format!(
-                            "TLS certificate reload failed, keeping the previous one: {e}"
-                        )),
-                    }
+    // SIGHUP: read the certificate and key again (new handshakes use them). Handled even
+    // without TLS: its default action would end the daemon without a 421.
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let certs = certificates.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match certs.as_ref().map(|c| c.reload()) {
+                    Some(Ok(())) => log::line("TLS certificate reloaded"),
+                    Some(Err(e)) => log::line(&format!(
+                        "TLS certificate reload failed, keeping the previous one: {e}"
+                    )),
+                    None => log::line("SIGHUP: no TLS certificate to read again"),
                 }
-            });
-        }
+            }
+        });
     }
 
     for (listener, protocol, addr) in tcp {
