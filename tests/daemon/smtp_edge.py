@@ -27,6 +27,7 @@ usage: python3 tests/daemon/smtp_edge.py      (exit 0 pass, 1 fail)
 
 import os
 import pwd
+import signal
 import socket
 import sys
 import threading
@@ -748,6 +749,17 @@ def smtp_unix_socket(d):
     T.check(len(delivered(d, "unixsock")) == 1, "... delivered")
 
 
+def sighup(d):
+    """SIGHUP (what `systemctl reload` and habit send) must never stop the daemon, with or
+    without a TLS certificate to read again."""
+    c = session(d)
+    os.kill(d.pid(), signal.SIGHUP)
+    time.sleep(0.5)
+    T.check(d.proc.poll() is None, "cursusd without TLS survives SIGHUP", f"exit {d.proc.returncode}")
+    T.check(c.code("NOOP") == 250, "an open session goes on after SIGHUP")
+    c.close()
+
+
 def shutdown_421(d):
     c = session(d)
     c.cmd("MAIL FROM:<a@x.test>")
@@ -810,6 +822,7 @@ def main():
             group(g, d)
         bad = harness.bad_enhanced(LOG)
         T.check(not bad, f"every one of {len(LOG)} replies carries an enhanced status code of its class", str(bad[:5]))
+        group(sighup, d)
         group(shutdown_421, d)
         crashed = "panicked" in d.log_text() or "panicked" in slow.log_text()
         T.check(not crashed, "no panic in the daemon's log")
