@@ -291,8 +291,9 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     })?;
     let recovery = queue.recovery().clone();
     let queue = Arc::new(queue);
+    // Written by serve() once every signal it documents is handled (`sendmail -q` sends
+    // SIGUSR1 to this pid; its default action would end the daemon).
     let pid_file = config.data_dir.join("cursusd.pid");
-    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
 
     let world = if root {
         World {
@@ -518,11 +519,11 @@ async fn serve(
         let engine = engine.clone();
         let queue = queue.clone();
         let slots = slots.clone();
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         tokio::spawn(async move {
             let q = queue.clone();
             let _ = tokio::task::spawn_blocking(move || q.load_all()).await;
-            let mut usr1 =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
             let mut forced = false;
             loop {
                 let q = queue.clone();
@@ -574,6 +575,10 @@ async fn serve(
         .map_err(|e| Fatal(format!("signal: {e}"), 71))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Fatal(format!("signal: {e}"), 71))?;
+    let _ = std::fs::write(
+        config.data_dir.join("cursusd.pid"),
+        format!("{}\n", std::process::id()),
+    );
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
