@@ -197,7 +197,9 @@ class Daemon:
         }
         return e
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, wait=True):
+        """Starts cursusd; with `wait`, returns once it greets on its port and its submission
+        socket exists (see `wait_ready`)."""
         argv = as_user_argv(self.user) + [
             os.path.join(self.bin, "cursusd"),
             "-c",
@@ -213,6 +215,9 @@ class Daemon:
             argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env(), cwd=self.base
         )
         log.close()
+        return self.wait_ready(timeout) if wait else self
+
+    def wait_ready(self, timeout=20):
         deadline = time.monotonic() + timeout
         sock = os.path.join(self.data, "submit.sock")
         while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ import email.policy
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -215,6 +216,31 @@ def main():
         while "queue run requested" not in d.log_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         T.check(rc == 0 and "queue run requested" in d.log_text(), "-q asks the daemon for a queue run", err)
+
+        # -q while the daemon is still starting: the pid file must not exist before SIGUSR1
+        # is handled (its default action ends the process).
+        early = harness.Daemon("sendmail-early")
+        try:
+            early.start(wait=False)
+            pid_file = os.path.join(early.data, "cursusd.pid")
+            deadline = time.monotonic() + 20
+            pid = None
+            while pid is None and time.monotonic() < deadline and early.proc.poll() is None:
+                try:
+                    text = open(pid_file).read().strip()
+                    pid = int(text) if text else None
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.0005)
+            if T.check(pid == early.proc.pid, "the pid file names the daemon", f"{pid} vs {early.proc.pid}"):
+                os.kill(pid, signal.SIGUSR1)
+            time.sleep(0.5)
+            T.check(early.proc.poll() is None, "SIGUSR1 (-q) as soon as the pid file exists does not kill cursusd", f"exit {early.proc.returncode}")
+            early.wait_ready()
+        except RuntimeError as e:
+            T.check(False, "the early -q daemon starts", str(e)[:300])
+        finally:
+            early.cleanup(keep=bool(T.failed))
 
         # -bi / newaliases.
         aliases = os.path.join(d.base, "aliases")
