@@ -271,6 +271,11 @@ def main():
             err,
         )
         T.check(not d.files("down"), "daemon down: nothing delivered")
+        rc, out, err = f.run(["-bp"])
+        T.check(rc == 0 and "faraway@remote.example" in out, "daemon down: -bp still lists the queued message", out + err)
+        d.start()
+        T.check("queue 1 messages" in d.log_text().split("---- start 2 ----")[-1], "restarted: the deferred message is recovered")
+        d.stop()
         T.check("panicked" not in d.log_text(), "no panic in the daemon's log")
         ok = not T.failed
     finally:

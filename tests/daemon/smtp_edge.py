@@ -761,6 +761,11 @@ def sighup(d):
 
 
 def shutdown_421(d):
+    mid = session(d)
+    mid.cmd("MAIL FROM:<a@x.test>")
+    mid.cmd("RCPT TO:<cutoff@localhost>")
+    mid.cmd("DATA")
+    mid.send(msg("cutoff", body="half of it\r\n"))
     c = session(d)
     c.cmd("MAIL FROM:<a@x.test>")
     stopper = threading.Thread(target=d.stop)
@@ -772,7 +777,14 @@ def shutdown_421(d):
     T.check(code == 421 and text[0].startswith("4.3.2"), "shutdown: an open session gets 421 4.3.2", f"{code} {text}")
     T.check(c.closed(), "... and is closed")
     c.close()
+    try:
+        code, text = mid.reply()
+    except (EOFError, OSError) as e:
+        code, text = None, [str(e)]
+    T.check(code == 421, "shutdown: a session in the middle of DATA gets 421 too", f"{code} {text}")
+    mid.close()
     stopper.join()
+    T.check(not d.files("cutoff"), "the message cut off by the shutdown is not delivered")
     T.check(d.proc.returncode == 0, "cursusd exits 0 after SIGTERM", str(d.proc.returncode))
     try:
         socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
