@@ -309,6 +309,14 @@ def main():
                 T.check(False, f"{fn.__name__} ran", f"{type(e).__name__}: {e}")
         T.check(d.wait_queue_empty(30), "the queue is empty at the end")
         T.check("panicked" not in d.log_text(), "no panic in the daemon's log")
+        for local, n in (("src", 200), ("srcd", 200), ("srcl", 50), ("smtplib", 40), ("threads", 60), ("swaks", 4)):
+            if not os.path.isdir(d.maildir(local)):
+                continue
+            r = harness.validate_maildir(d.maildir(local), n)
+            if r is None:
+                print("SKIP: shared/tools/validate_maildir.py not found: no independent Maildir check")
+                break
+            T.check(r[0], f"validate_maildir.py on mail/{local}/Maildir ({n} messages)", r[1])
         made = tls_daemon()
         if made:
             dt, cert = made

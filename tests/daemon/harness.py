@@ -325,6 +325,19 @@ class Daemon:
         return False
 
 
+VALIDATOR = os.path.join(ROOT, "..", "shared", "tools", "validate_maildir.py")
+
+
+def validate_maildir(path, count):
+    """Runs the independent Maildir checker (shared/tools/validate_maildir.py: structure,
+    unique names, S= sizes, each message parsed without defects); (ok, output), or None
+    when the tool is not there."""
+    if not os.path.exists(VALIDATOR):
+        return None
+    p = subprocess.run([sys.executable, VALIDATOR, path, str(count)], capture_output=True, text=True)
+    return p.returncode == 0, (p.stdout + p.stderr).strip()
+
+
 def message_ids(blobs):
     """Message-ID header values of each delivered message (first field only)."""
     out = []

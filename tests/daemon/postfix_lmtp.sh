@@ -251,6 +251,12 @@ check "pf2 got pf-two once (second LMTP recipient)" test "$(ids pf2 | tr '\n' ' 
 check "known@example.test got pf-known once" test "$(ids known | tr '\n' ' ')" = "<pf-known@pf.test> "
 check "smtp-source: 50 messages delivered" test "$(count pfload)" = 50
 check "smtp-source: 50 distinct Message-IDs" test "$(ids pfload | uniq | wc -l)" = 50
+VALIDATOR=$ROOT/../shared/tools/validate_maildir.py
+if [ -f "$VALIDATOR" ]; then
+    check "validate_maildir.py on the 50 messages Postfix handed over" python3 "$VALIDATOR" "$DATA/mail/pfload/Maildir" 50
+else
+    echo "SKIP: $VALIDATOR not found: no independent Maildir check"
+fi
 check "nothing for the unknown recipient" test "$(count nobody)" = 0
 check "two 1 MB messages delivered whole" sh -c "[ \$(find '$DATA/mail/pfbig/Maildir/new' -type f -size +950k | wc -l) = 2 ]"
 check "the delivered copies carry Postfix's and cursusd's Received fields" \
