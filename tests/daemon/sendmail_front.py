@@ -18,6 +18,7 @@ usage: python3 tests/daemon/sendmail_front.py
 
 import email
 import email.policy
+import email.utils
 import os
 import pwd
 import re
@@ -151,6 +152,16 @@ def main():
             got = one(d, local)
             T.check(len(got) == 1, f"-t: delivered to {local}")
             T.check(all(b"t-bcc" not in g.split(b"\n\n", 1)[0].replace(b"Delivered-To: t-bcc", b"") for g in got), f"-t: no Bcc field in {local}'s copy")
+
+        # -t with only an empty group: no recipient, a usage error, nothing sent.
+        rc, _, err = f.run(["-t"], b"To: undisclosed-recipients:;\nSubject: none\n\nbody\n")
+        T.check(rc == 64 and "no recipients" in err, "-t without any recipient: exit 64 with the reason", f"{rc} {err}")
+        # -F with quotes and a backslash: still one valid display name.
+        rc, _, err = f.run(["-F", 'Joe "Q" \\ User', "quoted@localhost"], b"Subject: q\n\nbody\n")
+        got = one(d, "quoted")
+        if T.check(rc == 0 and len(got) == 1, "-F with quotes delivered", err):
+            name, addr = email.utils.parseaddr(parse(got[0])["From"])
+            T.check(name == 'Joe "Q" \\ User' and addr.startswith(f"{login}@"), "-F quotes are escaped in From", f"{name!r} {addr!r}")
 
         # -t with the same person in To and Cc: one copy.
         rc, _, err = f.run(["-t"], b"To: same@localhost\nCc: Same <same@localhost>\nSubject: same\n\nbody\n")
