@@ -21,6 +21,9 @@ need=""
 for p in postfix swaks dovecot-core dovecot-imapd dovecot-sieve maildrop procmail $extra; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need="$need $p"
 done
+# cursusd started as root becomes this user (its tests run it so, as an installation would).
+id cursus >/dev/null 2>&1 ||
+    useradd --system --home-dir /var/spool/cursus --no-create-home --shell /usr/sbin/nologin cursus
 if [ -z "$need" ]; then
     echo "install-test-deps: all packages present"
     exit 0

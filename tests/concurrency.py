@@ -145,11 +145,20 @@ def main():
             # The test user may not be able to run root's interpreter (e.g. under ~root).
             os.chmod(copy, 0o755)
             cmd[0] = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else cmd[0]
+            # Dovecot 2.3 takes validate_imap.py's CONTROL=MEMORY as a directory relative
+            # to HOME; when MEMORY/.INBOX does not exist yet, the first sync fails and
+            # shows 0 messages. A fresh HOME with it made keeps runs independent.
+            home = os.path.join(copy, "home")
+            os.makedirs(os.path.join(home, "MEMORY", ".INBOX"))
             # Dovecot refuses to open mail as root: read the copy as its owner.
             for dirpath, dirnames, filenames in os.walk(copy):
                 for n in [dirpath] + [os.path.join(dirpath, f) for f in filenames]:
                     os.chown(n, pw.pw_uid, pw.pw_gid)
-            cmd = ["runuser", "-u", USER, "--", "env", f"USER={USER}", f"HOME={pw.pw_dir}"] + cmd
+            cmd = ["runuser", "-u", USER, "--", "env", f"USER={USER}", f"HOME={home}"] + cmd
+        else:
+            home = os.path.join(copy, "home")
+            os.makedirs(os.path.join(home, "MEMORY", ".INBOX"))
+            cmd = ["env", f"HOME={home}"] + cmd
         p = subprocess.run(cmd, capture_output=True, text=True)
         check(f"validate_imap.py (Dovecot IMAP): {p.stdout.strip()}", p.returncode == 0, p.stderr[-300:])
         shutil.rmtree(copy, ignore_errors=True)

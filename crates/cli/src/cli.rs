@@ -36,6 +36,13 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Show and manage cursusd's mail queue.
+    Queue(QueueArgs),
+
+    /// Show which retry rule applies to a temporary failure and when the next attempts are.
+    #[command(subcommand)]
+    Retry(RetryCommand),
+
     /// Submit a message to cursusd, sendmail-compatible (also as `sendmail`, `mailq`,
     /// `newaliases` through links to this program).
     ///
@@ -61,6 +68,94 @@ pub enum Command {
         args: Vec<String>,
     },
 }
+
+/// `cursus queue ...`
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The daemon's data directory. Default: $CURSUS_DATA_DIR, else /var/spool/cursus when
+    /// it exists, else ~/.local/share/cursus.
+    #[arg(short = 'd', long = "data-dir", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// What to do with the queue.
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+/// `cursus queue ...`: listing reads the spool directly; every change goes through the
+/// running daemon's control socket (`DATA_DIR/control.sock`), which admits only root and
+/// the daemon's own user.
+///
+/// Exit status: 0 done; 1 the daemon refused (unknown id, ...); 69 the daemon or the queue
+/// cannot be reached.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages and the state of each recipient, as mailq does (held messages
+    /// are marked `!`).
+    List,
+    /// Hold messages: they stay queued and are not tried until released.
+    Hold {
+        /// Queue ids, as `cursus queue list` prints them.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages and try them at once.
+    Release {
+        /// Queue ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete messages from the queue without delivering them and without a bounce.
+    Delete {
+        /// Queue ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Try messages now, deferred ones included (every message that is not held when no id
+    /// is given), as `sendmail -q` does.
+    Flush {
+        /// Queue ids (default: all).
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// `cursus retry ...`
+#[derive(Debug, Subcommand)]
+pub enum RetryCommand {
+    /// Print the retry rule that applies to ADDRESS failing with ERROR, and every attempt
+    /// time it gives until the address bounces.
+    ///
+    /// Rules are the `[[retry]]` tables of the configuration, tried in order; the first
+    /// whose pattern (a domain, or `local@domain`), error classes and senders match
+    /// decides, else the built-in default. Times are counted from the message's arrival
+    /// (its first attempt).
+    ///
+    /// ERROR is one of: refused, timeout, dns, greeting, mail, rcpt, data, tls, quota,
+    /// home, other.
+    ///
+    /// Exit status: 0; 1 when the configuration has errors; 64 for an unknown error class.
+    #[command(after_long_help = RETRY_TEST_EXAMPLES)]
+    Test {
+        /// The address (or a bare domain).
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+        /// The error class.
+        #[arg(value_name = "ERROR")]
+        error: String,
+        /// The configuration file (default: /etc/cursus/cursus.toml when it exists, else
+        /// the built-in rules).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The envelope sender, for rules with `senders` ("" or "<>": the null sender).
+        #[arg(short = 'f', long = "sender", value_name = "ADDR", default_value = "")]
+        sender: String,
+    },
+}
+
+const RETRY_TEST_EXAMPLES: &str = "Examples:
+  cursus retry test joe@example.org rcpt
+  cursus retry test -c cursus.toml example.net refused -f list@example.org";
 
 /// `cursus config ...`
 #[derive(Debug, Subcommand)]

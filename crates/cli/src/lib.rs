@@ -12,8 +12,10 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod host;
+pub mod queue_control;
 pub mod queue_list;
 pub mod report;
+pub mod retry_test;
 pub mod sendmail;
 pub mod sieve_test;
 

@@ -94,7 +94,7 @@ fn config_check(file: &Path) -> ExitCode {
         check: true,
     };
     let root = nix::unistd::geteuid().is_root();
-    let (config, routing) = match cursusd::daemon::load(&start, root) {
+    let (config, routing, _retry) = match cursusd::daemon::load(&start, root) {
         Ok(pair) => pair,
         Err(cursusd::daemon::Fatal(message, _)) => {
             eprintln!("{message}");
@@ -149,6 +149,17 @@ fn main() -> ExitCode {
         Command::Sieve(SieveCommand::Bench(args)) => sieve_bench(args),
         Command::Address(AddressCommand::Test(args)) => address_test(args),
         Command::Config(ConfigCommand::Check { file }) => Ok(config_check(file)),
+        Command::Queue(args) => Ok(ExitCode::from(cursus_cli::queue_control::run(args))),
+        Command::Retry(cursus_cli::cli::RetryCommand::Test {
+            address,
+            error,
+            config,
+            sender,
+        }) => {
+            let out = cursus_cli::retry_test::run(address, error, config.as_deref(), sender);
+            print(&out.0, &out.1);
+            Ok(ExitCode::from(out.2))
+        }
         // Handled before clap (sendmail's own option syntax); here only for --help.
         Command::Sendmail { args } => {
             Ok(ExitCode::from(cursus_cli::sendmail::run("sendmail", args)))

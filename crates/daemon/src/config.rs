@@ -263,6 +263,7 @@ const TOP_KEYS: &[&str] = &[
     "routing",
     "router",
     "transport",
+    "retry",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +285,9 @@ struct RawFile {
     _router: Option<toml::Value>,
     #[serde(default, rename = "transport")]
     _transport: Option<toml::Value>,
+    /// Read by the retry rules (cursus_route::retry).
+    #[serde(default, rename = "retry")]
+    _retry: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,8 +61,11 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// The configuration and routing a start would use.
-pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal> {
+/// The configuration, routing and retry rules a start would use.
+pub fn load(
+    start: &Start,
+    root: bool,
+) -> Result<(Config, RoutingConfig, cursus_route::retry::RetryRules), Fatal> {
     let file = match &start.config {
         Some(p) => Some(p.clone()),
         None if root && Path::new(SYSTEM_CONFIG).exists() => Some(PathBuf::from(SYSTEM_CONFIG)),
@@ -113,7 +116,19 @@ pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal>
                     single_user_routing(&config)?
                 };
             }
-            Ok((config, routing))
+            let retry =
+                cursus_route::retry::RetryRules::parse(&text, &source, lifetime_secs(&config))
+                    .map_err(|errors| {
+                        Fatal(
+                            errors
+                                .iter()
+                                .map(|e| e.to_string())
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            78,
+                        )
+                    })?;
+            Ok((config, routing, retry))
         }
         None => {
             let mut config = Config::single_user(&data_dir);
@@ -123,9 +138,15 @@ pub fn load(start: &Start, root: bool) -> Result<(Config, RoutingConfig), Fatal>
             } else {
                 single_user_routing(&config)?
             };
-            Ok((config, routing))
+            let retry = cursus_route::retry::RetryRules::defaults(lifetime_secs(&config));
+            Ok((config, routing, retry))
         }
     }
+}
+
+/// The queue lifetime in seconds: the default retry rule bounces after it.
+fn lifetime_secs(config: &Config) -> u64 {
+    config.queue_lifetime_days.clamp(1, 365) * 86_400
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -217,7 +238,7 @@ fn prepare_data_dir(config: &Config, single_user: bool) -> Result<(), Fatal> {
 /// Starts the daemon; returns only at shutdown or on a start-up failure.
 pub fn run(start: &Start) -> Result<(), Fatal> {
     let root = nix::unistd::geteuid().is_root();
-    let (config, routing_config) = load(start, root)?;
+    let (config, routing_config, retry) = load(start, root)?;
     let single_user = !root;
     if start.check {
         let world = World::system();
@@ -275,12 +296,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     // The queue and the pid file belong to the daemon's user.
     let queue_dir = config.data_dir.join("queue");
     let options = cursus_queue::Options {
-        schedule: cursus_queue::Schedule {
-            expire_after: jiff::SignedDuration::from_hours(
-                24 * i64::try_from(config.queue_lifetime_days.max(1)).unwrap_or(5),
-            ),
-            ..cursus_queue::Schedule::default()
-        },
+        retry: Some(Arc::new(crate::retry::Rules(retry))),
         ..cursus_queue::Options::default()
     };
     let queue = Queue::open_with(&queue_dir, options).map_err(|e| {
@@ -497,6 +513,19 @@ async fn serve(
 
     // Deliveries: the first attempt at once, at most a few at a time.
     let slots = Arc::new(Semaphore::new(16));
+
+    // The control socket (`cursus queue`): root and the daemon's own uid only.
+    let control_path = config.data_dir.join("control.sock");
+    let control = bind_unix(&control_path, 0o600)?;
+    tokio::spawn(crate::control::serve(
+        Arc::new(crate::control::Control {
+            queue: queue.clone(),
+            engine: engine.clone(),
+            slots: slots.clone(),
+            owner: nix::unistd::geteuid().as_raw(),
+        }),
+        control,
+    ));
     {
         let engine = engine.clone();
         let slots = slots.clone();
@@ -590,6 +619,7 @@ async fn serve(
     // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(16)).await;
     let _ = std::fs::remove_file(&config.submission_socket);
+    let _ = std::fs::remove_file(&control_path);
     Ok(())
 }
 

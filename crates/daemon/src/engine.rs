@@ -257,6 +257,7 @@ impl Engine {
                 status,
                 diagnostic: text,
                 remote_mta: None,
+                explanation: None,
             });
         }
         let mut original = Vec::new();
@@ -284,6 +285,8 @@ impl Engine {
             original: &original,
             return_full: message.envelope.ret == Some(cursus_queue::Ret::Full),
             unique: &unique,
+            templates: None,
+            give_up: None,
         });
         let mut envelope = Envelope::new(Sender::Null, vec![Recipient::new(to)]);
         envelope.client.protocol = "local".to_string();

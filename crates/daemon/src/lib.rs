@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod local;
 pub mod log;
 pub mod parameters;
 pub mod reception;
+pub mod retry;
 pub mod router_adapter;
 pub mod routing;
 pub mod server;

@@ -342,6 +342,56 @@ pub const ROUTING: &[Parameter] = &[
     ),
 ];
 
+/// The keys of a `[[retry]]` table (read by cursus_route::retry).
+pub const RETRY: &[Parameter] = &[
+    p(
+        "retry",
+        "pattern",
+        "\"*.example.org\"",
+        "\"*\" (every address)",
+        "The addresses the rule is for: a domain pattern (example.org, *.example.org, \
+         re:REGEX) matches the recipient's domain; a pattern with @ (*@example.org, \
+         joe@example.org) matches the whole address.",
+    ),
+    p(
+        "retry",
+        "errors",
+        "[\"rcpt\", \"data\"]",
+        "any error",
+        "The error classes the rule is for: refused (connection refused), timeout, dns, \
+         greeting (4xx to the greeting or EHLO), mail (4xx to MAIL FROM), rcpt (4xx to RCPT \
+         TO), data (4xx after the message), tls, quota (local mailbox over quota), home \
+         (local home or mailbox unavailable), other.",
+    ),
+    p(
+        "retry",
+        "senders",
+        "[\"*@lists.example.org\"]",
+        "any sender",
+        "Envelope senders the rule is for (<> is the null sender).",
+    ),
+    p(
+        "retry",
+        "schedule",
+        "\"F,2h,15m; G,16h,1h,1.5; F,4d,6h\"",
+        "required",
+        "Segments as Exim writes them, cutoffs counted from the message's arrival: \
+         F,CUTOFF,INTERVAL retries every INTERVAL until CUTOFF; G,CUTOFF,FIRST,FACTOR starts \
+         at FIRST and multiplies each interval by FACTOR (1 to 10). After the last cutoff \
+         the last interval repeats. Durations: 30s, 15m, 2h, 4d, 1w. Without a matching \
+         rule: F,30m,5m; G,1d,15m,1.5; F,5d,3h, bouncing at queue_lifetime_days. \
+         cursus retry test ADDRESS ERROR prints the rule and the attempt times.",
+    ),
+    p(
+        "retry",
+        "lifetime",
+        "\"4d\"",
+        "the last cutoff",
+        "When the recipient bounces: a failure at or after this time since arrival is \
+         final (5.4.7 with the last error).",
+    ),
+];
+
 fn esc(text: &str) -> String {
     text.replace('\\', "\\e")
         .replace('-', "\\-")
@@ -372,6 +422,7 @@ pub fn manual(version: &str) -> String {
     for (title, table) in [
         ("DAEMON PARAMETERS", DAEMON),
         ("ROUTING PARAMETERS", ROUTING),
+        ("RETRY RULES", RETRY),
     ] {
         out.push_str(&format!(".SH {title}\n"));
         for param in table {
@@ -381,6 +432,7 @@ pub fn manual(version: &str) -> String {
                     "" => "top level".to_string(),
                     "router" => "[[router]] (one table per router, tried in order)".to_string(),
                     "transport" => "[[transport]] (one table per transport)".to_string(),
+                    "retry" => "[[retry]] (one table per rule, tried in order)".to_string(),
                     s => format!("[{s}]"),
                 };
                 out.push_str(&format!(".SS {}\n", esc(&heading)));
@@ -399,7 +451,10 @@ pub fn manual(version: &str) -> String {
          deliveries in flight finish. SIGHUP: read the TLS certificate again. SIGUSR1 \
          (cursus sendmail \\-q): try every queued message now.\n\
          .SH FILES\n/etc/cursus/cursus.toml, /var/spool/cursus/queue, \
-         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source.\n\
+         /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source. In the \
+         data directory: queue/ (the spool), cursusd.pid, submit.sock (local submission, any \
+         user), control.sock (mode 0600; root and the daemon's user only: see \
+         cursus\\-queue(1)).\n\
          .SH SEE ALSO\n.BR cursusd (8),\n.BR cursus (1),\n.BR cursus\\-lda (8),\n.BR cursus\\-lda\\-policy (5)\n",
     );
     out
@@ -426,6 +481,20 @@ mod tests {
         }
         let parsed = crate::config::Config::parse(&text, "example", std::path::Path::new("/d"));
         assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+    }
+
+    /// A [[retry]] table with every documented key parses with the retry parser, and
+    /// the daemon's and the routing parser accept the file around it.
+    #[test]
+    fn documented_retry_table_parses() {
+        let mut text = String::from("[[retry]]\n");
+        for param in RETRY {
+            text.push_str(&format!("{} = {}\n", param.key, param.example));
+        }
+        let rules = cursus_route::retry::RetryRules::parse(&text, "example", 86_400);
+        assert!(rules.is_ok_and(|r| r.rules.len() == 1), "{text}");
+        assert!(crate::config::Config::parse(&text, "example", std::path::Path::new("/d")).is_ok());
+        assert!(cursus_route::RoutingConfig::parse(&text, "example").is_ok());
     }
 
     /// The routing parameters of [routing] parse with the routing parser.

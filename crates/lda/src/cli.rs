@@ -102,7 +102,9 @@ pub struct ServeArgs {
     /// The user (name or uid) allowed to connect besides root (repeatable; usually `cursus`).
     #[arg(long = "peer", value_name = "USER")]
     pub peers: Vec<String>,
-    /// The system policy file.
+    /// The system policy file. When it does not exist, the built-in defaults apply (each
+    /// user's ~/Maildir and everything below it, /var/mail/USER, uids from 1000, no
+    /// commands) and a line says so; a file that exists must load.
     #[arg(long, value_name = "FILE", default_value = SYSTEM_POLICY)]
     pub policy: PathBuf,
     /// Seconds a command destination may run before it is killed (the delivery is deferred).

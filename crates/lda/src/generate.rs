@@ -345,20 +345,6 @@ fn unique_name(base: &str, used: &mut BTreeSet<String>) -> String {
     name
 }
 
-const DEFAULTS: &str = r#"# The defaults: each user's ~/Maildir and everything below it, and the spool mailbox
-# /var/mail/<user>.
-[[allow]]
-name = "home-maildir"
-kind = "maildir"
-path = "~/Maildir"
-subtree = true
-
-[[allow]]
-name = "var-mail"
-kind = "mbox"
-path = "/var/mail/${user}"
-"#;
-
 fn read_file(path: &Path) -> Result<String, GenerateError> {
     std::fs::read_to_string(path).map_err(|error| GenerateError::Read {
         path: path.to_path_buf(),
@@ -370,8 +356,9 @@ fn read_file(path: &Path) -> Result<String, GenerateError> {
 /// used here). The text is checked with [`policy::parse_system`] before it is returned.
 pub fn generate(args: &GenerateArgs) -> Result<String, GenerateError> {
     let header_min_uid = format!("min_uid = {}\n", args.min_uid);
-    let defaults = policy::parse_system(&format!("{header_min_uid}{DEFAULTS}"), "defaults")
-        .map_err(GenerateError::Invalid)?;
+    let defaults =
+        policy::parse_system(&format!("{header_min_uid}{}", policy::DEFAULTS), "defaults")
+            .map_err(GenerateError::Invalid)?;
     let mut collected = Collected::default();
     let mut users_notes: Vec<String> = Vec::new();
 
@@ -524,7 +511,7 @@ fn render(args: &GenerateArgs, collected: &Collected, users_notes: &[String]) ->
         "Review it: each rule says which alias or .forward line asked for it.",
     );
     let _ = writeln!(out, "\nmin_uid = {}\n", args.min_uid);
-    out.push_str(DEFAULTS);
+    out.push_str(policy::DEFAULTS);
     let mut used = BTreeSet::from(["home-maildir".to_string(), "var-mail".to_string()]);
 
     if !collected.commands.is_empty() {

@@ -440,3 +440,19 @@ fn rule_applies(
 
 #[cfg(test)]
 mod tests;
+
+/// The defaults: what `policy generate` starts from, and what the service uses when no
+/// policy file exists.
+pub const DEFAULTS: &str = r#"# The defaults: each user's ~/Maildir and everything below it, and the spool mailbox
+# /var/mail/<user>.
+[[allow]]
+name = "home-maildir"
+kind = "maildir"
+path = "~/Maildir"
+subtree = true
+
+[[allow]]
+name = "var-mail"
+kind = "mbox"
+path = "/var/mail/${user}"
+"#;

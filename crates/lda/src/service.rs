@@ -131,6 +131,25 @@ pub fn load_policy(path: &Path) -> Result<Policy, String> {
     policy::parse_system(&text, &path.display().to_string()).map_err(|e| e.to_string())
 }
 
+/// The policy the service runs with: the file when it exists (and then it must load), else
+/// the built-in defaults ([`crate::policy::DEFAULTS`]: each user's own ~/Maildir and below
+/// and /var/mail/USER, uids from 1000, no commands), which only let a user's mail reach
+/// that user's own mailboxes, so a missing file opens nothing an attacker could use.
+pub fn load_policy_or_defaults(path: &Path) -> Result<Policy, String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log(&format!(
+                "no policy file at {}: using the built-in defaults (~/Maildir and below, \
+                 /var/mail/USER, uid >= {}; write one with `cursus-lda policy generate`)",
+                path.display(),
+                policy::DEFAULT_MIN_UID
+            ));
+            policy::parse_system(policy::DEFAULTS, "built-in defaults").map_err(|e| e.to_string())
+        }
+        _ => load_policy(path),
+    }
+}
+
 impl Loaded {
     fn refresh(&mut self, path: &Path) {
         let now = stamp(path);
@@ -185,7 +204,7 @@ pub fn run(
     inherited: Vec<UnixStream>,
 ) -> io::Result<()> {
     let mut loaded = Loaded {
-        policy: load_policy(&settings.policy_path)
+        policy: load_policy_or_defaults(&settings.policy_path)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
         stamp: stamp(&settings.policy_path),
     };
@@ -794,7 +813,12 @@ pub fn serve_command(args: &crate::cli::ServeArgs, err: &mut dyn Write) -> u8 {
     if args.socket.is_none() && args.connection_fds.is_empty() {
         return fail("give --socket PATH or --connection-fd FD".to_string());
     }
-    if let Err(e) = load_policy(&args.policy) {
+    // Checked here so that a bad file stops the start with status 78 (a missing one means
+    // the defaults, reported once by `run`).
+    if let Err(e) = load_policy(&args.policy)
+        .map(drop)
+        .or_else(|e| if args.policy.exists() { Err(e) } else { Ok(()) })
+    {
         return fail(format!("the policy does not load: {e}"));
     }
     let mut inherited = Vec::new();

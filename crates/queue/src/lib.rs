@@ -33,5 +33,5 @@ pub use error::QueueError;
 pub use fault::{FaultHook, Step};
 pub use id::{InvalidQueueId, QueueId};
 pub use queue::{Due, DueIter, EXPIRED, ListIter, Options, Queue, Recovery, Stats};
-pub use schedule::Schedule;
+pub use schedule::{RetryPolicy, Schedule};
 pub use state::{QueuedMessage, RecipientState};

@@ -55,6 +55,8 @@ const MAX_JOURNAL: u64 = 64 << 20;
 #[derive(Clone)]
 pub struct Options {
     pub schedule: Schedule,
+    /// Retry rules that decide instead of `schedule` (the daemon's `[[retry]]` tables).
+    pub retry: Option<std::sync::Arc<dyn crate::schedule::RetryPolicy>>,
     /// fsync and fdatasync as described. `false` is for test fixtures and benchmark fills
     /// only: a crash then loses anything.
     pub sync: bool,
@@ -66,6 +68,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             schedule: Schedule::default(),
+            retry: None,
             sync: true,
             fault: None,
         }
@@ -76,6 +79,7 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("schedule", &self.schedule)
+            .field("retry", &self.retry.is_some())
             .field("sync", &self.sync)
             .field("fault", &self.fault.is_some())
             .finish()
@@ -575,7 +579,17 @@ impl Queue {
                     },
                     OutcomeKind::Temporary => {
                         let attempts = state.attempts() + 1;
-                        match schedule.next_attempt(message.envelope.received, attempts, now) {
+                        let next = match &self.options.retry {
+                            Some(rules) => rules.next_attempt(
+                                &message.envelope,
+                                *index,
+                                outcome,
+                                attempts,
+                                now,
+                            ),
+                            None => schedule.next_attempt(message.envelope.received, attempts, now),
+                        };
+                        match next {
                             Some(next) => Change::Deferred {
                                 status: outcome.status,
                                 text: outcome.text.clone(),

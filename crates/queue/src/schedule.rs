@@ -6,7 +6,27 @@
 //! Pure arithmetic, no I/O, cannot fail. The last attempt is never scheduled past the
 //! expiry time, so a message expires on time rather than up to 2 h late.
 
+use cursus_mail::Outcome;
 use jiff::{SignedDuration, Timestamp};
+
+use crate::envelope::Envelope;
+
+/// Decides when a recipient that failed temporarily is tried again: the daemon's retry
+/// rules (per address, error and sender) plug in here; without them the queue uses its
+/// [`Schedule`]. Must be pure (no I/O): it runs under the message's journal lock.
+pub trait RetryPolicy: Send + Sync {
+    /// After the `attempts`-th temporary failure (`outcome`) of recipient `recipient` of
+    /// the message with `envelope`, at `now`: the next attempt, or `None` to give up (the
+    /// recipient then fails with 5.4.7 and the last error).
+    fn next_attempt(
+        &self,
+        envelope: &Envelope,
+        recipient: usize,
+        outcome: &Outcome,
+        attempts: u32,
+        now: Timestamp,
+    ) -> Option<Timestamp>;
+}
 
 /// Retry intervals and the queue lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -38,6 +38,7 @@ const TOP_KEYS: &[&str] = &[
     "routing",
     "router",
     "transport",
+    "retry",
     // cursus.toml's other sections, read by cursusd's own configuration.
     "hostname",
     "data_dir",
@@ -178,6 +179,9 @@ struct RawFile {
     router: Vec<Spanned<RawRouter>>,
     #[serde(default)]
     transport: Vec<Spanned<RawTransport>>,
+    // Retry rules, read by crate::retry.
+    #[serde(default, rename = "retry")]
+    _retry: Option<toml::Value>,
     // The daemon's sections of the same file (checked by cursusd's configuration).
     #[serde(default, rename = "hostname")]
     _hostname: Option<toml::Value>,

@@ -23,6 +23,7 @@ pub mod aliases;
 pub mod config;
 pub mod forward;
 pub mod pattern;
+pub mod retry;
 pub mod routed;
 pub mod router;
 pub mod table;
