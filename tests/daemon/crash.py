@@ -30,6 +30,7 @@ T = harness.Tally("crash")
 KILLS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 THREADS = 4
 SLOTS = 16  # concurrent first attempts in cursusd (daemon.rs)
+PAUSE = 0.01  # between messages of one sender: bounds the run on a fast machine
 
 
 class Senders:
@@ -87,6 +88,7 @@ class Senders:
                             self.accepted.add(mid)
                         else:
                             self.refused[code] += 1
+                    time.sleep(PAUSE)
                 s.quit()
             except (smtplib.SMTPException, OSError):
                 pass
