@@ -174,18 +174,20 @@ class Daemon:
         os.chmod(path, mode)
 
     def _binaries(self):
-        """As root, copies the binaries where the test user can run them (the checkout may
-        be under a directory only root can enter)."""
+        """As root, links (or copies) the binaries where the test user can run them (the
+        checkout may be under a directory only root can enter)."""
         if not IS_ROOT:
             return TARGET
         d = os.path.join(self.base, "bin")
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o755)
-        for b in ("cursusd", "cursus", "cursus-lda"):
-            src = os.path.join(TARGET, b)
-            if os.path.exists(src):
-                shutil.copy(src, os.path.join(d, b))
-                os.chmod(os.path.join(d, b), 0o755)
+        for b in ("cursusd", "cursus"):
+            src, dst = os.path.join(TARGET, b), os.path.join(d, b)
+            try:
+                os.link(src, dst)  # same file system: no copy of ~50 MB debug binaries
+            except OSError:
+                shutil.copy(src, dst)
+            os.chmod(dst, 0o755)
         return d
 
     def env(self):
