@@ -4,6 +4,8 @@
 #       via ../shared/tools/peer-bench/install-peers.sh, which keeps daemons from starting)
 #   python3 (validators), strace (what each MDA fsyncs), time (/usr/bin/time -v: peak RSS),
 #   util-linux (mount, for the tmpfs fault tests), passwd (useradd)
+#   dovecot-lmtpd (Dovecot's LMTP, a peer of the lmtp transport)
+#   dnsmasq-base (the test DNS server of tests/outbound: MX, A, AAAA, null MX on 127.0.0.1)
 # Needs root; without root it prints a note and exits 0 (the root-only tests skip themselves).
 # Idempotent: re-running it with everything present does not touch apt.
 set -eu
@@ -16,7 +18,7 @@ fi
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/.." && pwd))
 peers="$top/../shared/tools/peer-bench/install-peers.sh"
 
-extra="python3 strace time util-linux passwd"
+extra="python3 strace time util-linux passwd dnsmasq-base dovecot-lmtpd"
 need=""
 for p in postfix swaks dovecot-core dovecot-imapd dovecot-sieve maildrop procmail $extra; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need="$need $p"

@@ -121,6 +121,10 @@ pub struct Config {
     pub queue_lifetime_days: u64,
     /// STARTTLS certificate chain and key (PEM); `None`: STARTTLS is not offered.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The outbound SMTP/LMTP client (`[outbound]`).
+    pub outbound: crate::remote::Settings,
+    /// Delivery status notifications (`[bounce]`).
+    pub bounce: BounceSettings,
 }
 
 impl Config {
@@ -143,6 +147,8 @@ impl Config {
             submission_socket: data_dir.join("submit.sock"),
             queue_lifetime_days: 5,
             tls: None,
+            outbound: crate::remote::Settings::default(),
+            bounce: BounceSettings::default(),
         }
     }
 
@@ -222,6 +228,40 @@ impl Config {
                 _ => err("tls: give both `certificate` and `key`".to_string()),
             }
         }
+        if let Some(outbound) = raw.outbound {
+            match crate::remote::Settings::from_raw(outbound) {
+                Ok(o) => c.outbound = o,
+                Err(messages) => messages.into_iter().for_each(&mut err),
+            }
+        }
+        if let Some(b) = raw.bounce {
+            if let Some(t) = b.templates {
+                c.bounce.templates = Some(PathBuf::from(t));
+            }
+            if let Some(s) = b.unknown_user_script {
+                if !s.starts_with('/') {
+                    err(format!(
+                        "bounce: unknown_user_script `{s}` must be an absolute path (it runs \
+                         without a shell or a search path)"
+                    ));
+                }
+                c.bounce.unknown_user_script = Some(PathBuf::from(s));
+            }
+            if let Some(list) = b.delay_warnings {
+                c.bounce.delay_warnings.clear();
+                for w in list {
+                    match cursus_route::retry::duration(&w) {
+                        Ok(0) => err(format!(
+                            "bounce: delay_warnings `{w}` must be after arrival"
+                        )),
+                        Ok(secs) => c.bounce.delay_warnings.push(secs),
+                        Err(e) => err(format!("bounce: delay_warnings: {e}")),
+                    }
+                }
+                c.bounce.delay_warnings.sort_unstable();
+                c.bounce.delay_warnings.dedup();
+            }
+        }
         if let Some(sub) = raw.submission
             && let Some(s) = sub.socket
         {
@@ -260,6 +300,8 @@ const TOP_KEYS: &[&str] = &[
     "lda",
     "submission",
     "tls",
+    "outbound",
+    "bounce",
     "routing",
     "router",
     "transport",
@@ -278,6 +320,8 @@ struct RawFile {
     lda: Option<RawLda>,
     submission: Option<RawSubmission>,
     tls: Option<RawTls>,
+    outbound: Option<crate::remote::settings::RawOutbound>,
+    bounce: Option<RawBounce>,
     /// Read by the routing configuration.
     #[serde(default, rename = "routing")]
     _routing: Option<toml::Value>,
@@ -317,6 +361,36 @@ struct RawLda {
     socket: Option<String>,
     policy: Option<String>,
     connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBounce {
+    templates: Option<String>,
+    unknown_user_script: Option<String>,
+    delay_warnings: Option<Vec<String>>,
+}
+
+/// `[bounce]`: how delivery status notifications are written and when delay notices go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceSettings {
+    /// A directory with failed.txt, delayed.txt and delivered.txt replacing the built-in
+    /// first parts (each optional).
+    pub templates: Option<PathBuf>,
+    /// A program whose output explains an unknown local user to the sender.
+    pub unknown_user_script: Option<PathBuf>,
+    /// Ages (seconds since arrival) at which a still-deferred recipient's sender is told.
+    pub delay_warnings: Vec<u64>,
+}
+
+impl Default for BounceSettings {
+    fn default() -> Self {
+        BounceSettings {
+            templates: None,
+            unknown_user_script: None,
+            delay_warnings: vec![86_400],
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -240,6 +240,10 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     let root = nix::unistd::geteuid().is_root();
     let (config, routing_config, retry) = load(start, root)?;
     let single_user = !root;
+    // Read before the credential drop (the templates may be root's only).
+    let mut bounces = crate::bounce::Bounces::load(&config.bounce).map_err(fatal(78))?;
+    bounces.local_domains = routing_config.local_domains.clone();
+    bounces.retry = Some(retry.clone());
     if start.check {
         let world = World::system();
         let router = Router::new(routing_config, world);
@@ -325,12 +329,17 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     };
     let routes: Arc<dyn crate::routing::Routes> =
         Arc::new(Routing(Router::new(routing_config, world)));
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         queue.clone(),
         routes.clone(),
         local,
         config.hostname.clone(),
-    ));
+    );
+    let outbound = crate::remote::Outbound::new(config.outbound.clone(), &config.hostname)
+        .map_err(|e| Fatal(format!("outbound: {e}"), 78))?;
+    engine.set_outbound(Arc::new(outbound));
+    engine.set_bounces(bounces);
+    let engine = Arc::new(engine);
     let config = Arc::new(config);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

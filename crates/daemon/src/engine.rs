@@ -18,14 +18,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cursus_lda::protocol::Envelope as LdaEnvelope;
-use cursus_mail::dsn::{self, Action, RecipientReport};
-use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind, Sender, codes};
-use cursus_queue::{Envelope, Queue, QueueId, QueuedMessage, Recipient, RecipientState};
+use cursus_mail::dsn::{self, RecipientReport};
+use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind, codes};
+use cursus_queue::{Queue, QueueId, QueuedMessage, Recipient, RecipientState};
 use jiff::Timestamp;
 
+use crate::bounce::{self, Bounces};
 use crate::local::Local;
 use crate::log;
-use crate::routing::{Routed, Routes};
+use crate::remote::Outbound;
+use crate::routing::{NextHop, Routed, Routes};
+
+/// A remote delivery waiting for its transaction: recipient `index` of the message, as
+/// `address` after routing.
+#[derive(Debug, Clone)]
+struct RemotePart {
+    index: usize,
+    address: String,
+    router: String,
+    transport: String,
+    next_hop: NextHop,
+}
 
 /// The delivery side of the daemon.
 pub struct Engine {
@@ -34,6 +47,10 @@ pub struct Engine {
     pub local: Local,
     pub hostname: String,
     in_flight: Mutex<HashSet<QueueId>>,
+    /// The smtp/lmtp transports; `None`: remote routes are deferred (4.4.0).
+    outbound: Option<Arc<Outbound>>,
+    /// How notices are written and when delay notices go.
+    bounces: Bounces,
 }
 
 impl Engine {
@@ -49,7 +66,19 @@ impl Engine {
             local,
             hostname,
             in_flight: Mutex::new(HashSet::new()),
+            outbound: None,
+            bounces: Bounces::default(),
         }
+    }
+
+    /// Sets the notices' templates, script and delay ages.
+    pub fn set_bounces(&mut self, bounces: Bounces) {
+        self.bounces = bounces;
+    }
+
+    /// Enables remote delivery.
+    pub fn set_outbound(&mut self, outbound: Arc<Outbound>) {
+        self.outbound = Some(outbound);
     }
 
     /// Tries every due recipient of `id` once. Returns without doing anything when another
@@ -101,36 +130,62 @@ impl Engine {
                 }
             };
             let mut outcomes = Vec::with_capacity(due.len());
+            let mut remote = Vec::new();
+            let started = Instant::now();
             for index in due {
                 let Some(rcpt) = message.envelope.recipients.get(index) else {
                     continue;
                 };
                 let started = Instant::now();
-                let outcome = self.deliver_recipient(id, &message, rcpt, &file, started);
+                let outcome =
+                    self.deliver_recipient(id, &message, index, rcpt, &file, started, &mut remote);
                 outcomes.push((index, outcome));
             }
-            if let Err(e) = self.queue.record(id, &outcomes, Timestamp::now()) {
-                log::line(&format!("{id}: cannot record outcomes: {e}"));
-                return;
+            if !remote.is_empty() {
+                self.deliver_remote(id, &message, remote, &mut outcomes, started);
+            }
+            let outcomes: Vec<(usize, Outcome)> = outcomes
+                .into_iter()
+                .map(|(i, o)| {
+                    (
+                        i,
+                        o.unwrap_or_else(|| {
+                            Outcome::temporary(codes::SYSTEM_STATUS, "no delivery made")
+                        }),
+                    )
+                })
+                .collect();
+            let now = Timestamp::now();
+            match self.queue.record(id, &outcomes, now) {
+                Ok(after) => self.warn_delays(&message, &after, &outcomes, now),
+                Err(e) => {
+                    log::line(&format!("{id}: cannot record outcomes: {e}"));
+                    return;
+                }
             }
         }
         self.finish_if_done(id);
     }
 
+    /// Local deliveries are made now; remote ones are added to `remote` for
+    /// [`Engine::deliver_remote`]. The worst local outcome, `None` when all are remote.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_recipient(
         &self,
         id: QueueId,
         message: &QueuedMessage,
+        index: usize,
         rcpt: &Recipient,
         file: &std::fs::File,
         started: Instant,
-    ) -> Outcome {
+        remote: &mut Vec<RemotePart>,
+    ) -> Option<Outcome> {
         let sender = &message.envelope.sender;
         let routed = match self.routes.route(&rcpt.address, sender) {
             Ok(r) => r,
             Err(outcome) => {
                 log_outcome(id, &rcpt.address, "-", "-", &outcome, message, started);
-                return outcome;
+                return Some(outcome);
             }
         };
         if routed.is_empty() {
@@ -140,7 +195,7 @@ impl Engine {
                 "the address routed to no delivery",
             );
             log_outcome(id, &rcpt.address, "-", "-", &o, message, started);
-            return o;
+            return Some(o);
         }
         let mut worst: Option<Outcome> = None;
         for r in routed {
@@ -170,6 +225,22 @@ impl Engine {
                     address,
                     router,
                     transport,
+                    next_hop,
+                } if self.outbound.is_some() => {
+                    remote.push(RemotePart {
+                        index,
+                        address,
+                        router,
+                        transport,
+                        next_hop,
+                    });
+                    continue;
+                }
+                Routed::Remote {
+                    address,
+                    router,
+                    transport,
+                    ..
                 } => {
                     let o = Outcome::temporary(
                         EnhancedStatus::new(4, 4, 0),
@@ -194,7 +265,89 @@ impl Engine {
                 Some(w) => w,
             });
         }
-        worst.unwrap_or_else(|| Outcome::temporary(codes::SYSTEM_STATUS, "no delivery made"))
+        worst
+    }
+
+    /// The remote parts of a message: grouped by next hop, one transaction per group (more
+    /// when a group exceeds the recipients per transaction), outcomes merged into
+    /// `outcomes` (the worst of a recipient's deliveries counts).
+    fn deliver_remote(
+        &self,
+        id: QueueId,
+        message: &QueuedMessage,
+        parts: Vec<RemotePart>,
+        outcomes: &mut [(usize, Option<Outcome>)],
+        started: Instant,
+    ) {
+        let Some(outbound) = &self.outbound else {
+            return;
+        };
+        let mut body = Vec::new();
+        let read = match self.queue.open_message(id) {
+            Ok(mut f) => {
+                use std::io::Read;
+                f.read_to_end(&mut body).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let mut results: Vec<(RemotePart, Outcome, String, String, bool)> = Vec::new();
+        if let Err(e) = read {
+            let o = Outcome::temporary(
+                codes::SYSTEM_STATUS,
+                format!("cannot read the message: {e}"),
+            );
+            results.extend(
+                parts
+                    .into_iter()
+                    .map(|p| (p, o.clone(), "-".into(), "none".into(), false)),
+            );
+        } else {
+            let base = crate::remote::message::outgoing(&message.envelope, body);
+            let mut groups: Vec<(NextHop, Vec<RemotePart>)> = Vec::new();
+            for p in parts {
+                match groups.iter_mut().find(|(h, _)| *h == p.next_hop) {
+                    Some((_, list)) => list.push(p),
+                    None => groups.push((p.next_hop.clone(), vec![p])),
+                }
+            }
+            let request: Vec<crate::remote::Group> = groups
+                .iter()
+                .map(|(hop, list)| crate::remote::Group {
+                    next_hop: hop.clone(),
+                    recipients: list
+                        .iter()
+                        .map(|p| {
+                            crate::remote::message::recipient(
+                                &p.address,
+                                message.envelope.recipients.get(p.index),
+                            )
+                        })
+                        .collect(),
+                })
+                .collect();
+            let answers = outbound.deliver_blocking(&base, request);
+            for ((_, list), answer) in groups.into_iter().zip(answers) {
+                for (p, o) in list.into_iter().zip(answer.outcomes) {
+                    results.push((
+                        p,
+                        o,
+                        answer.relay.clone(),
+                        answer.tls.clone(),
+                        answer.reused,
+                    ));
+                }
+            }
+        }
+        for (p, o, relay, tls, reused) in results {
+            log_remote(id, &p, &relay, &tls, reused, &o, message, started);
+            if let Some((_, slot)) = outcomes.iter_mut().find(|(i, _)| *i == p.index) {
+                *slot = Some(match slot.take() {
+                    None => o,
+                    Some(w) if rank(&o) > rank(&w) => o,
+                    Some(w) => w,
+                });
+            }
+        }
     }
 
     /// When every recipient is final: queue the DSN that is owed (if any), then remove.
@@ -230,69 +383,74 @@ impl Engine {
     }
 
     fn queue_dsn(&self, message: &QueuedMessage, owed: &[usize]) -> Result<QueueId, String> {
-        let Some(to) = message.envelope.sender.address() else {
-            return Err("no bounce of a bounce".to_string());
-        };
+        let reports: Vec<RecipientReport> = owed
+            .iter()
+            .filter_map(|&i| bounce::report_for(&self.bounces, message, i))
+            .collect();
+        bounce::queue_notice(
+            &self.queue,
+            &self.hostname,
+            &self.bounces,
+            message,
+            &reports,
+            None,
+        )
+    }
+
+    /// After an attempt: a delay notice for the recipients still deferred that just passed
+    /// one of the configured ages, when their sender wants one (never for the null sender).
+    fn warn_delays(
+        &self,
+        before: &QueuedMessage,
+        after: &QueuedMessage,
+        outcomes: &[(usize, Outcome)],
+        now: Timestamp,
+    ) {
+        if self.bounces.delay_warnings.is_empty() || !dsn::should_notify(&after.envelope.sender) {
+            return;
+        }
+        let received = after.envelope.received;
         let mut reports = Vec::new();
-        for &i in owed {
-            let (Some(state), Some(rcpt)) = (
-                message.recipients.get(i),
-                message.envelope.recipients.get(i),
+        let mut give_up = None;
+        for (index, outcome) in outcomes {
+            let (Some(RecipientState::Deferred { .. }), Some(rcpt)) = (
+                after.recipients.get(*index),
+                after.envelope.recipients.get(*index),
             ) else {
                 continue;
             };
-            let (action, status, text) = match state {
-                RecipientState::Failed { status, text, .. } => {
-                    (Action::Failed, *status, text.clone())
-                }
-                RecipientState::Delivered { status, text, .. } => {
-                    (Action::Delivered, *status, text.clone())
-                }
-                _ => continue,
+            let previous = match before.recipients.get(*index) {
+                Some(RecipientState::Deferred { last, .. }) => *last,
+                _ => received,
             };
-            reports.push(RecipientReport {
-                final_recipient: rcpt.address.clone(),
-                original_recipient: rcpt.orcpt.clone(),
-                action,
-                status,
-                diagnostic: text,
-                remote_mta: None,
-                explanation: None,
-            });
+            if !bounce::wants_delay_notice(rcpt) || !self.bounces.delay_due(received, previous, now)
+            {
+                continue;
+            }
+            if let Some(report) = bounce::report_for(&self.bounces, after, *index) {
+                reports.push(report);
+                let g = self.bounces.give_up(&after.envelope, rcpt, outcome);
+                give_up = give_up.max(g);
+            }
         }
-        let mut original = Vec::new();
-        if let Ok(mut f) = self.queue.open_message(message.id) {
-            use std::io::Read;
-            let _ = f
-                .by_ref()
-                .take(dsn::MAX_RETURNED as u64 + 1)
-                .read_to_end(&mut original);
+        if reports.is_empty() {
+            return;
         }
-        let date = |t: Timestamp| {
-            t.to_zoned_datetime(jiff::tz::TimeZone::system())
-                .strftime("%a, %d %b %Y %H:%M:%S %z")
-                .to_string()
-        };
-        let unique = format!("{}.dsn", message.id);
-        let body = dsn::build(&dsn::Report {
-            reporting_mta: &self.hostname,
-            to,
-            envid: message.envelope.envid.as_deref(),
-            queue_id: &message.id.to_string(),
-            arrival_date: &date(message.envelope.received),
-            date: &date(Timestamp::now()),
-            recipients: &reports,
-            original: &original,
-            return_full: message.envelope.ret == Some(cursus_queue::Ret::Full),
-            unique: &unique,
-            templates: None,
-            give_up: None,
-        });
-        let mut envelope = Envelope::new(Sender::Null, vec![Recipient::new(to)]);
-        envelope.client.protocol = "local".to_string();
-        self.queue
-            .accept(&envelope, &body[..])
-            .map_err(|e| e.to_string())
+        let id = after.id;
+        match bounce::queue_notice(
+            &self.queue,
+            &self.hostname,
+            &self.bounces,
+            after,
+            &reports,
+            give_up,
+        ) {
+            Ok(notice) => {
+                log::line(&format!("{id}: sender delay notification: {notice}"));
+                self.attempt(notice);
+            }
+            Err(e) => log::line(&format!("{id}: cannot queue the delay notification: {e}")),
+        }
     }
 }
 
@@ -302,6 +460,37 @@ fn rank(o: &Outcome) -> u8 {
         OutcomeKind::Permanent => 1,
         OutcomeKind::Temporary => 2,
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_remote(
+    id: QueueId,
+    part: &RemotePart,
+    relay: &str,
+    tls: &str,
+    reused: bool,
+    o: &Outcome,
+    message: &QueuedMessage,
+    started: Instant,
+) {
+    let status = match o.kind {
+        OutcomeKind::Delivered => "sent",
+        OutcomeKind::Temporary => "deferred",
+        OutcomeKind::Permanent => "bounced",
+    };
+    let age = Timestamp::now()
+        .duration_since(message.envelope.received)
+        .as_secs_f64();
+    log::line(&format!(
+        "{id}: to=<{}>, router={}, transport={}, relay={relay}, conn={}, tls={tls}, delay={age:.2}, delays={:.3}, dsn={}, status={status} ({})",
+        part.address,
+        part.router,
+        part.transport,
+        if reused { "reused" } else { "new" },
+        started.elapsed().as_secs_f64(),
+        o.status,
+        o.text
+    ));
 }
 
 fn log_outcome(

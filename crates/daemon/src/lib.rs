@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bounce;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod local;
 pub mod log;
 pub mod parameters;
 pub mod reception;
+pub mod remote;
 pub mod retry;
 pub mod router_adapter;
 pub mod routing;

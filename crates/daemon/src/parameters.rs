@@ -181,6 +181,163 @@ pub const DAEMON: &[Parameter] = &[
         "none",
         "PEM private key of the certificate.",
     ),
+    p(
+        "outbound",
+        "resolver",
+        "\"127.0.0.1:53\"",
+        "/etc/resolv.conf",
+        "The DNS server for MX, A and AAAA lookups: IP or IP:PORT (UDP, then TCP).",
+    ),
+    p(
+        "outbound",
+        "helo_name",
+        "\"mx.example.org\"",
+        "hostname",
+        "The name cursusd gives in EHLO/LHLO.",
+    ),
+    p(
+        "outbound",
+        "tls",
+        "\"opportunistic\"",
+        "opportunistic",
+        "STARTTLS: never, opportunistic (when offered; an unverified certificate is used and logged as such) or required (no delivery without TLS, 4.7.10). The verdict (verified, or not verified and why) is in each delivery's log line (tls=).",
+    ),
+    p(
+        "outbound",
+        "tls_ca_file",
+        "\"/etc/cursus/relay-ca.pem\"",
+        "none (Mozilla's roots only)",
+        "Extra trust anchors (PEM) for verifying servers' certificates.",
+    ),
+    p(
+        "outbound",
+        "eight_bit",
+        "\"send\"",
+        "send",
+        "8-bit content to a server without 8BITMIME: send (as is, without BODY=8BITMIME, as most MTAs do) or refuse (permanent 5.6.3). Binary content without BINARYMIME is always 5.6.3; addresses or headers needing SMTPUTF8 to a server without it are 5.6.7.",
+    ),
+    p(
+        "outbound",
+        "chunking",
+        "true",
+        "true",
+        "Send with BDAT when the server offers CHUNKING (else DATA with dot-stuffing).",
+    ),
+    p(
+        "outbound",
+        "connect_timeout",
+        "30",
+        "30",
+        "Seconds to wait for a TCP connection (then the next address or host).",
+    ),
+    p(
+        "outbound",
+        "greeting_timeout",
+        "300",
+        "300",
+        "Seconds to wait for the greeting and the EHLO, STARTTLS and AUTH replies (RFC 5321 4.5.3.2.1).",
+    ),
+    p(
+        "outbound",
+        "mail_timeout",
+        "300",
+        "300",
+        "Seconds to wait for the reply to MAIL (RFC 5321 4.5.3.2.2).",
+    ),
+    p(
+        "outbound",
+        "rcpt_timeout",
+        "300",
+        "300",
+        "Seconds to wait for the reply to RCPT (RFC 5321 4.5.3.2.3).",
+    ),
+    p(
+        "outbound",
+        "data_init_timeout",
+        "120",
+        "120",
+        "Seconds to wait for 354 after DATA (RFC 5321 4.5.3.2.4).",
+    ),
+    p(
+        "outbound",
+        "data_block_timeout",
+        "180",
+        "180",
+        "Seconds allowed for each write of the message (RFC 5321 4.5.3.2.5).",
+    ),
+    p(
+        "outbound",
+        "data_done_timeout",
+        "600",
+        "600",
+        "Seconds to wait for the reply after the message (RFC 5321 4.5.3.2.6).",
+    ),
+    p(
+        "outbound",
+        "connections_per_destination",
+        "20",
+        "20",
+        "Connections open at once to one destination (a domain's MX hosts, or a relay host list).",
+    ),
+    p(
+        "outbound",
+        "messages_per_connection",
+        "1000",
+        "1000",
+        "Messages sent over one connection before it is closed.",
+    ),
+    p(
+        "outbound",
+        "idle_timeout",
+        "5",
+        "5",
+        "Seconds an idle connection is kept for the next message to the same destination (checked with RSET after a second).",
+    ),
+    p(
+        "outbound",
+        "recipients_per_transaction",
+        "100",
+        "100",
+        "Recipients in one transaction; more are sent in further transactions on the same connection.",
+    ),
+    p(
+        "outbound",
+        "auth",
+        "[{ host = \"relay.example.net\", user = \"mx1\", password = \"s3cret\" }]",
+        "none",
+        "Smarthost credentials, one [[outbound.auth]] table per relay host named by a manualroute router or an smtp transport: host, user, password or password_file, without_tls (default false: AUTH PLAIN or LOGIN only after STARTTLS).",
+    ),
+    p(
+        "bounce",
+        "templates",
+        "\"/etc/cursus/bounce\"",
+        "the built-in texts",
+        "A directory with failed.txt, delayed.txt and delivered.txt (each optional) replacing \
+         the first, human part of non-delivery, delay and success notices. Plain text with \
+         ${mta}, ${sender}, ${subject}, ${arrival}, ${queue_id}, ${count}, ${give_up} and \
+         ${recipients} (each recipient with what happened, what to do and the technical \
+         details); $$ is a dollar sign. Unknown variables are errors at start and in cursus \
+         config check. The machine-readable report part is always added.",
+    ),
+    p(
+        "bounce",
+        "unknown_user_script",
+        "\"/etc/cursus/unknown-user\"",
+        "none",
+        "A program run for each unknown local user (5.1.1 in a local domain) in a \
+         non-delivery notice, with the address as its only argument, no shell, an empty \
+         environment but PATH, for at most 10 s; its output (up to 4 KiB) replaces the \
+         built-in explanation for that recipient (for example: who to write to instead).",
+    ),
+    p(
+        "bounce",
+        "delay_warnings",
+        "[\"4h\", \"2d\"]",
+        "[\"1d\"]",
+        "Ages after arrival at which the sender of a message still deferred is told (once \
+         per age, at the first attempt after it), unless NOTIFY excludes DELAY; [] sends \
+         none. The notice says until when the mail system keeps trying.",
+    ),
 ];
 
 /// Routing parameters (read by cursus-route; see docs/examples/routing.toml).
@@ -331,7 +488,7 @@ pub const ROUTING: &[Parameter] = &[
         "hosts",
         "[\"127.0.0.1\"]",
         "required for lmtp",
-        "smtp/lmtp: hosts (the outbound transports arrive with a later release).",
+        "smtp/lmtp: hosts in order (names, IP literals, HOST:PORT, or unix:/PATH for lmtp); without hosts an smtp transport sends to the MX hosts of the recipient's domain.",
     ),
     p(
         "transport",

@@ -12,9 +12,9 @@ use cursus_lda::protocol::{Answer, ForwardEntry, Request};
 use cursus_mail::{ExitCode, Outcome, OutcomeKind, Sender};
 use cursus_route::forward::ForwardSource;
 use cursus_route::routed::{Failure, Remote, Target};
-use cursus_route::{Router, TempError, User};
+use cursus_route::{Router, TempError, TransportDriver, User};
 
-use crate::routing::{Routed, Routes, Verified};
+use crate::routing::{NextHop, Routed, Routes, Verified};
 
 /// The routers of the configuration.
 pub struct Routing(pub Router);
@@ -76,11 +76,15 @@ impl Routes for Routing {
                     router: d.router,
                     transport: d.transport,
                 },
-                Target::Remote(Remote::Hosts { .. } | Remote::Mx { .. }) => Routed::Remote {
-                    address: d.address,
-                    router: d.router,
-                    transport: d.transport,
-                },
+                Target::Remote(remote) => {
+                    let next_hop = self.next_hop(&d.transport, remote);
+                    Routed::Remote {
+                        address: d.address,
+                        router: d.router,
+                        transport: d.transport,
+                        next_hop,
+                    }
+                }
             });
         }
         for f in &routed.failures {
@@ -95,6 +99,41 @@ impl Routes for Routing {
             });
         }
         Ok(out)
+    }
+}
+
+impl Routing {
+    /// The next hop of a remote delivery: the router's hosts, else the transport's, else
+    /// the MX hosts of the domain; the transport says SMTP or LMTP and the port.
+    fn next_hop(&self, transport: &str, remote: Remote) -> NextHop {
+        let (lmtp, transport_hosts, transport_port) =
+            match self.0.config().transport(transport).map(|t| &t.driver) {
+                Some(TransportDriver::Lmtp { hosts, port }) => (true, hosts.clone(), *port),
+                Some(TransportDriver::Smtp { hosts, port }) => (false, hosts.clone(), *port),
+                _ => (false, Vec::new(), 25),
+            };
+        // With hosts the domain plays no part: recipients of several domains relayed to the
+        // same hosts share one transaction.
+        match remote {
+            Remote::Hosts { hosts, port } => NextHop {
+                lmtp,
+                hosts,
+                port,
+                domain: String::new(),
+            },
+            Remote::Mx { .. } if !transport_hosts.is_empty() => NextHop {
+                lmtp,
+                hosts: transport_hosts,
+                port: transport_port,
+                domain: String::new(),
+            },
+            Remote::Mx { domain } => NextHop {
+                lmtp,
+                hosts: Vec::new(),
+                port: transport_port,
+                domain: domain.to_ascii_lowercase(),
+            },
+        }
     }
 }
 

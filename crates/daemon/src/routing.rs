@@ -38,12 +38,28 @@ pub enum Routed {
         address: String,
         router: String,
         transport: String,
+        /// Where the transport takes it.
+        next_hop: NextHop,
     },
     Failed {
         address: String,
         router: String,
         outcome: Outcome,
     },
+}
+
+/// Where a remote delivery goes: the transport's protocol and the hosts (or the MX hosts
+/// of a domain). Deliveries with the same next hop share transactions and connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NextHop {
+    /// LMTP (a mail store) rather than SMTP.
+    pub lmtp: bool,
+    /// Host names, IP literals or `unix:/path` sockets, in order; empty: the MX hosts of
+    /// `domain`.
+    pub hosts: Vec<String>,
+    pub port: u16,
+    /// The recipient domain whose MX hosts to use; empty when `hosts` are given.
+    pub domain: String,
 }
 
 /// Routing as the daemon uses it.

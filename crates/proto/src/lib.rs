@@ -1,4 +1,5 @@
-//! cursus-proto: the server side of SMTP (RFC 5321) and LMTP (RFC 2033) as a state machine.
+//! cursus-proto: the server side of SMTP (RFC 5321) and LMTP (RFC 2033) as a state machine,
+//! and the client side ([`Client`], client.rs: what cursusd's outbound transports drive).
 //!
 //! Pure: no I/O, no async runtime, no unsafe code. cursusd's listener reads bytes, hands them
 //! to a [`Session`], writes the [`Reply`]s it gets back and decides on the [`Event`]s (MAIL,
@@ -28,6 +29,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capabilities;
+pub mod client;
+pub mod content;
 mod data;
 pub mod limits;
 pub mod reply;
@@ -35,6 +39,10 @@ pub mod session;
 pub mod timeout;
 pub mod transaction;
 
+pub use client::{
+    Action, Capabilities, Client, ClientConfig, ClientError, Credentials, EightBitRule,
+    OutgoingMessage, OutgoingRecipient, ServerReply, TlsMode,
+};
 pub use cursus_mail::EnhancedStatus;
 pub use limits::Limits;
 pub use reply::Reply;

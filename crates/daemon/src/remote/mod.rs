@@ -1,0 +1,456 @@
+//! Remote delivery: the `smtp` and `lmtp` transports. The engine hands over one message with
+//! its remote recipients grouped by next hop; each group becomes transactions on a
+//! connection to the first host that answers (MX order, or the router's or transport's
+//! host list), with one outcome per recipient. Connections are kept for the next message to
+//! the same destination (checked with RSET when they sat idle), and no destination gets more
+//! than `connections_per_destination` connections at once.
+//!
+//! Trusts the configuration and the routers; nothing from DNS or the peers beyond what the
+//! protocol lets them say. Fails with outcomes only: temporary when anything on the way
+//! (DNS, connect, TLS, a 4xx, a timeout) might work later, permanent for a null MX, a
+//! domain that does not exist, a 5xx, or what the peer cannot take (see cursus-proto's
+//! client for the 8BITMIME/SMTPUTF8 rules).
+//!
+//! Runs on the daemon's tokio runtime; the engine (blocking pool) waits for the result.
+
+pub mod connection;
+pub mod message;
+pub mod mx;
+pub mod settings;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind};
+use cursus_proto::{
+    ClientConfig, Credentials, OutgoingMessage, OutgoingRecipient, Protocol, TlsMode,
+};
+use tokio::sync::{Notify, OnceCell, Semaphore};
+
+use crate::routing::NextHop;
+pub use connection::Connection;
+pub use settings::{HostAuth, Settings};
+
+/// 452 4.5.3: more recipients than the server takes in one transaction.
+const TOO_MANY_RECIPIENTS: EnhancedStatus = EnhancedStatus::new(4, 5, 3);
+
+/// One next hop's share of a message.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub next_hop: NextHop,
+    pub recipients: Vec<OutgoingRecipient>,
+}
+
+/// What happened to a group.
+#[derive(Clone, Debug)]
+pub struct GroupResult {
+    /// One per recipient of the group, in order.
+    pub outcomes: Vec<Outcome>,
+    /// `host[ip]:port` of the server that answered, or `-`.
+    pub relay: String,
+    /// The TLS session and the certificate verdict, or `none`.
+    pub tls: String,
+    /// Whether a cached connection was used.
+    pub reused: bool,
+}
+
+/// Limits and waiting room of one destination.
+#[derive(Debug)]
+struct Slot {
+    connections: Arc<Semaphore>,
+    returned: Arc<Notify>,
+}
+
+/// The outbound service.
+pub struct Outbound {
+    settings: Settings,
+    helo: String,
+    tls: tls::OutboundTls,
+    dns: OnceCell<Result<mx::Dns, String>>,
+    idle: Mutex<HashMap<String, Vec<Connection>>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    reaper: std::sync::Once,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Outbound({:?})", self.settings)
+    }
+}
+
+fn key(hop: &NextHop) -> String {
+    let proto = if hop.lmtp { "lmtp" } else { "smtp" };
+    if hop.hosts.is_empty() {
+        format!("{proto}:mx:{}:{}", hop.domain, hop.port)
+    } else {
+        format!("{proto}:{}:{}", hop.hosts.join(","), hop.port)
+    }
+}
+
+impl Outbound {
+    /// Checks the TLS roots; DNS is set up on first use (inside the runtime).
+    pub fn new(settings: Settings, hostname: &str) -> Result<Outbound, String> {
+        let tls = tls::OutboundTls::new(settings.tls_ca_file.as_deref())?;
+        Ok(Outbound {
+            helo: settings
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| hostname.to_string()),
+            settings,
+            tls,
+            dns: OnceCell::new(),
+            idle: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            reaper: std::sync::Once::new(),
+        })
+    }
+
+    /// From the blocking pool: delivers every group (in parallel) and waits.
+    pub fn deliver_blocking(
+        self: &Arc<Self>,
+        message: &OutgoingMessage,
+        groups: Vec<Group>,
+    ) -> Vec<GroupResult> {
+        let failed = |groups: &[Group], why: &str| -> Vec<GroupResult> {
+            groups
+                .iter()
+                .map(|g| GroupResult {
+                    outcomes: vec![
+                        Outcome::temporary(EnhancedStatus::new(4, 3, 0), why.to_string());
+                        g.recipients.len()
+                    ],
+                    relay: "-".into(),
+                    tls: "none".into(),
+                    reused: false,
+                })
+                .collect()
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return failed(&groups, "remote delivery needs the daemon's runtime");
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let this = self.clone();
+        let message = message.clone();
+        let fallback = groups.clone();
+        handle.spawn(async move {
+            this.start_reaper();
+            let mut tasks = Vec::new();
+            for g in groups {
+                let this = this.clone();
+                let mut m = message.clone();
+                m.recipients = g.recipients;
+                let hop = g.next_hop;
+                tasks.push(tokio::spawn(async move { this.deliver(m, hop).await }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                match t.await {
+                    Ok(r) => out.push(Some(r)),
+                    Err(_) => out.push(None),
+                }
+            }
+            let _ = tx.send(out);
+        });
+        match rx.recv() {
+            Ok(results) => results
+                .into_iter()
+                .zip(failed(&fallback, "remote delivery task failed"))
+                .map(|(r, f)| r.unwrap_or(f))
+                .collect(),
+            Err(_) => failed(&fallback, "remote delivery task failed"),
+        }
+    }
+
+    fn start_reaper(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        self.reaper.call_once(|| {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let Some(this) = this.upgrade() else {
+                        return;
+                    };
+                    let expired = this.take_expired();
+                    for c in expired {
+                        tokio::spawn(c.quit());
+                    }
+                }
+            });
+        });
+    }
+
+    fn take_expired(&self) -> Vec<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = self.settings.idle;
+        let mut out = Vec::new();
+        for list in idle.values_mut() {
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
+                .into_iter()
+                .partition(|c| c.idle_since.elapsed() >= limit);
+            *list = keep;
+            out.extend(old);
+        }
+        idle.retain(|_, l| !l.is_empty());
+        out
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    connections: Arc::new(Semaphore::new(
+                        self.settings.connections_per_destination,
+                    )),
+                    returned: Arc::new(Notify::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn take_idle(&self, key: &str) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(key).and_then(Vec::pop)
+    }
+
+    async fn dns(&self) -> Result<&mx::Dns, Outcome> {
+        let dns = self
+            .dns
+            .get_or_init(|| async {
+                mx::Dns::new(
+                    self.settings.resolver,
+                    self.settings.timeouts.connect.min(Duration::from_secs(10)),
+                )
+            })
+            .await;
+        dns.as_ref().map_err(|e| {
+            Outcome::temporary(EnhancedStatus::new(4, 4, 3), format!("DNS resolver: {e}"))
+        })
+    }
+
+    /// One group: a connection (cached or new), then the transactions.
+    async fn deliver(self: Arc<Self>, message: OutgoingMessage, hop: NextHop) -> GroupResult {
+        let n = message.recipients.len();
+        let all = |o: Outcome| GroupResult {
+            outcomes: vec![o; n],
+            relay: "-".into(),
+            tls: "none".into(),
+            reused: false,
+        };
+        let key = key(&hop);
+        let slot = self.slot(&key);
+        let (mut conn, mut reused) = loop {
+            // A cached connection first; RSET it when it sat idle for a while.
+            if let Some(mut c) = self.take_idle(&key) {
+                if c.idle_since.elapsed() < Duration::from_secs(1) || c.probe().await {
+                    break (c, true);
+                }
+                continue;
+            }
+            let permit = tokio::select! {
+                p = slot.connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return all(Outcome::temporary(EnhancedStatus::new(4, 3, 0), "shutting down")),
+                },
+                _ = slot.returned.notified() => continue,
+            };
+            // Someone may have returned a connection while we waited.
+            if let Some(c) = self.take_idle(&key) {
+                drop(permit);
+                if c.idle_since.elapsed() < Duration::from_secs(1) {
+                    break (c, true);
+                }
+                tokio::spawn(c.quit());
+                continue;
+            }
+            match self.connect(&hop, permit).await {
+                Ok(c) => break (c, false),
+                Err(o) => return all(o),
+            }
+        };
+        let mut outcomes = Vec::with_capacity(n);
+        let size = self.settings.recipients_per_transaction.max(1);
+        for chunk in message.recipients.chunks(size) {
+            if !conn.is_ready() {
+                outcomes.extend(std::iter::repeat_n(
+                    Outcome::temporary(
+                        EnhancedStatus::new(4, 4, 2),
+                        format!("{}: the connection was lost", conn.relay),
+                    ),
+                    chunk.len(),
+                ));
+                continue;
+            }
+            let mut m = message.clone();
+            m.recipients = chunk.to_vec();
+            let mut result = conn.send(m.clone()).await;
+            if reused && !conn.answered() && !conn.is_ready() {
+                // A cached connection the server had closed without a word: the message
+                // never reached it, so once more on a new connection.
+                drop(conn);
+                let permit = match slot.connections.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        outcomes.extend(result);
+                        return GroupResult {
+                            outcomes,
+                            relay: "-".into(),
+                            tls: "none".into(),
+                            reused,
+                        };
+                    }
+                };
+                match self.connect(&hop, permit).await {
+                    Ok(c) => {
+                        conn = c;
+                        reused = false;
+                        result = conn.send(m).await;
+                    }
+                    Err(o) => {
+                        outcomes.extend(std::iter::repeat_n(o, chunk.len()));
+                        let rest = n - outcomes.len();
+                        outcomes.extend(std::iter::repeat_n(
+                            Outcome::temporary(
+                                EnhancedStatus::new(4, 4, 2),
+                                "the cached connection was closed and no new one could be made",
+                            ),
+                            rest,
+                        ));
+                        return GroupResult {
+                            outcomes,
+                            relay: "-".into(),
+                            tls: "none".into(),
+                            reused: false,
+                        };
+                    }
+                }
+            }
+            // "452 too many recipients" (RFC 5321 §4.5.3.1.10): the rest go in further
+            // transactions while each one gets some recipients through.
+            loop {
+                let over: Vec<usize> = (0..result.len())
+                    .filter(|&i| result[i].status == TOO_MANY_RECIPIENTS)
+                    .collect();
+                if over.is_empty() || over.len() == result.len() || !conn.is_ready() {
+                    break;
+                }
+                let mut again = message.clone();
+                again.recipients = over.iter().map(|&i| chunk[i].clone()).collect();
+                let answers = conn.send(again).await;
+                let progress = answers.iter().any(|o| o.status != TOO_MANY_RECIPIENTS);
+                for (&i, o) in over.iter().zip(answers) {
+                    result[i] = o;
+                }
+                if !progress {
+                    break;
+                }
+            }
+            outcomes.extend(result);
+        }
+        let result = GroupResult {
+            outcomes,
+            relay: conn.relay.clone(),
+            tls: conn.tls.clone(),
+            reused,
+        };
+        if conn.is_ready() && conn.messages() < self.settings.messages_per_connection {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key)
+                .or_default()
+                .push(conn);
+            slot.returned.notify_one();
+        } else {
+            tokio::spawn(conn.quit());
+        }
+        result
+    }
+
+    /// Resolves the hop and connects to the first host that greets us properly.
+    async fn connect(
+        &self,
+        hop: &NextHop,
+        permit: connection::Permit,
+    ) -> Result<Connection, Outcome> {
+        let dns = self.dns().await?;
+        let hosts = if hop.hosts.is_empty() {
+            dns.mx_hosts(&hop.domain, hop.port, &self.helo).await?
+        } else {
+            dns.listed_hosts(&hop.hosts, hop.port).await?
+        };
+        let mut failure: Option<Outcome> = None;
+        let mut permit = Some(permit);
+        for host in &hosts {
+            for address in &host.addresses {
+                let config = self.client_config(hop, &host.name, address);
+                match Connection::open(
+                    &host.name,
+                    address,
+                    config,
+                    &self.tls,
+                    &self.settings.timeouts,
+                )
+                .await
+                {
+                    Ok(mut c) => {
+                        if let Some(p) = permit.take() {
+                            c.hold(p);
+                        }
+                        return Ok(c);
+                    }
+                    Err(o) => {
+                        // Keep a temporary failure over a permanent one: another host
+                        // might take the mail later.
+                        let keep = match &failure {
+                            None => true,
+                            Some(f) => f.kind != OutcomeKind::Temporary,
+                        };
+                        if keep {
+                            failure = Some(o);
+                        }
+                    }
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            Outcome::temporary(EnhancedStatus::new(4, 4, 1), "no host to connect to")
+        }))
+    }
+
+    fn client_config(&self, hop: &NextHop, host: &str, address: &mx::Address) -> ClientConfig {
+        let protocol = if hop.lmtp {
+            Protocol::Lmtp
+        } else {
+            Protocol::Smtp
+        };
+        let mut c = ClientConfig::new(self.helo.clone(), protocol);
+        c.tls = match address {
+            mx::Address::Unix(_) => TlsMode::Never,
+            mx::Address::Tcp(_) => self.settings.tls,
+        };
+        c.eight_bit = self.settings.eight_bit;
+        c.chunking = self.settings.chunking;
+        if let Some(a) = self.settings.auth_for(host) {
+            c.auth = Some(Credentials {
+                user: a.user.clone(),
+                password: a.password.clone(),
+            });
+            c.auth_without_tls = a.without_tls;
+        }
+        c
+    }
+
+    /// Idle connections (for tests and the log).
+    pub fn idle_connections(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+}
