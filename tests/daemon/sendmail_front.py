@@ -72,8 +72,8 @@ def one(d, local, timeout=10):
     return blobs
 
 
-# The single-user routing, plus a smarthost route for remote.example: remote delivery is not
-# available yet (issue 6), so mail for it stays in the queue, deferred, for -bp to show.
+# The single-user routing, plus a smarthost route for remote.example to 127.0.0.1:9, where
+# nothing listens: mail for it stays in the queue, deferred, for -bp to show.
 ROUTING = """
 [routing]
 local_domains = ["localhost"]
@@ -207,8 +207,8 @@ def main():
         rc, _, err = f.run(["byname@localhost"], b"Subject: name\n\nbody\n", name="sendmail")
         T.check(rc == 0 and len(one(d, "byname")) == 1, "called as `sendmail`", err)
 
-        # -bp / mailq: an empty queue, then a deferred message (remote delivery is not
-        # available yet, so mail for another domain stays queued).
+        # -bp / mailq: an empty queue, then a deferred message (its smarthost refuses
+        # connections, so it stays queued).
         d.wait_queue_empty(10)
         rc, out, err = f.run(["-bp"])
         T.check(rc == 0 and "empty" in out.lower(), "-bp on an empty queue says so", out + err)

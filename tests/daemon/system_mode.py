@@ -364,7 +364,7 @@ driver = "smtp"
             f"exit {p.returncode}",
         )
 
-        # mailq: a message stays queued (remote delivery is not available yet, issue 6);
+        # mailq: a message stays queued (its smarthost, 127.0.0.1:9, refuses connections);
         # root (the administrator) lists it; an ordinary user cannot read the spool yet, but
         # must never be told that the queue is empty.
         codes, final = send(port, "someone@x.test", ["far@remote.example"], "queued")
