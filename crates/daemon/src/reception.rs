@@ -97,9 +97,13 @@ impl Backend for Reception {
                 .flatten()
                 .map(|u| u.name)
         });
+        // A recipient given twice (To and Cc of the same person, in any case) gets one
+        // copy, as with Postfix and Exim; the first RCPT's DSN parameters count.
+        let mut seen = std::collections::HashSet::new();
         let recipients: Vec<Recipient> = incoming
             .recipients
             .iter()
+            .filter(|(address, _)| seen.insert(address.to_ascii_lowercase()))
             .map(|(address, params)| Recipient {
                 address: address.clone(),
                 notify: params.notify.as_ref().map(notify),

@@ -99,6 +99,14 @@ impl Server {
         })
     }
 
+    /// Waits, at most `limit`, until every session has ended. After the shutdown signal
+    /// each session answers 421 and closes; the runtime must not be dropped before they
+    /// have written it.
+    pub async fn sessions_ended(&self, limit: Duration) {
+        let all = u32::try_from(self.config.limits.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(limit, self.slots.acquire_many(all)).await;
+    }
+
     fn session_config(&self, protocol: Protocol) -> SessionConfig {
         let mut c = SessionConfig::new(self.config.hostname.clone(), protocol);
         let l = &self.config.limits;
