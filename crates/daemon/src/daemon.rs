@@ -98,16 +98,19 @@ pub fn load(
                 config.data_dir = absolute(d);
                 config.submission_socket = config.data_dir.join("submit.sock");
             }
-            let mut routing = RoutingConfig::parse(&text, &source).map_err(|errors| {
-                Fatal(
-                    errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    78,
-                )
-            })?;
+            let machine = crate::config::local_hostname();
+            let host_names = [config.hostname.as_str(), machine.as_str()];
+            let mut routing =
+                RoutingConfig::parse_with_host(&text, &source, &host_names).map_err(|errors| {
+                    Fatal(
+                        errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        78,
+                    )
+                })?;
             // A file without routers keeps the mode's default routing.
             if routing.routers.is_empty() {
                 routing = if root {

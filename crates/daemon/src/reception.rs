@@ -69,7 +69,9 @@ impl Backend for Reception {
                 EnhancedStatus::new(5, 7, 1),
                 format!("<{recipient}>: Relay access denied"),
             )),
-            Verified::Refused(_) if !self.verify_local => Verdict::Accept,
+            Verified::Refused(_) if !self.verify_local || client.local_submission => {
+                Verdict::Accept
+            }
             Verified::Refused(o) => Verdict::Refuse(Reply::new(
                 if o.status.class() == 4 { 450 } else { 550 },
                 o.status,

@@ -41,6 +41,10 @@ pub struct Client {
     /// The uid of a unix-socket peer (SO_PEERCRED), for local submission.
     pub uid: Option<u32>,
     pub description: String,
+    /// SMTP on a unix socket (`cursus sendmail`, local programs): recipients are not refused
+    /// at RCPT but bounced, because such clients (cron, scripts) rarely read a refusal and
+    /// the mail would be lost.
+    pub local_submission: bool,
 }
 
 /// A complete incoming message, as the session collected it.
@@ -163,6 +167,7 @@ pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener, p
             ip: Some(peer.ip()),
             uid: None,
             description: format!("[{}]:{}", peer.ip(), peer.port()),
+            local_submission: false,
         };
         let server = server.clone();
         tokio::spawn(async move { admit(server, stream, client, protocol).await });
@@ -197,6 +202,7 @@ pub async fn serve_unix(
                 Some(u) => format!("local uid {u}"),
                 None => "local".to_string(),
             },
+            local_submission: protocol == Protocol::Smtp,
         };
         let server = server.clone();
         tokio::spawn(async move { admit(server, stream, client, protocol).await });
