@@ -46,7 +46,7 @@ use crate::id::QueueId;
 use crate::journal::{self, Change, MAX_RECORD, Record};
 use crate::schedule::Schedule;
 use crate::spool::{self, Layout};
-use crate::state::QueuedMessage;
+use crate::state::{QueuedMessage, RecipientState};
 
 /// RFC 3463: "delivery time expired".
 pub const EXPIRED: EnhancedStatus = EnhancedStatus::new(5, 4, 7);
@@ -628,7 +628,9 @@ impl Queue {
             Err(e) => return Err(self.quarantine(id, &format!("message file: {e}"))),
         }
         if message.is_removable() {
-            self.remove_files(id, message.size)?;
+            // Found finished by a replay (after a restart, say): unlinked, since a delivery
+            // agent started before it may still hold the file.
+            self.remove_files(id, u64::MAX)?;
             return Err(QueueError::NotFound(id));
         }
         self.lock_index().set(id, Slot::Loaded(due_key(&message)));
@@ -789,7 +791,10 @@ impl Queue {
             }
         })?;
         debug_assert!(message.is_removable());
-        self.remove_files(id, message.size)
+        // Unlinked, not kept as a spare: a message finished after a deferral may have had a
+        // delivery that timed out on our side while a cursus-lda child still reads the file;
+        // a spare overwritten under it would hand that child another message's bytes.
+        self.remove_files(id, u64::MAX)
     }
 
     /// Removes a message without recording anything when `outcomes` (this attempt's, by
@@ -833,7 +838,19 @@ impl Queue {
                 },
             ));
         }
-        let size = message.size;
+        // Spares only for a message delivered at its first attempt: every delivery that
+        // ever had the file has just answered, so nothing can still be reading it when a
+        // later accept overwrites it. After a deferral (a timed-out delivery agent may still
+        // hold the file), the files are unlinked.
+        let first_attempt = message
+            .recipients
+            .iter()
+            .all(|r| matches!(r, RecipientState::Pending));
+        let size = if first_attempt {
+            message.size
+        } else {
+            u64::MAX
+        };
         if journal::apply(&mut message, Record::Outcomes { at: now, changes }).is_err()
             || !message.is_complete()
             || !message.dsn_recipients().is_empty()
