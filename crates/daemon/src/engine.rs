@@ -48,6 +48,8 @@ pub struct Engine {
     in_flight: Mutex<HashSet<QueueId>>,
     /// The smtp/lmtp transports; `None`: remote routes are deferred (4.4.0).
     outbound: Option<Arc<Outbound>>,
+    /// The hints database (crate::hints); `None`: no hints.
+    hints: Option<Arc<crate::hints::Hints>>,
 }
 
 impl Engine {
@@ -64,7 +66,13 @@ impl Engine {
             hostname,
             in_flight: Mutex::new(HashSet::new()),
             outbound: None,
+            hints: None,
         }
+    }
+
+    /// Consults and feeds the hints database.
+    pub fn set_hints(&mut self, hints: Arc<crate::hints::Hints>) {
+        self.hints = Some(hints);
     }
 
     /// Enables remote delivery.
@@ -205,7 +213,10 @@ impl Engine {
                         final_recipient: address.clone(),
                         extension,
                     };
-                    let o = self.local.deliver(&user, &destination, &envelope, file);
+                    let mut o = self.local.deliver(&user, &destination, &envelope, file);
+                    if let Some(h) = &self.hints {
+                        h.local(id, &address, &destination, &mut o);
+                    }
                     (address, router, transport, o)
                 }
                 Routed::Remote {
@@ -325,7 +336,18 @@ impl Engine {
                 }
             }
         }
-        for (p, o, relay, tls, reused) in results {
+        for (p, mut o, relay, tls, reused) in results {
+            if let Some(h) = &self.hints {
+                h.remote(
+                    id,
+                    &message.envelope,
+                    p.index,
+                    &p.next_hop,
+                    &p.address,
+                    &relay,
+                    &mut o,
+                );
+            }
             log_remote(id, &p, &relay, &tls, reused, &o, message, started);
             if let Some((_, slot)) = outcomes.iter_mut().find(|(i, _)| *i == p.index) {
                 *slot = Some(match slot.take() {
