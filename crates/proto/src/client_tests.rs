@@ -157,7 +157,10 @@ fn a_host_known_to_fail_ehlo_is_greeted_with_helo() {
         feed(&mut c, "220 old.example\r\n").sent,
         "HELO client.a.example\r\n"
     );
-    assert_eq!(feed(&mut c, "250 old.example\r\n").actions, vec![Action::Ready]);
+    assert_eq!(
+        feed(&mut c, "250 old.example\r\n").actions,
+        vec![Action::Ready]
+    );
     assert!(c.used_helo());
     assert!(!c.ehlo_failed());
 }

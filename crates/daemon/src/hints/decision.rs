@@ -107,12 +107,7 @@ pub fn no_mx_refused(
 
 /// Over quota and unread: the mailbox was last read (`read`) more than `unread` seconds
 /// ago. Unknown (`None`): the retry rule decides alone.
-pub fn quota_unread(
-    read: Option<i64>,
-    class: ErrorClass,
-    now: i64,
-    unread: u64,
-) -> Option<String> {
+pub fn quota_unread(read: Option<i64>, class: ErrorClass, now: i64, unread: u64) -> Option<String> {
     let read = read?;
     let unread = i64::try_from(unread).unwrap_or(i64::MAX);
     if unread == 0 || class != ErrorClass::Quota || now.saturating_sub(read) < unread {
@@ -155,8 +150,7 @@ mod tests {
         assert!(after_timeout_bounce(Some(&row), ErrorClass::Rcpt, now, 86_400).is_none());
         // Past the memory, or turned off, or delivered since (the row is cleared).
         assert!(
-            after_timeout_bounce(Some(&row), ErrorClass::Timeout, 1000 + DAY + 1, 86_400)
-                .is_none()
+            after_timeout_bounce(Some(&row), ErrorClass::Timeout, 1000 + DAY + 1, 86_400).is_none()
         );
         assert!(after_timeout_bounce(Some(&row), ErrorClass::Timeout, now, 0).is_none());
         let delivered = AddressRow {
@@ -180,8 +174,14 @@ mod tests {
         // Arrived at 10_000, refused since then: kept until 2 h, then given up.
         let received = 10_000;
         assert!(
-            no_mx_refused(Some(&row), ErrorClass::Refused, received, received + HOUR, lifetime)
-                .is_none()
+            no_mx_refused(
+                Some(&row),
+                ErrorClass::Refused,
+                received,
+                received + HOUR,
+                lifetime
+            )
+            .is_none()
         );
         let why = no_mx_refused(
             Some(&row),
@@ -221,12 +221,24 @@ mod tests {
             ..row.clone()
         };
         assert!(
-            no_mx_refused(Some(&mx), ErrorClass::Refused, received, received + DAY, lifetime)
-                .is_none()
+            no_mx_refused(
+                Some(&mx),
+                ErrorClass::Refused,
+                received,
+                received + DAY,
+                lifetime
+            )
+            .is_none()
         );
         assert!(
-            no_mx_refused(Some(&row), ErrorClass::Timeout, received, received + DAY, lifetime)
-                .is_none()
+            no_mx_refused(
+                Some(&row),
+                ErrorClass::Timeout,
+                received,
+                received + DAY,
+                lifetime
+            )
+            .is_none()
         );
         assert!(
             no_mx_refused(Some(&row), ErrorClass::Refused, received, received + DAY, 0).is_none()

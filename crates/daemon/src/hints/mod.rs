@@ -177,7 +177,10 @@ impl Hints {
             return;
         }
         let now = self.now();
-        if self.with("write host", |s| s.set_helo_only(host, now)).is_some() {
+        if self
+            .with("write host", |s| s.set_helo_only(host, now))
+            .is_some()
+        {
             log::line(&format!(
                 "hints: host={host} failed EHLO ({why}); HELO for {}",
                 format_duration(self.settings.helo_memory)
@@ -193,7 +196,9 @@ impl Hints {
                 .with("read domain", |s| s.domain(&hop.domain))
                 .flatten();
             if known.is_some_and(|d| d.refused_since.is_some() || d.no_mx != no_mx) {
-                self.with("write domain", |s| s.domain_answered(&hop.domain, no_mx, now));
+                self.with("write domain", |s| {
+                    s.domain_answered(&hop.domain, no_mx, now)
+                });
             }
         }
     }
@@ -206,9 +211,13 @@ impl Hints {
         }
         let now = self.now();
         if failure.kind == OutcomeKind::Temporary && classify(failure) == ErrorClass::Refused {
-            self.with("write domain", |s| s.domain_refused(&hop.domain, no_mx, now));
+            self.with("write domain", |s| {
+                s.domain_refused(&hop.domain, no_mx, now)
+            });
         } else {
-            self.with("write domain", |s| s.domain_answered(&hop.domain, no_mx, now));
+            self.with("write domain", |s| {
+                s.domain_answered(&hop.domain, no_mx, now)
+            });
         }
     }
 
@@ -263,7 +272,9 @@ impl Hints {
                     if !hop.hosts.is_empty() {
                         return None;
                     }
-                    let domain = self.with("read domain", |s| s.domain(&hop.domain)).flatten();
+                    let domain = self
+                        .with("read domain", |s| s.domain(&hop.domain))
+                        .flatten();
                     decision::no_mx_refused(
                         domain.as_ref(),
                         class,
@@ -314,7 +325,9 @@ impl Hints {
             _ => None,
         };
         if let Some(read) = observed {
-            self.with("write address", |s| s.address_mailbox_read(address, read, now));
+            self.with("write address", |s| {
+                s.address_mailbox_read(address, read, now)
+            });
         }
         let read = observed.or_else(|| {
             self.with("read address", |s| s.address(address))
@@ -437,8 +450,14 @@ fn bounce(status: EnhancedStatus, why: &str, last: &Outcome) -> Outcome {
 /// When the Maildir at `maildir` was last read: its cur/ directory's modification time.
 /// `None` when it cannot be seen.
 pub fn mailbox_read(maildir: &Path) -> Option<i64> {
-    let modified = std::fs::metadata(maildir.join("cur")).ok()?.modified().ok()?;
-    let secs = modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let modified = std::fs::metadata(maildir.join("cur"))
+        .ok()?
+        .modified()
+        .ok()?;
+    let secs = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
     i64::try_from(secs).ok()
 }
 

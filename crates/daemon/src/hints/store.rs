@@ -209,7 +209,12 @@ impl Store {
     }
 
     /// Anything but a refusal ends the run.
-    pub fn domain_answered(&self, name: &str, no_mx: bool, now: i64) -> Result<(), rusqlite::Error> {
+    pub fn domain_answered(
+        &self,
+        name: &str,
+        no_mx: bool,
+        now: i64,
+    ) -> Result<(), rusqlite::Error> {
         self.conn.execute(
             "INSERT INTO domain (name, no_mx, refused_since, updated) VALUES (?1, ?2, NULL, ?3)
              ON CONFLICT(name) DO UPDATE SET no_mx = ?2, refused_since = NULL, updated = ?3",
@@ -397,7 +402,10 @@ mod tests {
         assert_eq!((d.no_mx, d.refused_since), (true, Some(10)));
         s.domain_answered("nomx.example", true, 30).expect("w");
         assert_eq!(
-            s.domain("nomx.example").expect("r").expect("row").refused_since,
+            s.domain("nomx.example")
+                .expect("r")
+                .expect("row")
+                .refused_since,
             None
         );
     }
@@ -432,7 +440,10 @@ mod tests {
         let old = s.host("old.example").expect("r").expect("row");
         assert_eq!(old.helo_only_since, None);
         assert_eq!(
-            s.host("new.example").expect("r").expect("row").helo_only_since,
+            s.host("new.example")
+                .expect("r")
+                .expect("row")
+                .helo_only_since,
             Some(900)
         );
         assert!(s.address("b@x.example").expect("r").is_none());

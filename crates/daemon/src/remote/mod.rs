@@ -426,7 +426,10 @@ impl Outbound {
                         outcome: o,
                         ehlo_failed,
                     }) => {
-                        if ehlo_failed && !hop.lmtp && let Some(h) = hints {
+                        if ehlo_failed
+                            && !hop.lmtp
+                            && let Some(h) = hints
+                        {
                             h.failed_ehlo(&host.name, &o.text);
                         }
                         // Keep a temporary failure over a permanent one: another host
