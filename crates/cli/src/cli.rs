@@ -150,12 +150,18 @@ pub enum RetryCommand {
         /// The envelope sender, for rules with `senders` ("" or "<>": the null sender).
         #[arg(short = 'f', long = "sender", value_name = "ADDR", default_value = "")]
         sender: String,
+        /// The hints database to consult (default: hints.db in the configuration's data
+        /// directory, when it exists); the hints that would change the decision are
+        /// printed after the rule.
+        #[arg(long = "hints", value_name = "FILE")]
+        hints: Option<PathBuf>,
     },
 }
 
 const RETRY_TEST_EXAMPLES: &str = "Examples:
   cursus retry test joe@example.org rcpt
-  cursus retry test -c cursus.toml example.net refused -f list@example.org";
+  cursus retry test -c cursus.toml example.net refused -f list@example.org
+  cursus retry test --hints /var/spool/cursus/hints.db joe@example.org timeout";
 
 /// `cursus config ...`
 #[derive(Debug, Subcommand)]
