@@ -102,7 +102,10 @@ fn config_check(file: &Path) -> ExitCode {
         }
     };
     let router = cursus_route::Router::new(routing, cursus_route::World::system());
-    let problems = router.check();
+    let mut problems = router.check();
+    if let Err(e) = cursusd::bounce::Bounces::load(&config.bounce) {
+        problems.push(e);
+    }
     for p in &problems {
         eprintln!("{}: {p}", file.display());
     }

@@ -125,6 +125,8 @@ pub struct Config {
     pub outbound: crate::remote::Settings,
     /// The hints database (`[hints]`).
     pub hints: crate::hints::Settings,
+    /// Delivery status notifications (`[bounce]`).
+    pub bounce: BounceSettings,
 }
 
 impl Config {
@@ -149,6 +151,7 @@ impl Config {
             tls: None,
             outbound: crate::remote::Settings::default(),
             hints: crate::hints::Settings::default(),
+            bounce: BounceSettings::default(),
         }
     }
 
@@ -234,6 +237,34 @@ impl Config {
                 Err(messages) => messages.into_iter().for_each(&mut err),
             }
         }
+        if let Some(b) = raw.bounce {
+            if let Some(t) = b.templates {
+                c.bounce.templates = Some(PathBuf::from(t));
+            }
+            if let Some(s) = b.unknown_user_script {
+                if !s.starts_with('/') {
+                    err(format!(
+                        "bounce: unknown_user_script `{s}` must be an absolute path (it runs \
+                         without a shell or a search path)"
+                    ));
+                }
+                c.bounce.unknown_user_script = Some(PathBuf::from(s));
+            }
+            if let Some(list) = b.delay_warnings {
+                c.bounce.delay_warnings.clear();
+                for w in list {
+                    match cursus_route::retry::duration(&w) {
+                        Ok(0) => err(format!(
+                            "bounce: delay_warnings `{w}` must be after arrival"
+                        )),
+                        Ok(secs) => c.bounce.delay_warnings.push(secs),
+                        Err(e) => err(format!("bounce: delay_warnings: {e}")),
+                    }
+                }
+                c.bounce.delay_warnings.sort_unstable();
+                c.bounce.delay_warnings.dedup();
+            }
+        }
         if let Some(h) = raw.hints {
             let hs = &mut c.hints;
             set(&mut hs.enabled, h.enabled);
@@ -305,6 +336,7 @@ const TOP_KEYS: &[&str] = &[
     "tls",
     "outbound",
     "hints",
+    "bounce",
     "routing",
     "router",
     "transport",
@@ -325,6 +357,7 @@ struct RawFile {
     tls: Option<RawTls>,
     outbound: Option<crate::remote::settings::RawOutbound>,
     hints: Option<RawHints>,
+    bounce: Option<RawBounce>,
     /// Read by the routing configuration.
     #[serde(default, rename = "routing")]
     _routing: Option<toml::Value>,
@@ -377,6 +410,36 @@ struct RawLda {
     socket: Option<String>,
     policy: Option<String>,
     connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBounce {
+    templates: Option<String>,
+    unknown_user_script: Option<String>,
+    delay_warnings: Option<Vec<String>>,
+}
+
+/// `[bounce]`: how delivery status notifications are written and when delay notices go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceSettings {
+    /// A directory with failed.txt, delayed.txt and delivered.txt replacing the built-in
+    /// first parts (each optional).
+    pub templates: Option<PathBuf>,
+    /// A program whose output explains an unknown local user to the sender.
+    pub unknown_user_script: Option<PathBuf>,
+    /// Ages (seconds since arrival) at which a still-deferred recipient's sender is told.
+    pub delay_warnings: Vec<u64>,
+}
+
+impl Default for BounceSettings {
+    fn default() -> Self {
+        BounceSettings {
+            templates: None,
+            unknown_user_script: None,
+            delay_warnings: vec![86_400],
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

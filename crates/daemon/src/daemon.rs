@@ -235,6 +235,10 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     let root = nix::unistd::geteuid().is_root();
     let (config, routing_config, retry) = load(start, root)?;
     let single_user = !root;
+    // Read before the credential drop (the templates may be root's only).
+    let mut bounces = crate::bounce::Bounces::load(&config.bounce).map_err(fatal(78))?;
+    bounces.local_domains = routing_config.local_domains.clone();
+    bounces.retry = Some(retry.clone());
     if start.check {
         let world = World::system();
         let router = Router::new(routing_config, world);
@@ -337,6 +341,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
         engine.set_hints(hints.clone());
     }
     engine.set_outbound(Arc::new(outbound));
+    engine.set_bounces(bounces);
     let engine = Arc::new(engine);
     let config = Arc::new(config);
 

@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cursus_lda::protocol::Envelope as LdaEnvelope;
-use cursus_mail::dsn::{self, Action, RecipientReport};
-use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind, Sender, codes};
-use cursus_queue::{Envelope, Queue, QueueId, QueuedMessage, Recipient, RecipientState};
+use cursus_mail::dsn::{self, RecipientReport};
+use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind, codes};
+use cursus_queue::{Queue, QueueId, QueuedMessage, Recipient, RecipientState};
 use jiff::Timestamp;
 
+use crate::bounce::{self, Bounces};
 use crate::local::Local;
 use crate::log;
 use crate::remote::Outbound;
@@ -48,6 +49,8 @@ pub struct Engine {
     in_flight: Mutex<HashSet<QueueId>>,
     /// The smtp/lmtp transports; `None`: remote routes are deferred (4.4.0).
     outbound: Option<Arc<Outbound>>,
+    /// How notices are written and when delay notices go.
+    bounces: Bounces,
     /// The hints database (crate::hints); `None`: no hints.
     hints: Option<Arc<crate::hints::Hints>>,
 }
@@ -66,6 +69,7 @@ impl Engine {
             hostname,
             in_flight: Mutex::new(HashSet::new()),
             outbound: None,
+            bounces: Bounces::default(),
             hints: None,
         }
     }
@@ -73,6 +77,11 @@ impl Engine {
     /// Consults and feeds the hints database.
     pub fn set_hints(&mut self, hints: Arc<crate::hints::Hints>) {
         self.hints = Some(hints);
+    }
+
+    /// Sets the notices' templates, script and delay ages.
+    pub fn set_bounces(&mut self, bounces: Bounces) {
+        self.bounces = bounces;
     }
 
     /// Enables remote delivery.
@@ -154,9 +163,13 @@ impl Engine {
                     )
                 })
                 .collect();
-            if let Err(e) = self.queue.record(id, &outcomes, Timestamp::now()) {
-                log::line(&format!("{id}: cannot record outcomes: {e}"));
-                return;
+            let now = Timestamp::now();
+            match self.queue.record(id, &outcomes, now) {
+                Ok(after) => self.warn_delays(&message, &after, &outcomes, now),
+                Err(e) => {
+                    log::line(&format!("{id}: cannot record outcomes: {e}"));
+                    return;
+                }
             }
         }
         self.finish_if_done(id);
@@ -392,69 +405,74 @@ impl Engine {
     }
 
     fn queue_dsn(&self, message: &QueuedMessage, owed: &[usize]) -> Result<QueueId, String> {
-        let Some(to) = message.envelope.sender.address() else {
-            return Err("no bounce of a bounce".to_string());
-        };
+        let reports: Vec<RecipientReport> = owed
+            .iter()
+            .filter_map(|&i| bounce::report_for(&self.bounces, message, i))
+            .collect();
+        bounce::queue_notice(
+            &self.queue,
+            &self.hostname,
+            &self.bounces,
+            message,
+            &reports,
+            None,
+        )
+    }
+
+    /// After an attempt: a delay notice for the recipients still deferred that just passed
+    /// one of the configured ages, when their sender wants one (never for the null sender).
+    fn warn_delays(
+        &self,
+        before: &QueuedMessage,
+        after: &QueuedMessage,
+        outcomes: &[(usize, Outcome)],
+        now: Timestamp,
+    ) {
+        if self.bounces.delay_warnings.is_empty() || !dsn::should_notify(&after.envelope.sender) {
+            return;
+        }
+        let received = after.envelope.received;
         let mut reports = Vec::new();
-        for &i in owed {
-            let (Some(state), Some(rcpt)) = (
-                message.recipients.get(i),
-                message.envelope.recipients.get(i),
+        let mut give_up = None;
+        for (index, outcome) in outcomes {
+            let (Some(RecipientState::Deferred { .. }), Some(rcpt)) = (
+                after.recipients.get(*index),
+                after.envelope.recipients.get(*index),
             ) else {
                 continue;
             };
-            let (action, status, text) = match state {
-                RecipientState::Failed { status, text, .. } => {
-                    (Action::Failed, *status, text.clone())
-                }
-                RecipientState::Delivered { status, text, .. } => {
-                    (Action::Delivered, *status, text.clone())
-                }
-                _ => continue,
+            let previous = match before.recipients.get(*index) {
+                Some(RecipientState::Deferred { last, .. }) => *last,
+                _ => received,
             };
-            reports.push(RecipientReport {
-                final_recipient: rcpt.address.clone(),
-                original_recipient: rcpt.orcpt.clone(),
-                action,
-                status,
-                diagnostic: text,
-                remote_mta: None,
-                explanation: None,
-            });
+            if !bounce::wants_delay_notice(rcpt) || !self.bounces.delay_due(received, previous, now)
+            {
+                continue;
+            }
+            if let Some(report) = bounce::report_for(&self.bounces, after, *index) {
+                reports.push(report);
+                let g = self.bounces.give_up(&after.envelope, rcpt, outcome);
+                give_up = give_up.max(g);
+            }
         }
-        let mut original = Vec::new();
-        if let Ok(mut f) = self.queue.open_message(message.id) {
-            use std::io::Read;
-            let _ = f
-                .by_ref()
-                .take(dsn::MAX_RETURNED as u64 + 1)
-                .read_to_end(&mut original);
+        if reports.is_empty() {
+            return;
         }
-        let date = |t: Timestamp| {
-            t.to_zoned_datetime(jiff::tz::TimeZone::system())
-                .strftime("%a, %d %b %Y %H:%M:%S %z")
-                .to_string()
-        };
-        let unique = format!("{}.dsn", message.id);
-        let body = dsn::build(&dsn::Report {
-            reporting_mta: &self.hostname,
-            to,
-            envid: message.envelope.envid.as_deref(),
-            queue_id: &message.id.to_string(),
-            arrival_date: &date(message.envelope.received),
-            date: &date(Timestamp::now()),
-            recipients: &reports,
-            original: &original,
-            return_full: message.envelope.ret == Some(cursus_queue::Ret::Full),
-            unique: &unique,
-            templates: None,
-            give_up: None,
-        });
-        let mut envelope = Envelope::new(Sender::Null, vec![Recipient::new(to)]);
-        envelope.client.protocol = "local".to_string();
-        self.queue
-            .accept(&envelope, &body[..])
-            .map_err(|e| e.to_string())
+        let id = after.id;
+        match bounce::queue_notice(
+            &self.queue,
+            &self.hostname,
+            &self.bounces,
+            after,
+            &reports,
+            give_up,
+        ) {
+            Ok(notice) => {
+                log::line(&format!("{id}: sender delay notification: {notice}"));
+                self.attempt(notice);
+            }
+            Err(e) => log::line(&format!("{id}: cannot queue the delay notification: {e}")),
+        }
     }
 }
 

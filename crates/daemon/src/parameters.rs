@@ -308,6 +308,37 @@ pub const DAEMON: &[Parameter] = &[
         "Smarthost credentials, one [[outbound.auth]] table per relay host named by a manualroute router or an smtp transport: host, user, password or password_file, without_tls (default false: AUTH PLAIN or LOGIN only after STARTTLS).",
     ),
     p(
+        "bounce",
+        "templates",
+        "\"/etc/cursus/bounce\"",
+        "the built-in texts",
+        "A directory with failed.txt, delayed.txt and delivered.txt (each optional) replacing \
+         the first, human part of non-delivery, delay and success notices. Plain text with \
+         ${mta}, ${sender}, ${subject}, ${arrival}, ${queue_id}, ${count}, ${give_up} and \
+         ${recipients} (each recipient with what happened, what to do and the technical \
+         details); $$ is a dollar sign. Unknown variables are errors at start and in cursus \
+         config check. The machine-readable report part is always added.",
+    ),
+    p(
+        "bounce",
+        "unknown_user_script",
+        "\"/etc/cursus/unknown-user\"",
+        "none",
+        "A program run for each unknown local user (5.1.1 in a local domain) in a \
+         non-delivery notice, with the address as its only argument, no shell, an empty \
+         environment but PATH, for at most 10 s; its output (up to 4 KiB) replaces the \
+         built-in explanation for that recipient (for example: who to write to instead).",
+    ),
+    p(
+        "bounce",
+        "delay_warnings",
+        "[\"4h\", \"2d\"]",
+        "[\"1d\"]",
+        "Ages after arrival at which the sender of a message still deferred is told (once \
+         per age, at the first attempt after it), unless NOTIFY excludes DELAY; [] sends \
+         none. The notice says until when the mail system keeps trying.",
+    ),
+    p(
         "hints",
         "enabled",
         "true",

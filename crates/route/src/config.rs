@@ -49,6 +49,8 @@ const TOP_KEYS: &[&str] = &[
     "lda",
     "submission",
     "tls",
+    "outbound",
+    "bounce",
 ];
 const DRIVERS: &[&str] = &[
     "aliases",
@@ -203,6 +205,8 @@ struct RawFile {
     _tls: Option<toml::Value>,
     #[serde(default, rename = "outbound")]
     _outbound: Option<toml::Value>,
+    #[serde(default, rename = "bounce")]
+    _bounce: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

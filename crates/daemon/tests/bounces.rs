@@ -1,0 +1,245 @@
+//! Notices end to end: a recipient still deferred past a configured age gets its sender a
+//! delay notice (once), and an unknown local user's non-delivery notice carries the text of
+//! the administrator's script, which gets the address as one argument. The notices travel
+//! like any mail: here to a small SMTP sink standing in for the sender's server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// An SMTP server that accepts everything and keeps each message's text.
+fn sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().expect("clone");
+                let mut lines = BufReader::new(stream);
+                let _ = out.write_all(b"220 sink.test ESMTP\r\n");
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-sink.test\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            let _ = out.write_all(b"354 go on\r\n");
+                            let mut text = String::new();
+                            loop {
+                                line.clear();
+                                if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                text.push_str(&line);
+                            }
+                            kept.lock().expect("lock").push(text);
+                            b"250 2.0.0 kept\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 2.0.0 ok\r\n",
+                    };
+                    if out.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn start(dir: &Path, port: u16, dead: u16, sink: u16) -> Daemon {
+    let script = dir.join("explain");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Nobody called %s here; write to sales@localhost.\\n' \"$1\"\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let config = dir.join("cursus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\nverify_local_recipients = false\n\
+             [bounce]\ndelay_warnings = [\"1s\"]\nunknown_user_script = \"{}\"\n\
+             [routing]\nlocal_domains = [\"localhost\"]\n\
+             [[router]]\nname = \"unreachable\"\ndriver = \"manualroute\"\n\
+             domains = [\"remote.test\"]\nhosts = [\"127.0.0.1\"]\nport = {dead}\n\
+             transport = \"remote\"\n\
+             [[router]]\nname = \"senders\"\ndriver = \"manualroute\"\n\
+             domains = [\"sender.test\"]\nhosts = [\"127.0.0.1\"]\nport = {sink}\n\
+             transport = \"remote\"\n\
+             [[transport]]\nname = \"remote\"\ndriver = \"smtp\"\n",
+            script.display()
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join("log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_cursusd"))
+        .arg("-c")
+        .arg(&config)
+        .arg("-d")
+        .arg(dir.join("data"))
+        .env("HOME", dir)
+        .stderr(log)
+        .spawn()
+        .expect("cursusd starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || !dir.join("data/control.sock").exists()
+    {
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "cursusd did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon(child)
+}
+
+/// One message over raw SMTP; the queue id from the 250 reply.
+fn send(port: u16, to: &str) -> String {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut out = stream.try_clone().expect("clone");
+    let mut lines = BufReader::new(stream);
+    let mut reply = || {
+        loop {
+            let mut line = String::new();
+            lines.read_line(&mut line).expect("reply");
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line;
+            }
+        }
+    };
+    reply();
+    for command in [
+        "EHLO client.test".to_string(),
+        "MAIL FROM:<ann@sender.test>".to_string(),
+        format!("RCPT TO:<{to}>"),
+        "DATA".to_string(),
+    ] {
+        out.write_all(format!("{command}\r\n").as_bytes())
+            .expect("write");
+        let r = reply();
+        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
+    }
+    out.write_all(b"Subject: the quarterly figures\r\n\r\nbody\r\n.\r\n")
+        .expect("write");
+    let r = reply();
+    assert!(r.starts_with("250"), "{r}");
+    let _ = out.write_all(b"QUIT\r\n");
+    r.split_whitespace().last().expect("id").to_string()
+}
+
+fn control(dir: &Path, line: &str) -> String {
+    let stream = UnixStream::connect(dir.join("data/control.sock")).expect("control socket");
+    (&stream)
+        .write_all(format!("{line}\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .expect("answer");
+    answer
+}
+
+fn wait_for(what: &str, dir: &Path, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn delay_notice_once_and_unknown_user_text_from_the_script() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (sink_port, seen) = sink();
+    let (port, dead) = (free_port(), free_port());
+    let _daemon = start(dir, port, dead, sink_port);
+
+    // An unknown local user: the bounce reaches the sender with the script's words.
+    send(port, "nobody-here@localhost");
+    wait_for("the bounce", dir, || !seen.lock().expect("lock").is_empty());
+    let bounce = seen.lock().expect("lock").remove(0);
+    assert!(
+        bounce.contains("Subject: Undelivered Mail Returned to Sender"),
+        "{bounce}"
+    );
+    assert!(
+        bounce.contains("Nobody called nobody-here@localhost here; write to sales@localhost."),
+        "{bounce}"
+    );
+    assert!(
+        bounce.contains("Subject: the quarterly figures"),
+        "{bounce}"
+    );
+    assert!(bounce.contains("Status: 5.1.1"), "{bounce}");
+
+    // A deferred recipient: no notice at the first attempt (age 0), one notice at the
+    // first attempt after 1 s, and no second one after that.
+    let id = send(port, "someone@remote.test");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(seen.lock().expect("lock").is_empty(), "a notice at age 0");
+    assert!(control(dir, &format!("flush {id}")).starts_with("ok"));
+    wait_for("the delay notice", dir, || {
+        !seen.lock().expect("lock").is_empty()
+    });
+    let notice = seen.lock().expect("lock").remove(0);
+    assert!(notice.contains("Subject: Delayed Mail"), "{notice}");
+    assert!(notice.contains("Action: delayed"), "{notice}");
+    assert!(notice.contains("<someone@remote.test>"), "{notice}");
+    assert!(notice.contains("keeps trying until"), "{notice}");
+    assert!(
+        !notice.contains("\r\nbody\r\n"),
+        "a delay notice returns the header only"
+    );
+    assert!(control(dir, &format!("flush {id}")).starts_with("ok"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "a second notice for the same age"
+    );
+}
