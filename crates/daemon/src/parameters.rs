@@ -694,6 +694,10 @@ mod tests {
         }
         let parsed = crate::config::Config::parse(&text, "example", std::path::Path::new("/d"));
         assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+        // The routing and retry parsers read the same file and skip the daemon's tables.
+        let routing = cursus_route::RoutingConfig::parse(&text, "example");
+        assert!(routing.is_ok(), "{text}\n{routing:?}");
+        assert!(cursus_route::retry::RetryRules::parse(&text, "example", 86_400).is_ok());
     }
 
     /// A [[retry]] table with every documented key parses with the retry parser, and

@@ -284,7 +284,7 @@ impl Hints {
                     )
                 });
                 if let Some(why) = why {
-                    log::line(&format!("{id}: to=<{address}>, hints: {why}"));
+                    log::line(&format!("{id}: hints for <{address}>: {why}"));
                     *outcome = bounce(GIVEN_UP, &why, outcome);
                     return;
                 }
@@ -337,7 +337,7 @@ impl Hints {
         if let Some(why) =
             decision::quota_unread(read, ErrorClass::Quota, now, self.settings.quota_unread)
         {
-            log::line(&format!("{id}: to=<{address}>, hints: {why}"));
+            log::line(&format!("{id}: hints for <{address}>: {why}"));
             *outcome = bounce(MAILBOX_FULL, &why, outcome);
         }
     }
