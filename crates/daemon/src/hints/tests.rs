@@ -432,7 +432,7 @@ fn explain_names_the_hints_that_change_the_decision() {
         store.domain_refused("slow.example", true, T0).expect("w");
         store.set_helo_only("mx.slow.example", T0).expect("w");
     }
-    let lines = super::explain(
+    let lines = super::explain::explain(
         &path,
         &Settings::default(),
         "joe@slow.example",
