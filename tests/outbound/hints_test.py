@@ -11,6 +11,7 @@ The test zone:
   late.test   MX 10 mx.late.test -> 127.0.0.5  (nothing listens until the test starts a sink)
   hang.test   MX 10 mx.hang.test -> 127.0.0.3  (accepts, never greets)
   old.test    MX 10 mx.old.test  -> 127.0.0.6  (hangs up on EHLO, takes HELO)
+  nomx.test   A 127.0.0.7 only                (nothing listens: refused)
 
 Checks:
   1. Host reached -> the others waiting for it start at once: two messages deferred by a
@@ -21,7 +22,9 @@ Checks:
      that would retry for days, bounces at its first timeout (5.4.7, the sender gets the
      notice); y@hang.test is still deferred.
   3. A host that hung up on EHLO is greeted with HELO next time, and the mail goes.
-  4. `cursus retry test --hints` shows the timeout bounce.
+  4. A domain without MX whose every connection is refused bounces after
+     no_mx_refused_lifetime (1s here) at the next attempt (a queue run forced by SIGUSR1).
+  5. `cursus retry test --hints` shows the timeout bounce.
 """
 
 import asyncio
@@ -155,6 +158,7 @@ def main():
             "--mx-host=late.test,mx.late.test,10", "--host-record=mx.late.test,127.0.0.5",
             "--mx-host=hang.test,mx.hang.test,10", "--host-record=mx.hang.test,127.0.0.3",
             "--mx-host=old.test,mx.old.test,10", "--host-record=mx.old.test,127.0.0.6",
+            "--host-record=nomx.test,127.0.0.7",
         ], stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "dnsmasq.log"), "w"))
         procs.append(dns)
 
@@ -181,6 +185,7 @@ connect_timeout = 2
 idle_timeout = 10
 [hints]
 timeout_bounce_memory = "1h"
+no_mx_refused_lifetime = "1s"
 [routing]
 local_domains = ["localhost"]
 [[router]]
@@ -328,7 +333,18 @@ schedule = "F,1s,1s"
             check(old.ehlo_seen == 1 and old.helo_seen >= 1,
                   f"one EHLO, then HELO (EHLO {old.ehlo_seen}, HELO {old.helo_seen})")
 
-        # 4. cursus retry test shows the hint.
+        # 4. No MX, always refused: given up after the shorter lifetime.
+        q5 = submit(["x@nomx.test"], sender="owner@localhost")
+        l = line_for(q5, "x@nomx.test")
+        check(l and "status=deferred" in l.group(0) and "refused" in l.group(0).lower(),
+              "nomx.test: the first refusal is deferred")
+        time.sleep(1.5)
+        procs[-1].send_signal(signal.SIGUSR1)
+        l = line_for(q5, "x@nomx.test", "bounced", timeout=15)
+        check(l and "dsn=5.4.7" in l.group(0) and "has no MX" in l.group(0),
+              "nomx.test: bounced at the next refusal after no_mx_refused_lifetime")
+
+        # 5. cursus retry test shows the hint.
         if os.path.exists(CURSUS):
             out = subprocess.run(
                 [CURSUS, "retry", "test", "-c", config, "--hints",
