@@ -601,7 +601,9 @@ impl Client {
         if self.phase == Phase::Closed {
             return;
         }
-        if matches!(self.expects.front(), Some(Expect::Ehlo)) {
+        // Only the first EHLO: a hang-up after STARTTLS is not a reason to greet without
+        // it next time.
+        if matches!(self.expects.front(), Some(Expect::Ehlo)) && !self.tls {
             self.ehlo_failed = true;
         }
         let stage = self.stage_name();
@@ -964,7 +966,7 @@ impl Client {
                     self.after_hello();
                     return;
                 } else if reply.code >= 500 && self.config.protocol == Protocol::Smtp {
-                    self.ehlo_failed = true;
+                    self.ehlo_failed = !self.tls;
                     self.used_helo = true;
                     self.pending.push_back(Pending::Command {
                         line: format!("HELO {}\r\n", self.config.helo).into_bytes(),

@@ -175,6 +175,16 @@ fn a_server_that_hangs_up_on_ehlo_is_an_ehlo_failure() {
     feed(&mut c, "220 old.example\r\n");
     feed(&mut c, "500 5.5.1 what\r\n");
     assert!(c.ehlo_failed());
+    // After STARTTLS the second EHLO is not the host's EHLO problem.
+    let mut c = Client::new(config());
+    feed(&mut c, "220 old.example\r\n");
+    feed(&mut c, "250-old.example\r\n250 STARTTLS\r\n");
+    assert_eq!(drain(&mut c).sent, "");
+    feed(&mut c, "220 go ahead\r\n");
+    c.tls_established();
+    drain(&mut c);
+    c.abort("the server closed the connection");
+    assert!(!c.ehlo_failed());
     // A refused greeting is not about EHLO.
     let mut c = Client::new(config());
     feed(&mut c, "421 busy\r\n");

@@ -399,7 +399,12 @@ impl Outbound {
         for host in &hosts {
             for address in &host.addresses {
                 let mut config = self.client_config(hop, &host.name, address);
-                config.helo_only = !hop.lmtp && hints.is_some_and(|h| h.helo_only(&host.name));
+                // HELO means no extension: never where TLS is required or AUTH is
+                // configured (they need EHLO; such a host keeps failing visibly instead).
+                config.helo_only = !hop.lmtp
+                    && config.tls != TlsMode::Required
+                    && config.auth.is_none()
+                    && hints.is_some_and(|h| h.helo_only(&host.name));
                 let helo_only = config.helo_only;
                 match Connection::open(
                     &host.name,
