@@ -97,6 +97,8 @@ pub enum AliasError {
     MissingColon { line: usize },
     /// `: value` or `"": value`.
     EmptyName { line: usize },
+    /// `name:` with nothing after the colon: mail to it would vanish.
+    NoTargets { line: usize, name: String },
     /// A line starting with whitespace before any entry.
     ContinuationFirst { line: usize },
     /// The name was already defined at `first`.
@@ -115,6 +117,7 @@ impl AliasError {
         match self {
             AliasError::MissingColon { line }
             | AliasError::EmptyName { line }
+            | AliasError::NoTargets { line, .. }
             | AliasError::ContinuationFirst { line }
             | AliasError::Target { line, .. } => *line,
             AliasError::Duplicate { second, .. } => *second,
@@ -129,6 +132,11 @@ impl fmt::Display for AliasError {
                 write!(f, "line {line}: no `:` after the alias name")
             }
             AliasError::EmptyName { line } => write!(f, "line {line}: the alias name is empty"),
+            AliasError::NoTargets { line, name } => write!(
+                f,
+                "line {line}: `{name}` has no value, so mail to it would vanish: name a user, \
+                 a file, a command or /dev/null"
+            ),
             AliasError::ContinuationFirst { line } => write!(
                 f,
                 "line {line}: starts with whitespace (a continuation) but no entry precedes it"
@@ -374,13 +382,17 @@ pub fn parse(text: &str) -> Result<Vec<Alias>, Vec<AliasError>> {
             }
         };
         let line = logical.first_line();
-        let targets = match parse_targets(logical, after) {
+        let targets: Vec<Target> = match parse_targets(logical, after) {
             Ok(targets) => targets.into_iter().map(|(_, t)| t).collect(),
             Err((line, error)) => {
                 errors.push(AliasError::Target { line, error });
                 continue;
             }
         };
+        if targets.is_empty() {
+            errors.push(AliasError::NoTargets { line, name });
+            continue;
+        }
         if let Some(first) = aliases.iter().find(|a| a.name == name) {
             errors.push(AliasError::Duplicate {
                 name,
@@ -413,6 +425,21 @@ mod tests {
 
     /// An alias as the tests write it: name, line, targets.
     type Row<'a> = (&'a str, usize, Vec<Target>);
+
+    #[test]
+    fn an_alias_without_a_value_is_an_error() {
+        let e = parse("ok: root\nempty:\n  \nalso: ,\n").expect_err("no targets");
+        let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with("line 2: `empty` has no value"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with("line 4: `also` has no value"),
+            "{text:?}"
+        );
+    }
 
     #[test]
     fn entries_parse_into_typed_targets() {
@@ -482,7 +509,6 @@ mod tests {
                 vec![("odd name#1", 1, vec![a("a\"b@example.org")])],
             ),
             ("a: b,,c,", vec![("a", 1, vec![a("b"), a("c")])]),
-            ("empty:", vec![("empty", 1, vec![])]),
             ("a: \"x,\n  y\"", vec![("a", 1, vec![a("x,  y")])]),
             (
                 "a: b\r\nc: d\r\n  e\r\n",
