@@ -86,6 +86,17 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, Option<String>), rusqlite::Error> {
         match Store::open_once(path) {
             Ok(s) => Ok((s, None)),
+            // Someone holds a lock (an administrator's sqlite3 shell): the file is fine.
+            Err(
+                e @ rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error {
+                        code:
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked,
+                        ..
+                    },
+                    _,
+                ),
+            ) => Err(e),
             Err(first) => {
                 let aside = path.with_extension("db.bad");
                 let _ = std::fs::rename(path, &aside);
