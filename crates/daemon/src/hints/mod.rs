@@ -62,6 +62,8 @@ pub struct Hints {
     store: Mutex<Option<Store>>,
     /// Destinations some message waits for (so a delivery elsewhere costs no query).
     waited_for: Mutex<HashSet<String>>,
+    /// Addresses with a timeout bounce (so a delivery elsewhere costs no statement).
+    marked: Mutex<HashSet<String>>,
     /// Where messages to start at once are sent (the daemon's queue runner).
     kick: OnceLock<UnboundedSender<QueueId>>,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -87,6 +89,7 @@ impl Hints {
             rules: crate::retry::Rules(rules),
             store: Mutex::new(None),
             waited_for: Mutex::new(HashSet::new()),
+            marked: Mutex::new(HashSet::new()),
             kick: OnceLock::new(),
             clock: Box::new(system_clock),
         };
@@ -109,6 +112,7 @@ impl Hints {
             rules: crate::retry::Rules(rules),
             store: Mutex::new(Some(store)),
             waited_for: Mutex::new(HashSet::new()),
+            marked: Mutex::new(HashSet::new()),
             kick: OnceLock::new(),
             clock,
         }
@@ -120,18 +124,23 @@ impl Hints {
                 if let Some(note) = note {
                     log::line(&format!("hints: {note}"));
                 }
-                if let Ok(list) = store.waiting_destinations() {
-                    self.waited_for
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(list);
-                }
+                self.load_sets(&store);
                 *self.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
             }
             Err(e) => log::line(&format!(
                 "hints: cannot open {}: {e}; delivering without hints",
                 self.path.display()
             )),
+        }
+    }
+
+    /// The in-memory copies of the waiting destinations and the marked addresses.
+    fn load_sets(&self, store: &Store) {
+        if let Ok(list) = store.waiting_destinations() {
+            *self.waited_for.lock().unwrap_or_else(|e| e.into_inner()) = list.into_iter().collect();
+        }
+        if let Ok(list) = store.marked_addresses() {
+            *self.marked.lock().unwrap_or_else(|e| e.into_inner()) = list.into_iter().collect();
         }
     }
 
@@ -241,10 +250,16 @@ impl Hints {
         let destination = crate::remote::key(hop);
         match outcome.kind {
             OutcomeKind::Delivered => {
-                self.with("write address", |s| s.address_delivered(address, now));
+                // Only an address with a timeout bounce costs a statement.
+                if self
+                    .marked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&address.to_lowercase())
+                {
+                    self.with("write address", |s| s.address_delivered(address, now));
+                }
                 if relay != "-" {
-                    let host = relay.split('[').next().unwrap_or(relay);
-                    self.with("write host", |s| s.host_reached(host, now));
                     self.start_waiting(id, &destination);
                 }
             }
@@ -299,8 +314,14 @@ impl Hints {
                         .rules
                         .next_attempt(envelope, index, outcome, 0, at)
                         .is_none()
+                    && self
+                        .with("write address", |s| s.address_timeout_bounce(address, now))
+                        .is_some()
                 {
-                    self.with("write address", |s| s.address_timeout_bounce(address, now));
+                    self.marked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(address.to_lowercase());
                 }
             }
         }
@@ -396,8 +417,11 @@ impl Hints {
             as_i64(s.helo_memory),
             as_i64(s.timeout_bounce_memory),
         );
-        if let Some(n) = self.with("tidy", |st| st.tidy(now, keep, helo, bounce))
-            && n > 0
+        if let Some(n) = self.with("tidy", |st| {
+            let n = st.tidy(now, keep, helo, bounce)?;
+            self.load_sets(st);
+            Ok(n)
+        }) && n > 0
         {
             log::line(&format!("hints: tidy removed or cleared {n} rows"));
         }

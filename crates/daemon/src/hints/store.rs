@@ -19,8 +19,6 @@ pub struct HostRow {
     pub name: String,
     /// When the host failed EHLO (5xx, or closed or timed out in reply to it).
     pub helo_only_since: Option<i64>,
-    /// The last time a message was delivered there.
-    pub last_reached: Option<i64>,
     pub updated: i64,
 }
 
@@ -56,7 +54,6 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS host (
     name TEXT PRIMARY KEY,
     helo_only_since INTEGER,
-    last_reached INTEGER,
     updated INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS domain (
@@ -157,14 +154,13 @@ impl Store {
     pub fn host(&self, name: &str) -> Result<Option<HostRow>, rusqlite::Error> {
         self.conn
             .query_row(
-                "SELECT name, helo_only_since, last_reached, updated FROM host WHERE name = ?1",
+                "SELECT name, helo_only_since, updated FROM host WHERE name = ?1",
                 params![name.to_ascii_lowercase()],
                 |r| {
                     Ok(HostRow {
                         name: r.get(0)?,
                         helo_only_since: r.get(1)?,
-                        last_reached: r.get(2)?,
-                        updated: r.get(3)?,
+                        updated: r.get(2)?,
                     })
                 },
             )
@@ -175,16 +171,6 @@ impl Store {
         self.conn.execute(
             "INSERT INTO host (name, helo_only_since, updated) VALUES (?1, ?2, ?2)
              ON CONFLICT(name) DO UPDATE SET helo_only_since = ?2, updated = ?2",
-            params![name.to_ascii_lowercase(), now],
-        )?;
-        Ok(())
-    }
-
-    /// A message reached the host: noted on a host already known (no row is made for
-    /// every host mail goes to).
-    pub fn host_reached(&self, name: &str, now: i64) -> Result<(), rusqlite::Error> {
-        self.conn.execute(
-            "UPDATE host SET last_reached = ?2, updated = ?2 WHERE name = ?1",
             params![name.to_ascii_lowercase(), now],
         )?;
         Ok(())
@@ -263,7 +249,7 @@ impl Store {
     }
 
     /// A delivery succeeded: any timeout bounce is forgotten (noted on a known address
-    /// only, so a delivery costs no write).
+    /// only).
     pub fn address_delivered(&self, address: &str, now: i64) -> Result<(), rusqlite::Error> {
         self.conn.execute(
             "UPDATE address SET timeout_bounce = NULL, last_delivered = ?2, updated = ?2
@@ -320,6 +306,14 @@ impl Store {
         Ok(ids)
     }
 
+    /// Every address with a timeout bounce.
+    pub fn marked_addresses(&self) -> Result<Vec<String>, rusqlite::Error> {
+        let mut st = self
+            .conn
+            .prepare("SELECT address FROM address WHERE timeout_bounce IS NOT NULL")?;
+        st.query_map([], |r| r.get::<_, String>(0))?.collect()
+    }
+
     /// Every destination some message waits for.
     pub fn waiting_destinations(&self) -> Result<Vec<String>, rusqlite::Error> {
         let mut st = self
@@ -341,15 +335,14 @@ impl Store {
     pub fn hosts_of(&self, domain: &str) -> Result<Vec<HostRow>, rusqlite::Error> {
         let domain = domain.to_ascii_lowercase();
         let mut st = self.conn.prepare(
-            "SELECT name, helo_only_since, last_reached, updated FROM host
+            "SELECT name, helo_only_since, updated FROM host
              WHERE name = ?1 OR name LIKE '%.' || ?1 ORDER BY name",
         )?;
         st.query_map(params![domain], |r| {
             Ok(HostRow {
                 name: r.get(0)?,
                 helo_only_since: r.get(1)?,
-                last_reached: r.get(2)?,
-                updated: r.get(3)?,
+                updated: r.get(2)?,
             })
         })?
         .collect()
@@ -441,13 +434,15 @@ mod tests {
     #[test]
     fn tidy_forgets_old_rows_and_old_marks() {
         let mut s = Store::in_memory().expect("db");
-        s.set_helo_only("old.example", 0).expect("w");
+        s.set_helo_only("gone.example", 0).expect("w");
+        s.set_helo_only("old.example", 500).expect("w");
         s.set_helo_only("new.example", 900).expect("w");
-        s.host_reached("old.example", 500).expect("w");
         s.address_timeout_bounce("a@x.example", 0).expect("w");
         s.address_mailbox_read("b@x.example", 10, 10).expect("w");
         let n = s.tidy(1000, 600, 200, 200).expect("tidy");
         assert!(n >= 2, "{n}");
+        // Not updated for `keep`: removed; a HELO mark older than its memory: cleared.
+        assert!(s.host("gone.example").expect("r").is_none());
         let old = s.host("old.example").expect("r").expect("row");
         assert_eq!(old.helo_only_since, None);
         assert_eq!(
@@ -468,7 +463,7 @@ mod tests {
         std::fs::write(&path, vec![0x42u8; 8192]).expect("write");
         let (store, note) = Store::open(&path).expect("recreated");
         assert!(note.is_some_and(|n| n.contains("moved aside")));
-        store.host_reached("mx.example", 1).expect("usable");
+        store.set_helo_only("mx.example", 1).expect("usable");
         assert!(dir.path().join("hints.db.bad").exists());
         drop(store);
         let (_, note) = Store::open(&path).expect("reopened");
