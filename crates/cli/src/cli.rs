@@ -53,8 +53,8 @@ pub enum Command {
     /// ADDR, -F NAME, -N NOTIFY, -R RET, -V ENVID, -bs (SMTP on stdin/stdout), -bp (list the
     /// queue, as mailq), -bi (check /etc/aliases, as newaliases), -q (retry the queue now),
     /// other -o options ignored. The socket: $CURSUS_SUBMISSION_SOCKET, else
-    /// /run/cursus/submit.sock, else $CURSUS_DATA_DIR/submit.sock, else
-    /// ~/.local/share/cursus/submit.sock.
+    /// $CURSUS_DATA_DIR/submit.sock, else /run/cursus/submit.sock or
+    /// /var/spool/cursus/submit.sock when one exists, else ~/.local/share/cursus/submit.sock.
     ///
     /// Exit status: 0 accepted, 64 usage, 65 bad input, 69 unavailable, 75 temporary
     /// (cursusd not running: the message was not sent), 77 refused.

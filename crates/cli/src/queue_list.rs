@@ -34,7 +34,9 @@ pub fn render(root: &Path) -> std::io::Result<String> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
                 .collect(),
-            Err(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // An unreadable bucket (another user's spool) is an error, never an empty queue.
+            Err(e) => return Err(e),
         };
         journals.sort();
         for path in journals {

@@ -282,18 +282,21 @@ pub fn complete(
 }
 
 /// Where cursusd's submission socket is: `$CURSUS_SUBMISSION_SOCKET`, else
-/// /run/cursus/submit.sock when it exists, else `$CURSUS_DATA_DIR/submit.sock`, else the
-/// single-user default `~/.local/share/cursus/submit.sock`.
+/// `$CURSUS_DATA_DIR/submit.sock`, else the system daemon's /run/cursus/submit.sock or
+/// /var/spool/cursus/submit.sock (its default) when one exists, else the single-user default
+/// `~/.local/share/cursus/submit.sock`. The same order as the spool `-bp` reads.
 pub fn submission_socket() -> PathBuf {
     if let Some(p) = std::env::var_os("CURSUS_SUBMISSION_SOCKET") {
         return PathBuf::from(p);
     }
-    let system = PathBuf::from("/run/cursus/submit.sock");
-    if system.exists() {
-        return system;
-    }
     if let Some(d) = std::env::var_os("CURSUS_DATA_DIR") {
         return PathBuf::from(d).join("submit.sock");
+    }
+    for system in ["/run/cursus/submit.sock", "/var/spool/cursus/submit.sock"] {
+        let system = PathBuf::from(system);
+        if system.exists() {
+            return system;
+        }
     }
     default_data_dir().join("submit.sock")
 }

@@ -98,16 +98,19 @@ pub fn load(
                 config.data_dir = absolute(d);
                 config.submission_socket = config.data_dir.join("submit.sock");
             }
-            let mut routing = RoutingConfig::parse(&text, &source).map_err(|errors| {
-                Fatal(
-                    errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    78,
-                )
-            })?;
+            let machine = crate::config::local_hostname();
+            let host_names = [config.hostname.as_str(), machine.as_str()];
+            let mut routing =
+                RoutingConfig::parse_with_host(&text, &source, &host_names).map_err(|errors| {
+                    Fatal(
+                        errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        78,
+                    )
+                })?;
             // A file without routers keeps the mode's default routing.
             if routing.routers.is_empty() {
                 routing = if root {
@@ -210,7 +213,12 @@ fn prepare_data_dir(config: &Config, single_user: bool) -> Result<(), Fatal> {
         .mode(0o700)
         .create(&config.data_dir)
         .map_err(|e| Fatal(format!("{}: {e}", config.data_dir.display()), 73))?;
-    let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    // In system mode every local user must reach the submission socket (mode 0666) when it
+    // lives in the data directory: search permission only, no listing. The queue inside
+    // keeps its own 0700.
+    let shared_socket = !single_user && config.submission_socket.parent() == Some(&config.data_dir);
+    let mode = if shared_socket { 0o711 } else { 0o700 };
+    let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(mode));
     if single_user {
         let table = config.data_dir.join("mailboxes");
         if !table.exists() {
@@ -311,8 +319,9 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     })?;
     let recovery = queue.recovery().clone();
     let queue = Arc::new(queue);
+    // Written by serve() once every signal it documents is handled (`sendmail -q` sends
+    // SIGUSR1 to this pid; its default action would end the daemon).
     let pid_file = config.data_dir.join("cursusd.pid");
-    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
 
     let world = if root {
         World {
@@ -474,21 +483,21 @@ async fn serve(
     });
     let tls = certificates.as_ref().map(|c| c.server_config());
     let server = Server::new(config.clone(), reception, shutdown_rx.clone(), tls);
-    if let Some(certs) = certificates.clone() {
-        // SIGHUP: read the certificate and key again (new handshakes use them).
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match certs.reload() {
-                        Ok(()) => log::line("TLS certificate reloaded"),
-                        Err(e) => log::line(&format!(
-                            "TLS certificate reload failed, keeping the previous one: {e}"
-                        )),
-                    }
+    // SIGHUP: read the certificate and key again (new handshakes use them). Handled even
+    // without TLS: its default action would end the daemon without a 421.
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let certs = certificates.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match certs.as_ref().map(|c| c.reload()) {
+                    Some(Ok(())) => log::line("TLS certificate reloaded"),
+                    Some(Err(e)) => log::line(&format!(
+                        "TLS certificate reload failed, keeping the previous one: {e}"
+                    )),
+                    None => log::line("SIGHUP: no TLS certificate to read again"),
                 }
-            });
-        }
+            }
+        });
     }
 
     for (listener, protocol, addr) in tcp {
@@ -504,11 +513,17 @@ async fn serve(
         ));
         tokio::spawn(server::serve_tcp(server.clone(), l, protocol));
     }
-    for addr in &config.lmtp_listen {
-        if let ListenAddr::Unix(path) = addr {
-            let l = bind_unix(path, 0o660)?;
-            log::line(&format!("listening for LMTP on {addr}"));
-            tokio::spawn(server::serve_unix(server.clone(), l, Protocol::Lmtp));
+    // Unix-socket listeners (TCP ones were bound before the credential drop).
+    for (addrs, protocol, name) in [
+        (&config.smtp_listen, Protocol::Smtp, "SMTP"),
+        (&config.lmtp_listen, Protocol::Lmtp, "LMTP"),
+    ] {
+        for addr in addrs {
+            if let ListenAddr::Unix(path) = addr {
+                let l = bind_unix(path, 0o660)?;
+                log::line(&format!("listening for {name} on {addr}"));
+                tokio::spawn(server::serve_unix(server.clone(), l, protocol));
+            }
         }
     }
     // Local submission: any local user may connect; SO_PEERCRED says who.
@@ -557,11 +572,11 @@ async fn serve(
         let engine = engine.clone();
         let queue = queue.clone();
         let slots = slots.clone();
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         tokio::spawn(async move {
             let q = queue.clone();
             let _ = tokio::task::spawn_blocking(move || q.load_all()).await;
-            let mut usr1 =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
             let mut forced = false;
             loop {
                 let q = queue.clone();
@@ -613,12 +628,18 @@ async fn serve(
         .map_err(|e| Fatal(format!("signal: {e}"), 71))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Fatal(format!("signal: {e}"), 71))?;
+    let _ = std::fs::write(
+        config.data_dir.join("cursusd.pid"),
+        format!("{}\n", std::process::id()),
+    );
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
     log::line("shutting down");
     let _ = shutdown_tx.send(true);
+    // Open sessions answer 421 before the runtime (and with it their tasks) goes away.
+    server.sessions_ended(Duration::from_secs(5)).await;
     // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(16)).await;
     let _ = std::fs::remove_file(&config.submission_socket);

@@ -402,8 +402,10 @@ pub const ROUTING: &[Parameter] = &[
         "routing",
         "local_domains",
         "[\"example.org\", \"localhost\"]",
-        "[\"localhost\"] (and the host name in system mode)",
-        "Domains delivered here; an address there that no router accepts is 5.1.1 user unknown.",
+        "[\"localhost\"]",
+        "Domains delivered here; an address there that no router accepts is 5.1.1 user unknown. \
+         cursusd adds its hostname and the machine's name (as Postfix's mydestination holds \
+         $myhostname), so mail to user@host, bounces to local submitters included, stays local.",
     ),
     p(
         "routing",

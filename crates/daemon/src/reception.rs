@@ -69,7 +69,9 @@ impl Backend for Reception {
                 EnhancedStatus::new(5, 7, 1),
                 format!("<{recipient}>: Relay access denied"),
             )),
-            Verified::Refused(_) if !self.verify_local => Verdict::Accept,
+            Verified::Refused(_) if !self.verify_local || client.local_submission => {
+                Verdict::Accept
+            }
             Verified::Refused(o) => Verdict::Refuse(Reply::new(
                 if o.status.class() == 4 { 450 } else { 550 },
                 o.status,
@@ -97,9 +99,13 @@ impl Backend for Reception {
                 .flatten()
                 .map(|u| u.name)
         });
+        // A recipient given twice (To and Cc of the same person, in any case) gets one
+        // copy, as with Postfix and Exim; the first RCPT's DSN parameters count.
+        let mut seen = std::collections::HashSet::new();
         let recipients: Vec<Recipient> = incoming
             .recipients
             .iter()
+            .filter(|(address, _)| seen.insert(address.to_ascii_lowercase()))
             .map(|(address, params)| Recipient {
                 address: address.clone(),
                 notify: params.notify.as_ref().map(notify),

@@ -41,6 +41,10 @@ pub struct Client {
     /// The uid of a unix-socket peer (SO_PEERCRED), for local submission.
     pub uid: Option<u32>,
     pub description: String,
+    /// SMTP on a unix socket (`cursus sendmail`, local programs): recipients are not refused
+    /// at RCPT but bounced, because such clients (cron, scripts) rarely read a refusal and
+    /// the mail would be lost.
+    pub local_submission: bool,
 }
 
 /// A complete incoming message, as the session collected it.
@@ -99,6 +103,14 @@ impl Server {
         })
     }
 
+    /// Waits, at most `limit`, until every session has ended. After the shutdown signal
+    /// each session answers 421 and closes; the runtime must not be dropped before they
+    /// have written it.
+    pub async fn sessions_ended(&self, limit: Duration) {
+        let all = u32::try_from(self.config.limits.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(limit, self.slots.acquire_many(all)).await;
+    }
+
     fn session_config(&self, protocol: Protocol) -> SessionConfig {
         let mut c = SessionConfig::new(self.config.hostname.clone(), protocol);
         let l = &self.config.limits;
@@ -155,6 +167,7 @@ pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener, p
             ip: Some(peer.ip()),
             uid: None,
             description: format!("[{}]:{}", peer.ip(), peer.port()),
+            local_submission: false,
         };
         let server = server.clone();
         tokio::spawn(async move { admit(server, stream, client, protocol).await });
@@ -189,6 +202,7 @@ pub async fn serve_unix(
                 Some(u) => format!("local uid {u}"),
                 None => "local".to_string(),
             },
+            local_submission: protocol == Protocol::Smtp,
         };
         let server = server.clone();
         tokio::spawn(async move { admit(server, stream, client, protocol).await });

@@ -344,6 +344,18 @@ fn not_for<T>(option: &Option<Spanned<T>>, name: &str, driver: &str, errors: &mu
 impl RoutingConfig {
     /// Parses and validates a configuration; `source` names the file in errors.
     pub fn parse(text: &str, source: &str) -> Result<RoutingConfig, Vec<ConfigError>> {
+        RoutingConfig::parse_with_host(text, source, &[])
+    }
+
+    /// As [`RoutingConfig::parse`], with the host's own names added to the local domains
+    /// (as Postfix's `mydestination` holds `$myhostname`): mail to user@host is local
+    /// whatever `local_domains` lists, so the host's own users, cron and bounces to local
+    /// submitters are never routed away.
+    pub fn parse_with_host(
+        text: &str,
+        source: &str,
+        host_names: &[&str],
+    ) -> Result<RoutingConfig, Vec<ConfigError>> {
         let raw = from_toml(text, source)?;
         let mut errors = Errors {
             text,
@@ -383,6 +395,12 @@ impl RoutingConfig {
                     }
                     *slot = v.into_inner();
                 }
+            }
+        }
+        for host in host_names {
+            let host = host.to_lowercase();
+            if !host.is_empty() && !config.local_domains.contains(&host) {
+                config.local_domains.push(host);
             }
         }
         if config.qualify_domain.is_empty() {
