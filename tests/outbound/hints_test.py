@@ -24,7 +24,9 @@ Checks:
   3. A host that hung up on EHLO is greeted with HELO next time, and the mail goes.
   4. A domain without MX whose every connection is refused bounces after
      no_mx_refused_lifetime (1s here) at the next attempt (a queue run forced by SIGUSR1).
-  5. `cursus retry test --hints` shows the timeout bounce.
+  5. Over quota (Maildir++ maildirsize) in single-user mode: deferred (4.2.2) while the
+     Maildir's cur/ is fresh, bounced (5.2.2, "not been read") once cur/ is 8 days old.
+  6. `cursus retry test --hints` shows the timeout bounce.
 """
 
 import asyncio
@@ -213,6 +215,12 @@ errors = ["timeout"]
 senders = ["first@localhost"]
 schedule = "F,1s,1s"
 """)
+        # A Maildir whose Maildir++ quota (100 bytes) no message fits.
+        quota_maildir = os.path.join(data, "mail", "q", "Maildir")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(quota_maildir, sub))
+        with open(os.path.join(quota_maildir, "maildirsize"), "w") as f:
+            f.write("100S\n0 0\n")
         cmd = [CURSUSD, "-c", config, "-d", data]
         log_path = os.path.join(tmp, "cursusd.log")
         env = dict(os.environ)
@@ -344,7 +352,20 @@ schedule = "F,1s,1s"
         check(l and "dsn=5.4.7" in l.group(0) and "has no MX" in l.group(0),
               "nomx.test: bounced at the next refusal after no_mx_refused_lifetime")
 
-        # 5. cursus retry test shows the hint.
+        # 5. Over quota: deferred while read, bounced when not.
+        q6 = submit(["q@localhost"], sender="owner@localhost")
+        l = line_for(q6, "q@localhost")
+        check(l and "status=deferred" in l.group(0) and "dsn=4.2.2" in l.group(0)
+              and "being read" in l.group(0),
+              "over quota, cur/ fresh: deferred 4.2.2 (the mailbox is being read)")
+        old_time = time.time() - 8 * 86400
+        os.utime(os.path.join(quota_maildir, "cur"), (old_time, old_time))
+        procs[-1].send_signal(signal.SIGUSR1)
+        l = line_for(q6, "q@localhost", "bounced", timeout=15)
+        check(l and "dsn=5.2.2" in l.group(0) and "not been read for 8d" in l.group(0),
+              "over quota, cur/ 8 days old: bounced 5.2.2 (not read)")
+
+        # 6. cursus retry test shows the hint.
         if os.path.exists(CURSUS):
             out = subprocess.run(
                 [CURSUS, "retry", "test", "-c", config, "--hints",
@@ -361,7 +382,7 @@ schedule = "F,1s,1s"
                 p.wait(10)
             except Exception:
                 p.kill()
-        if ot.failures:
+        if ot.failures or os.environ.get("CURSUS_TEST_LOG"):
             print("--- cursusd log ---")
             try:
                 print(open(os.path.join(tmp, "cursusd.log")).read()[-8000:])

@@ -392,7 +392,7 @@ pub const DAEMON: &[Parameter] = &[
         "quota_unread",
         "\"7d\"",
         "7d",
-        "Over quota (4.2.2) into a Maildir: bounced (5.2.2) when its cur/ directory has not changed for this long (readers move and rename messages there, so its modification time is the last read); while it changes, the retry rules defer as usual. Observed only where cursusd can see the Maildir (single-user mode); otherwise, and for mbox and MH, the retry rule alone decides.",
+        "Over quota into a Maildir (5.2.2 from the store, or 4.2.2): deferred as 4.2.2, scheduled by the quota retry rule, while its cur/ directory has changed within this long (readers move and rename messages there, so its modification time is the last read); bounced (5.2.2) when it has not. Observed only where cursusd can see the Maildir (single-user mode); otherwise, and for mbox and MH, the outcome stands as the store gave it.",
     ),
 ];
 

@@ -119,6 +119,21 @@ pub fn quota_unread(read: Option<i64>, class: ErrorClass, now: i64, unread: u64)
     ))
 }
 
+/// Over quota while read: the mailbox was read (`read`) less than `unread` seconds ago,
+/// so its owner is presumably making room and the delivery is worth retrying. Unknown
+/// (`None`): no verdict.
+pub fn quota_read(read: Option<i64>, now: i64, unread: u64) -> Option<String> {
+    let read = read?;
+    let unread = i64::try_from(unread).unwrap_or(i64::MAX);
+    if unread == 0 || now.saturating_sub(read) >= unread {
+        return None;
+    }
+    Some(format!(
+        "the mailbox is being read (last {} ago), so delivery is retried",
+        secs(now.saturating_sub(read))
+    ))
+}
+
 /// Whether to greet `host` with HELO: it failed EHLO less than `memory` seconds ago.
 pub fn use_helo(row: Option<&HostRow>, now: i64, memory: u64) -> bool {
     let Some(since) = row.and_then(|r| r.helo_only_since) else {
@@ -256,6 +271,12 @@ mod tests {
         assert!(quota_unread(None, ErrorClass::Quota, now, week).is_none());
         assert!(quota_unread(Some(0), ErrorClass::Home, now, week).is_none());
         assert!(quota_unread(Some(0), ErrorClass::Quota, now, 0).is_none());
+        // The other side of the same line.
+        let why = quota_read(Some(now - HOUR), now, week).expect("read");
+        assert!(why.contains("being read (last 1h ago)"), "{why}");
+        assert!(quota_read(Some(now - 8 * DAY), now, week).is_none());
+        assert!(quota_read(None, now, week).is_none());
+        assert!(quota_read(Some(now), now, 0).is_none());
     }
 
     #[test]

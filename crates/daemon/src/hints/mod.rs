@@ -9,12 +9,13 @@
 //!   could not be reached) are started at once instead of at their scheduled time.
 //! - A host that refused EHLO, or hung up or went quiet after it, is greeted with HELO for
 //!   `helo_memory`.
-//! - Over quota (4.2.2) into a Maildir the daemon can see: bounced when the mailbox's cur/
-//!   directory has not changed for `quota_unread` (nobody reads it), deferred by the retry
-//!   rules while it changes. Readers move messages from new/ to cur/ and rename them there
-//!   when flags change, so cur/'s modification time is the last read. In system mode the
-//!   daemon's user cannot look into users' Maildirs (0700): nothing is observed and the
-//!   retry rule alone decides; likewise for mbox and MH.
+//! - Over quota into a Maildir the daemon can see: deferred (4.2.2, scheduled by the
+//!   `quota` retry rule) while the mailbox's cur/ directory changes within `quota_unread`
+//!   (someone reads it and may make room), bounced (5.2.2) when it has not changed for
+//!   longer. Readers move messages from new/ to cur/ and rename them there when flags
+//!   change, so cur/'s modification time is the last read. In system mode the daemon's
+//!   user cannot look into users' Maildirs (0700): nothing is observed and the outcome
+//!   stands as the store gave it (5.2.2 at once); likewise for mbox and MH.
 //!
 //! Trusts the database only as hints (see decision.rs). Fails soft: the database is a
 //! cache, so a file that cannot be opened is moved aside and recreated, an error while
@@ -328,7 +329,9 @@ impl Hints {
     }
 
     /// After a local delivery to `address` in `destination`: over quota into a Maildir
-    /// nobody reads becomes a bounce.
+    /// someone reads is deferred (4.2.2, the `quota` retry rule schedules it), into one
+    /// nobody reads is bounced (5.2.2); when reading cannot be observed the outcome
+    /// stands as the store gave it.
     pub fn local(
         &self,
         id: QueueId,
@@ -336,10 +339,12 @@ impl Hints {
         destination: &Destination,
         outcome: &mut Outcome,
     ) {
-        if outcome.kind != OutcomeKind::Temporary
-            || self.settings.quota_unread == 0
-            || classify(outcome) != ErrorClass::Quota
-        {
+        let over_quota = match outcome.kind {
+            OutcomeKind::Temporary => classify(outcome) == ErrorClass::Quota,
+            OutcomeKind::Permanent => outcome.status == MAILBOX_FULL,
+            OutcomeKind::Delivered => false,
+        };
+        if !over_quota || self.settings.quota_unread == 0 {
             return;
         }
         let now = self.now();
@@ -357,11 +362,29 @@ impl Hints {
                 .flatten()
                 .and_then(|r| r.mailbox_read)
         });
-        if let Some(why) =
-            decision::quota_unread(read, ErrorClass::Quota, now, self.settings.quota_unread)
-        {
-            log::line(&format!("{id}: hints for <{address}>: {why}"));
-            *outcome = bounce(MAILBOX_FULL, &why, outcome);
+        let unread = self.settings.quota_unread;
+        match outcome.kind {
+            OutcomeKind::Temporary => {
+                if let Some(why) = decision::quota_unread(read, ErrorClass::Quota, now, unread) {
+                    log::line(&format!("{id}: hints for <{address}>: {why}"));
+                    *outcome = bounce(MAILBOX_FULL, &why, outcome);
+                }
+            }
+            _ => {
+                if let Some(why) = decision::quota_read(read, now, unread) {
+                    log::line(&format!("{id}: hints for <{address}>: {why}"));
+                    *outcome = Outcome::temporary(
+                        MAILBOX_FULL,
+                        cursus_mail::status::one_line(format!("{}; {why}", outcome.text)),
+                    );
+                } else if let Some(why) =
+                    decision::quota_unread(read, ErrorClass::Quota, now, unread)
+                {
+                    // Bounced as the store said; the notice says why it was not retried.
+                    outcome.text =
+                        cursus_mail::status::one_line(format!("{}; {why}", outcome.text));
+                }
+            }
         }
     }
 

@@ -345,7 +345,7 @@ fn a_host_that_failed_ehlo_gets_helo_for_a_while() {
 }
 
 #[test]
-fn over_quota_bounces_when_the_maildir_is_not_read() {
+fn over_quota_is_deferred_while_the_maildir_is_read_and_bounced_when_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let maildir = dir.path().join("Maildir");
     for sub in ["cur", "new", "tmp"] {
@@ -356,34 +356,62 @@ fn over_quota_bounces_when_the_maildir_is_not_read() {
     let destination = format!("maildir:{}", maildir.display())
         .parse::<cursus_lda::Destination>()
         .expect("dest");
-    let full = || Outcome::temporary(EnhancedStatus::new(4, 2, 2), "mailbox full");
-    // Read an hour ago: deferred.
+    // What the store says: 5.2.2 at once (Maildir++ quota, EDQUOT), or 4.2.2.
+    let full = || {
+        Outcome::permanent(
+            EnhancedStatus::new(5, 2, 2),
+            cursus_mail::ExitCode::NoPerm,
+            "maildirsize: the quota does not allow this message",
+        )
+    };
+    let full_temporary = || Outcome::temporary(EnhancedStatus::new(4, 2, 2), "mailbox full");
+    // Read an hour ago: deferred, and the `quota` retry rule schedules it.
     clock.set(read + HOUR);
     let mut o = full();
     h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
     assert_eq!(o.kind, OutcomeKind::Temporary);
+    assert_eq!(o.status.to_string(), "4.2.2");
+    assert_eq!(
+        crate::retry::classify(&o),
+        cursus_route::retry::ErrorClass::Quota
+    );
+    assert!(o.text.contains("being read (last 1h ago)"), "{}", o.text);
+    let mut o = full_temporary();
+    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    assert_eq!(o.kind, OutcomeKind::Temporary);
     // Not read for 8 days (the default is 7): bounced with 5.2.2.
     clock.set(read + 8 * 86_400);
-    let mut o = full();
+    let mut o = full_temporary();
     h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
     assert_eq!(o.kind, OutcomeKind::Permanent);
     assert_eq!(o.status.to_string(), "5.2.2");
     assert!(o.text.contains("not been read for 8d"), "{}", o.text);
+    let mut o = full();
+    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    assert_eq!(o.kind, OutcomeKind::Permanent);
+    assert!(o.text.ends_with("not been read for 8d"), "{}", o.text);
     // Cannot be seen (an mbox, or a Maildir the daemon may not look into): the last
-    // observation counts; without one, the rule decides.
+    // observation counts; without one, the outcome stands as the store gave it.
     let gone = "mbox:/nonexistent/u"
         .parse::<cursus_lda::Destination>()
         .expect("dest");
-    let mut o = full();
+    let mut o = full_temporary();
     h.local(QueueId::generate(), "u@localhost", &gone, &mut o);
     assert_eq!(
         o.kind,
         OutcomeKind::Permanent,
         "the observation stored earlier"
     );
-    let mut o = full();
+    let mut o = full_temporary();
     h.local(QueueId::generate(), "v@localhost", &gone, &mut o);
     assert_eq!(o.kind, OutcomeKind::Temporary);
+    let mut o = full();
+    h.local(QueueId::generate(), "v@localhost", &gone, &mut o);
+    assert_eq!(o.kind, OutcomeKind::Permanent);
+    // Anything else is left alone.
+    let mut o = Outcome::delivered("ok");
+    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    assert_eq!(o.kind, OutcomeKind::Delivered);
 }
 
 #[test]
