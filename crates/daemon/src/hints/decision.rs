@@ -1,11 +1,12 @@
 //! What the hints change about a delivery, as pure functions of the rows, the failure and
-//! the time (Unix seconds): bounce now instead of waiting, or greet with HELO. No clock,
-//! no I/O: the tests give the time, and `cursus retry test` prints the same verdicts.
+//! the time (Unix seconds): bounce now instead of waiting, retry a full mailbox someone
+//! reads instead of bouncing, or greet with HELO. No clock, no I/O: the tests give the
+//! time, and `cursus retry test` prints the same verdicts.
 //!
 //! Trusts the rows only as hints: each verdict also needs the present failure to be of the
 //! kind the hint is about (a refused connection, a timeout, over quota), so an old or
-//! wrong row can at worst bounce a message that is failing anyway, never one that would
-//! be delivered now.
+//! wrong row can at worst bounce a message that is failing anyway, or retry a full mailbox
+//! until the retry rule's lifetime; never lose one that would be delivered now.
 
 use cursus_route::retry::{ErrorClass, format_duration};
 
