@@ -12,6 +12,8 @@
 //! client for the 8BITMIME/SMTPUTF8 rules).
 //!
 //! Runs on the daemon's tokio runtime; the engine (blocking pool) waits for the result.
+//! With the hints database (crate::hints) it greets hosts that failed EHLO with HELO and
+//! notes which connections failed how (refusals of domains without MX end early).
 
 pub mod connection;
 pub mod message;
@@ -421,7 +423,7 @@ impl Outbound {
                         }
                         if let Some(h) = hints {
                             if c.used_helo() && !helo_only {
-                                h.failed_ehlo(&host.name, &c.relay);
+                                h.failed_ehlo(&host.name, "EHLO refused, HELO accepted");
                             }
                             h.connected(hop, no_mx);
                         }
