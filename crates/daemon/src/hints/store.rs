@@ -83,12 +83,15 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, Option<String>), rusqlite::Error> {
         match Store::open_once(path) {
             Ok(s) => Ok((s, None)),
-            // Someone holds a lock (an administrator's sqlite3 shell): the file is fine.
+            // Someone holds a lock (an administrator's sqlite3 shell), or the disk is full:
+            // the file is fine, the hints are off until the next try.
             Err(
                 e @ rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error {
                         code:
-                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked,
+                            rusqlite::ErrorCode::DatabaseBusy
+                            | rusqlite::ErrorCode::DatabaseLocked
+                            | rusqlite::ErrorCode::DiskFull,
                         ..
                     },
                     _,
