@@ -456,11 +456,7 @@ fn spawn_lda(config: &Config) -> Result<Local, Fatal> {
         .into_iter()
         .map(cursus_lda::client::Client::from_stream)
         .collect();
-    Ok(Local::Service {
-        socket: None,
-        pool: std::sync::Mutex::new(pool),
-        max_idle: n,
-    })
+    Ok(Local::pairs(pool))
 }
 
 async fn serve(

@@ -129,50 +129,65 @@ impl Engine {
         } else {
             message.due_recipients(now)
         };
-        if !due.is_empty() {
-            let file = match self.queue.open_message(id) {
-                Ok(f) => f,
-                Err(e) => {
-                    log::line(&format!("{id}: cannot open the message: {e}"));
-                    return;
-                }
-            };
-            let mut outcomes = Vec::with_capacity(due.len());
-            let mut remote = Vec::new();
-            let started = Instant::now();
-            for index in due {
-                let Some(rcpt) = message.envelope.recipients.get(index) else {
-                    continue;
-                };
-                let started = Instant::now();
-                let outcome =
-                    self.deliver_recipient(id, &message, index, rcpt, &file, started, &mut remote);
-                outcomes.push((index, outcome));
-            }
-            if !remote.is_empty() {
-                self.deliver_remote(id, &message, remote, &mut outcomes, started);
-            }
-            let outcomes: Vec<(usize, Outcome)> = outcomes
-                .into_iter()
-                .map(|(i, o)| {
-                    (
-                        i,
-                        o.unwrap_or_else(|| {
-                            Outcome::temporary(codes::SYSTEM_STATUS, "no delivery made")
-                        }),
-                    )
-                })
-                .collect();
-            let now = Timestamp::now();
-            match self.queue.record(id, &outcomes, now) {
-                Ok(after) => self.warn_delays(&message, &after, &outcomes, now),
-                Err(e) => {
-                    log::line(&format!("{id}: cannot record outcomes: {e}"));
-                    return;
-                }
-            }
+        if due.is_empty() {
+            self.finish_with(message);
+            return;
         }
-        self.finish_if_done(id);
+        let file = match self.queue.open_message(id) {
+            Ok(f) => f,
+            Err(e) => {
+                log::line(&format!("{id}: cannot open the message: {e}"));
+                return;
+            }
+        };
+        let mut outcomes = Vec::with_capacity(due.len());
+        let mut remote = Vec::new();
+        let started = Instant::now();
+        for index in due {
+            let Some(rcpt) = message.envelope.recipients.get(index) else {
+                continue;
+            };
+            let started = Instant::now();
+            let outcome =
+                self.deliver_recipient(id, &message, index, rcpt, &file, started, &mut remote);
+            outcomes.push((index, outcome));
+        }
+        drop(file);
+        if !remote.is_empty() {
+            self.deliver_remote(id, &message, remote, &mut outcomes, started);
+        }
+        let outcomes: Vec<(usize, Outcome)> = outcomes
+            .into_iter()
+            .map(|(i, o)| {
+                (
+                    i,
+                    o.unwrap_or_else(|| {
+                        Outcome::temporary(codes::SYSTEM_STATUS, "no delivery made")
+                    }),
+                )
+            })
+            .collect();
+        // Everything delivered and nothing owed to the sender: the message leaves without an
+        // outcome record (see Queue::remove_delivered: a crash before the removal is durable
+        // repeats these deliveries, never loses the message: local copies are synced, and a
+        // remote server took responsibility with its 250).
+        match self.queue.remove_delivered(id, &outcomes, Timestamp::now()) {
+            Ok(true) => {
+                log::line(&format!("{id}: removed"));
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => log::line(&format!("{id}: cannot remove: {e}")),
+        }
+        // The state record() returns is the journal's, so no second read is needed.
+        let now = Timestamp::now();
+        match self.queue.record(id, &outcomes, now) {
+            Ok(after) => {
+                self.warn_delays(&message, &after, &outcomes, now);
+                self.finish_with(after);
+            }
+            Err(e) => log::line(&format!("{id}: cannot record outcomes: {e}")),
+        }
     }
 
     /// Local deliveries are made now; remote ones are added to `remote` for
@@ -374,9 +389,14 @@ impl Engine {
 
     /// When every recipient is final: queue the DSN that is owed (if any), then remove.
     pub fn finish_if_done(&self, id: QueueId) {
-        let Ok(message) = self.queue.message(id) else {
-            return;
-        };
+        if let Ok(message) = self.queue.message(id) {
+            self.finish_with(message);
+        }
+    }
+
+    /// [`Engine::finish_if_done`] with the message's current state in hand.
+    fn finish_with(&self, message: QueuedMessage) {
+        let id = message.id;
         if !message.is_complete() {
             return;
         }

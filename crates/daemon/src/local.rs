@@ -16,7 +16,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cursus_lda::Destination;
@@ -31,7 +31,7 @@ pub enum Local {
     Service {
         /// Where to connect more connections; `None` for a fixed set of socket pairs.
         socket: Option<PathBuf>,
-        pool: Mutex<Vec<Client>>,
+        pool: Pool,
         max_idle: usize,
     },
     InProcess {
@@ -55,12 +55,48 @@ pub fn single_user_policy(data_dir: &Path, user: &str) -> Result<Policy, String>
     cursus_lda::policy::parse_system(&text, "(single-user mode)").map_err(|e| e.to_string())
 }
 
+/// Idle connections to cursus-lda. A delivery thread that finds none waits on the condition
+/// variable (socket pairs cannot be replaced) until one is put back or broken.
+pub struct Pool {
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Client>,
+    /// Socket pairs lost to an error; when all are, deliveries are temporary failures.
+    broken: usize,
+}
+
+impl Pool {
+    pub fn new(idle: Vec<Client>) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState { idle, broken: 0 }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Local {
     pub fn service(socket: PathBuf, connections: usize) -> Local {
         Local::Service {
             socket: Some(socket),
-            pool: Mutex::new(Vec::new()),
+            pool: Pool::new(Vec::new()),
             max_idle: connections.max(1),
+        }
+    }
+
+    /// A fixed set of socket pairs to a cursus-lda this daemon started.
+    pub fn pairs(clients: Vec<Client>) -> Local {
+        let n = clients.len();
+        Local::Service {
+            socket: None,
+            pool: Pool::new(clients),
+            max_idle: n,
         }
     }
 
@@ -68,14 +104,17 @@ impl Local {
     fn take_client(
         &self,
         socket: Option<&Path>,
-        pool: &Mutex<Vec<Client>>,
+        pool: &Pool,
+        total: usize,
     ) -> Result<Client, Outcome> {
+        let mut state = pool.lock();
         loop {
-            if let Some(c) = pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            if let Some(c) = state.idle.pop() {
                 return Ok(c);
             }
             match socket {
                 Some(socket) => {
+                    drop(state);
                     return match Client::connect(socket) {
                         Ok(c) => {
                             let _ = c.set_timeout(Some(Duration::from_secs(900)));
@@ -87,7 +126,13 @@ impl Local {
                         )),
                     };
                 }
-                None => std::thread::sleep(Duration::from_millis(5)),
+                None if state.broken >= total => {
+                    return Err(Outcome::temporary(
+                        codes::SYSTEM_STATUS,
+                        "every connection to cursus-lda is broken",
+                    ));
+                }
+                None => state = pool.freed.wait(state).unwrap_or_else(|e| e.into_inner()),
             }
         }
     }
@@ -116,24 +161,32 @@ impl Local {
                         return_path: true,
                     },
                 };
-                let mut client = match self.take_client(socket.as_deref(), pool) {
+                let mut client = match self.take_client(socket.as_deref(), pool, *max_idle) {
                     Ok(c) => c,
                     Err(outcome) => return outcome,
                 };
                 match client.call(&request, Some(message.as_fd())) {
                     Ok(answer) => {
-                        let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut state = pool.lock();
                         // Socket-pair connections are never dropped (they cannot be
                         // replaced); a refused request closes the LDA's side anyway.
-                        if idle.len() < *max_idle
+                        if state.idle.len() < *max_idle
                             && (socket.is_none() || !matches!(answer, Answer::Error { .. }))
                         {
-                            idle.push(client);
+                            state.idle.push(client);
                         }
-                        drop(idle);
+                        drop(state);
+                        pool.freed.notify_one();
                         answer_outcome(answer)
                     }
-                    Err(e) => Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda: {e}")),
+                    Err(e) => {
+                        if socket.is_none() {
+                            // This pair is gone for good; waiters re-check whether any is left.
+                            pool.lock().broken += 1;
+                            pool.freed.notify_all();
+                        }
+                        Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda: {e}"))
+                    }
                 }
             }
             Local::InProcess {

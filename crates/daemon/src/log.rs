@@ -6,12 +6,13 @@
 
 use std::io::Write;
 
-/// Writes one line.
+/// Writes one line, with one write(2): stderr is unbuffered, so `writeln!` would issue a
+/// write per piece and lines of concurrent threads (or of cursus-lda, which shares the
+/// stream) could interleave mid-line.
 pub fn line(text: &str) {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "cursusd: {clean}");
+    let mut out = String::with_capacity(text.len() + 10);
+    out.push_str("cursusd: ");
+    out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
+    out.push('\n');
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }

@@ -305,7 +305,8 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         transaction: None,
         pending_mail: None,
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small at first (most connections are idle or short), doubled while reads fill it.
+    let mut buf = vec![0u8; READ_BUFFER_START];
     if server.config.greet_pause_ms > 0 {
         let pause = Duration::from_millis(server.config.greet_pause_ms);
         if let Ok(Ok(n)) = tokio::time::timeout(pause, stream.read(&mut buf)).await
@@ -365,12 +366,16 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
 }
 
+/// The first read buffer of a connection, and the size it may grow to.
+const READ_BUFFER_START: usize = 1024;
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// Runs the conversation until it closes or switches to TLS.
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     server: &Arc<Server>,
     stream: &mut S,
     conn: &mut Conn,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<Next> {
     let mut shutdown = server.shutdown.clone();
     let mut out: Vec<u8> = Vec::new();
@@ -402,7 +407,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let limit = conn.session.timeout().duration();
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, stream.read(buf)) => r,
+            r = tokio::time::timeout(limit, stream.read(&mut buf[..])) => r,
             _ = shutdown.changed() => {
                 conn.session.shutdown();
                 continue;
@@ -421,6 +426,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     drain_replies(&mut conn.session, &mut out);
                     stream.write_all(&out).await?;
                     return Ok(Next::Close);
+                }
+                if n == buf.len() && buf.len() < READ_BUFFER_MAX {
+                    buf.resize(buf.len() * 2, 0);
                 }
             }
             Ok(Err(e)) => return Err(e),

@@ -82,10 +82,12 @@ impl Settings {
     }
 }
 
-/// Writes one log line (stderr: journald or the supervisor keeps it).
+/// Writes one log line (stderr: journald or the supervisor keeps it), with one write(2):
+/// stderr is unbuffered, so `writeln!` would write each piece separately and the lines of
+/// the service's processes (and of cursusd, which shares the stream) would interleave.
 pub fn log(line: &str) {
-    let mut err = io::stderr().lock();
-    let _ = writeln!(err, "cursus-lda[{}]: {line}", std::process::id());
+    let text = format!("cursus-lda[{}]: {line}\n", std::process::id());
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The loaded policy and what it was loaded from, to notice edits.

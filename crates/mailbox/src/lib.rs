@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod directory_sync;
 mod dotlock;
 pub mod errno;
 pub mod error;

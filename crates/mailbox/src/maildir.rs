@@ -25,7 +25,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat, renameat2};
 use nix::sys::stat::Mode;
 use nix::sys::stat::fstatat;
-use nix::unistd::{UnlinkatFlags, fsync, linkat, unlinkat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::error::MailboxError;
 use crate::folder::FolderName;
@@ -168,8 +168,10 @@ pub fn deliver_maildir(
             e.desc()
         ));
     }
+    // Shared with concurrent deliveries into the same directory by this process: the sync
+    // it waits for began after the link above (see directory_sync.rs).
     if opts.fsync_directory
-        && let Err(e) = fsync(dest_fd)
+        && let Err(e) = crate::directory_sync::sync_directory(dest_fd.as_fd())
     {
         // The message may not survive a crash; take it back so the retry does not
         // duplicate it (a reader that already moved it makes this unlink a no-op).

@@ -19,7 +19,13 @@
 //!    returns; the envelope is never rewritten. A torn last record is cut off at replay.
 //! 5. Removal first makes the reason durable (the final outcomes, the DSN record or the
 //!    delete record), then unlinks the journal, then the message: if the unlinks are lost
-//!    in a crash, recovery finds the message removable and removes it again.
+//!    in a crash, recovery finds the message removable and removes it again. The one
+//!    exception is [`Queue::remove_delivered`]: every recipient was delivered at this
+//!    attempt (the mailbox writers synced before answering), so the message leaves with no
+//!    record; a crash that loses the removal delivers it again (a duplicate, never a loss).
+//! 6. "Unlink" above may be a rename into `spare/` (see `spool.rs`), and a new file may be
+//!    a spare overwritten, cut to length and synced before its rename into a bucket: the
+//!    names, the order of the steps and the syncs are the same, only inodes are reused.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
@@ -50,6 +56,14 @@ const CHUNK: usize = 256;
 const STRIPES: usize = 64;
 /// Largest journal read (a message deferred every 2 h for 5 days writes about 60 records).
 const MAX_JOURNAL: u64 = 64 << 20;
+/// Spare files kept for reuse, at most.
+const MAX_SPARES: usize = 512;
+/// Message files larger than this are unlinked, not kept as spares (bounds the disk space
+/// spares hold to MAX_SPARES times this).
+const MAX_SPARE_BYTES: u64 = 256 << 10;
+/// Room a message written into a spare must leave free on the file system beyond its own
+/// size (what a new file and its journal would have needed), else the accept is refused.
+const MIN_FREE: u64 = 64 << 10;
 
 /// How a queue is opened.
 #[derive(Clone)]
@@ -174,6 +188,9 @@ pub struct Queue {
     recovery: Recovery,
     accepted: AtomicU64,
     file_syncs: AtomicU64,
+    /// Names (`spare/s<N>`) of the files kept for reuse.
+    spares: Mutex<Vec<u64>>,
+    next_spare: AtomicU64,
 }
 
 impl std::fmt::Debug for Queue {
@@ -217,8 +234,14 @@ impl Queue {
                 return Err(QueueError::io("lock", &lock_path, e));
             }
         }
-        for dir in [layout.tmp(), layout.corrupt()] {
+        for dir in [layout.tmp(), layout.corrupt(), layout.spare_dir()] {
             spool::ensure_dir(&dir)?;
+        }
+        let mut spares = spool::scan_spares(&layout)?;
+        spares.sort_unstable();
+        let next_spare = spares.last().map_or(0, |n| n + 1);
+        for extra in spares.drain(MAX_SPARES.min(spares.len())..) {
+            spool::remove_file(&layout.spare(extra))?;
         }
         let mut recovery = Recovery {
             tmp_removed: spool::clear_tmp(&layout)?,
@@ -257,6 +280,8 @@ impl Queue {
             recovery,
             accepted: AtomicU64::new(0),
             file_syncs: AtomicU64::new(0),
+            spares: Mutex::new(spares),
+            next_spare: AtomicU64::new(next_spare),
         })
     }
 
@@ -316,22 +341,32 @@ impl Queue {
     /// until the next open, invisible to every other call).
     pub fn accept(&self, envelope: &Envelope, message: impl Read) -> Result<QueueId, QueueError> {
         let mut message = message;
-        // O_EXCL makes a colliding id an error; a fresh id then almost surely is free.
-        let (id, mut file) = {
-            let mut tries = 0;
-            loop {
-                let id = QueueId::generate();
-                let path = self.layout.message(id);
-                match spool::create_new(&path) {
-                    Ok(file) => break (id, file),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => {
-                        tries += 1;
+        // A spare gets its queue name by a rename that refuses to replace (after the sync);
+        // a new file is created in the bucket with O_EXCL. Either way a colliding id is an
+        // error, and a fresh id then almost surely is free.
+        let (id, mut file, spare) = match self.take_spare() {
+            Some(n) => {
+                let path = self.layout.spare(n);
+                let file =
+                    spool::open_spare(&path).map_err(|e| QueueError::io("open", &path, e))?;
+                (QueueId::generate(), file, Some(n))
+            }
+            None => {
+                let mut tries = 0;
+                loop {
+                    let id = QueueId::generate();
+                    let path = self.layout.message(id);
+                    match spool::create_new(&path) {
+                        Ok(file) => break (id, file, None),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => {
+                            tries += 1;
+                        }
+                        Err(e) => return Err(QueueError::io("create", path, e)),
                     }
-                    Err(e) => return Err(QueueError::io("create", path, e)),
                 }
             }
         };
-        match self.accept_steps(id, &mut file, envelope, &mut message) {
+        match self.accept_steps(id, &mut file, spare, envelope, &mut message) {
             Ok(()) => {
                 self.accepted.fetch_add(1, Ordering::Relaxed);
                 self.lock_index()
@@ -340,6 +375,9 @@ impl Queue {
             }
             Err(QueueError::Injected(step)) => Err(QueueError::Injected(step)),
             Err(e) => {
+                if let Some(n) = spare {
+                    self.give_back(n);
+                }
                 // Best effort: the next open removes whatever this leaves.
                 let _ = spool::remove_file(&self.layout.journal(id));
                 let _ = spool::remove_file(&self.layout.tmp_journal(id));
@@ -349,16 +387,79 @@ impl Queue {
         }
     }
 
+    /// A spare file's number, if one is kept.
+    fn take_spare(&self) -> Option<u64> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Returns a spare taken by an accept that failed before renaming it.
+    fn give_back(&self, n: u64) {
+        if std::fs::symlink_metadata(self.layout.spare(n)).is_ok_and(|m| m.is_file()) {
+            self.spares
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(n);
+        }
+    }
+
+    /// Refuses (ENOSPC, so 452 4.3.1) a message written into a spare when the file system
+    /// could not have held it as a new file: spares are reused to save work, not kept as a
+    /// space reserve, and a full queue must still refuse mail (and keep the room its
+    /// journals need for recording outcomes).
+    fn check_room(&self, file: &File, size: u64, path: &Path) -> Result<(), QueueError> {
+        let Ok(st) = nix::sys::statvfs::fstatvfs(file) else {
+            return Ok(());
+        };
+        // fsblkcnt_t and c_ulong are u64 here but not on every target.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+        if free < size.saturating_add(MIN_FREE) {
+            return Err(QueueError::io(
+                "write",
+                path,
+                io::Error::from_raw_os_error(nix::libc::ENOSPC),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes a file out of the queue: renamed into `spare/` when `recycle` and there is room,
+    /// else unlinked. Already gone is done.
+    fn retire(&self, path: &Path, recycle: bool) -> Result<(), QueueError> {
+        if recycle {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.len() < MAX_SPARES {
+                let n = self.next_spare.fetch_add(1, Ordering::Relaxed);
+                match std::fs::rename(path, self.layout.spare(n)) {
+                    Ok(()) => {
+                        spares.push(n);
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(_) => {}
+                }
+            }
+        }
+        spool::remove_file(path)
+    }
+
     fn accept_steps(
         &self,
         id: QueueId,
         file: &mut File,
+        spare: Option<u64>,
         envelope: &Envelope,
         message: &mut dyn Read,
     ) -> Result<(), QueueError> {
         let msg_path = self.layout.message(id);
         self.fault(Step::MessageCreated)?;
         let size = io::copy(message, file).map_err(|e| QueueError::io("write", &msg_path, e))?;
+        if spare.is_some() {
+            self.check_room(file, size, &msg_path)?;
+            // What the spare held beyond the new message goes before the sync.
+            file.set_len(size)
+                .map_err(|e| QueueError::io("truncate", &msg_path, e))?;
+        }
         if let Err(QueueError::Injected(step)) = self.fault(Step::MessageTorn) {
             file.set_len(size / 2)
                 .map_err(|e| QueueError::io("truncate", &msg_path, e))?;
@@ -366,6 +467,11 @@ impl Queue {
         }
         self.fault(Step::MessageWritten)?;
         self.sync_file(file, &msg_path)?;
+        if let Some(n) = spare {
+            let from = self.layout.spare(n);
+            spool::rename_new(&from, &msg_path)
+                .map_err(|e| QueueError::io("rename", &msg_path, e))?;
+        }
         self.fault(Step::MessageSynced)?;
 
         let record = Record::Envelope {
@@ -378,22 +484,30 @@ impl Queue {
             return Err(QueueError::EnvelopeTooLarge);
         }
         let framed = journal::frame(&record);
-        let tmp_path = self.layout.tmp_journal(id);
-        let mut journal =
-            spool::create_new(&tmp_path).map_err(|e| QueueError::io("create", &tmp_path, e))?;
-        if let Err(QueueError::Injected(step)) = self.fault(Step::JournalTorn) {
-            journal
-                .write_all(&framed[..framed.len() / 2])
-                .map_err(|e| QueueError::io("write", &tmp_path, e))?;
-            return Err(QueueError::Injected(step));
-        }
-        journal
-            .write_all(&framed)
-            .map_err(|e| QueueError::io("write", &tmp_path, e))?;
-        self.fault(Step::JournalWritten)?;
-        self.sync_file(&journal, &tmp_path)?;
+        // The journal is written under a name no scan takes for a queue entry (a spare's, or
+        // tmp/), synced, then renamed into the bucket: the commit point.
+        let (tmp_path, mut journal, spare) = match self.take_spare() {
+            Some(n) => {
+                let path = self.layout.spare(n);
+                let file = spool::open_spare(&path).map_err(|e| {
+                    self.give_back(n);
+                    QueueError::io("open", &path, e)
+                })?;
+                (path, file, Some(n))
+            }
+            None => {
+                let path = self.layout.tmp_journal(id);
+                let file =
+                    spool::create_new(&path).map_err(|e| QueueError::io("create", &path, e))?;
+                (path, file, None)
+            }
+        };
+        let written = self.write_journal(&mut journal, &framed, spare.is_some(), &tmp_path);
         drop(journal);
-        self.fault(Step::JournalSynced)?;
+        if let (Err(_), Some(n)) = (&written, spare) {
+            self.give_back(n);
+        }
+        written?;
         let jnl_path = self.layout.journal(id);
         std::fs::rename(&tmp_path, &jnl_path)
             .map_err(|e| QueueError::io("rename", &jnl_path, e))?;
@@ -410,6 +524,35 @@ impl Queue {
         }
         self.fault(Step::Committed)?;
         Ok(())
+    }
+
+    /// Writes the framed envelope record at the start of `journal` (cut to its length when
+    /// it is a spare) and syncs it.
+    fn write_journal(
+        &self,
+        journal: &mut File,
+        framed: &[u8],
+        spare: bool,
+        path: &Path,
+    ) -> Result<(), QueueError> {
+        if let Err(QueueError::Injected(step)) = self.fault(Step::JournalTorn) {
+            journal
+                .write_all(&framed[..framed.len() / 2])
+                .map_err(|e| QueueError::io("write", path, e))?;
+            return Err(QueueError::Injected(step));
+        }
+        journal
+            .write_all(framed)
+            .map_err(|e| QueueError::io("write", path, e))?;
+        if spare {
+            // Overwritten in place (its blocks stay allocated); the old tail goes.
+            journal
+                .set_len(framed.len() as u64)
+                .map_err(|e| QueueError::io("truncate", path, e))?;
+        }
+        self.fault(Step::JournalWritten)?;
+        self.sync_file(journal, path)?;
+        self.fault(Step::JournalSynced)
     }
 
     /// Reads and replays a journal; moves the files to `corrupt/` when it does not replay.
@@ -485,7 +628,7 @@ impl Queue {
             Err(e) => return Err(self.quarantine(id, &format!("message file: {e}"))),
         }
         if message.is_removable() {
-            self.remove_files(id)?;
+            self.remove_files(id, message.size)?;
             return Err(QueueError::NotFound(id));
         }
         self.lock_index().set(id, Slot::Loaded(due_key(&message)));
@@ -646,7 +789,59 @@ impl Queue {
             }
         })?;
         debug_assert!(message.is_removable());
-        self.remove_files(id)
+        self.remove_files(id, message.size)
+    }
+
+    /// Removes a message without recording anything when `outcomes` (this attempt's, by
+    /// envelope index) are all deliveries and leave every recipient final with no DSN owed;
+    /// returns `false` and changes nothing otherwise (the caller then records the outcomes
+    /// with [`Queue::record`]). Only for the caller that made the deliveries, once every
+    /// mailbox writer has synced and answered.
+    ///
+    /// Why no record is needed: it would only say "delivered" in a journal that is removed
+    /// right after. If a crash loses the removal, the journal still names the recipients as
+    /// not delivered and they are delivered again: a duplicate, as for a delivery in flight
+    /// at the crash, never a loss, since the mailboxes already hold the message durably.
+    pub fn remove_delivered(
+        &self,
+        id: QueueId,
+        outcomes: &[(usize, Outcome)],
+        now: Timestamp,
+    ) -> Result<bool, QueueError> {
+        if outcomes
+            .iter()
+            .any(|(_, o)| o.kind != OutcomeKind::Delivered)
+        {
+            return Ok(false);
+        }
+        let _stripe = self.stripe(id);
+        let (mut message, ..) = self.read_journal(id, false)?;
+        if message.held || message.deleted {
+            return Ok(false);
+        }
+        let mut changes = Vec::with_capacity(outcomes.len());
+        for (index, outcome) in outcomes {
+            match message.recipients.get(*index) {
+                Some(state) if !state.is_final() => {}
+                _ => return Ok(false),
+            }
+            changes.push((
+                *index as u32,
+                Change::Delivered {
+                    status: outcome.status,
+                    text: outcome.text.clone(),
+                },
+            ));
+        }
+        let size = message.size;
+        if journal::apply(&mut message, Record::Outcomes { at: now, changes }).is_err()
+            || !message.is_complete()
+            || !message.dsn_recipients().is_empty()
+        {
+            return Ok(false);
+        }
+        self.remove_files(id, size)?;
+        Ok(true)
     }
 
     /// Records that the DSN owed for this message was dealt with without queueing one.
@@ -663,13 +858,17 @@ impl Queue {
     /// DSN is sent.
     pub fn delete(&self, id: QueueId, now: Timestamp) -> Result<(), QueueError> {
         self.append(id, |_| Ok(Some(Record::Delete { at: now })))?;
-        self.remove_files(id)
+        // Unlinked, never kept as spares: an administrator may delete a message while a
+        // delivery of it still reads the file.
+        self.remove_files(id, u64::MAX)
     }
 
-    /// Unlinks the journal (the message leaves the queue), then the message file.
-    fn remove_files(&self, id: QueueId) -> Result<(), QueueError> {
-        spool::remove_file(&self.layout.journal(id))?;
-        spool::remove_file(&self.layout.message(id))?;
+    /// Unlinks the journal (the message leaves the queue), then the message file; both are
+    /// kept as spares instead when the message is at most `MAX_SPARE_BYTES` long (`size`).
+    fn remove_files(&self, id: QueueId, size: u64) -> Result<(), QueueError> {
+        let recycle = size <= MAX_SPARE_BYTES;
+        self.retire(&self.layout.journal(id), recycle)?;
+        self.retire(&self.layout.message(id), recycle)?;
         self.lock_index().remove(id);
         Ok(())
     }

@@ -6,7 +6,17 @@
 //! <root>/tmp/          journals being written; emptied at every open
 //! <root>/00 .. ff/     buckets: <ID>.msg (the message bytes) and <ID>.jnl (its journal)
 //! <root>/corrupt/      files that did not replay, kept for a human
+//! <root>/spare/        files of finished messages kept for reuse (`s<N>`), see below
 //! ```
+//!
+//! Spares: a finished message's two files are renamed into `spare/` instead of unlinked,
+//! and the next accept overwrites them and renames them into a bucket instead of creating
+//! new files. Creating and freeing inodes is the costliest part of a short-lived spool file
+//! (on ext4 without a journal every create also scans past the inodes freed in the last
+//! minute, `recently_deleted()`), and overwriting a file whose blocks are allocated makes
+//! its fdatasync a data write. A spare's content means nothing: it is never read, it is
+//! cut to the new length before its sync, and it gets a queue name only by the same rename
+//! after the sync that a new file would get. Whatever is in `spare/` at open is reused.
 //!
 //! Trusts the file system to keep a rename atomic and to make a directory entry durable
 //! when the directory is fsynced. Trusts nobody else with the spool: [`check_owner`] refuses
@@ -41,6 +51,14 @@ impl Layout {
 
     pub fn corrupt(&self) -> PathBuf {
         self.root.join("corrupt")
+    }
+
+    pub fn spare_dir(&self) -> PathBuf {
+        self.root.join("spare")
+    }
+
+    pub fn spare(&self, n: u64) -> PathBuf {
+        self.spare_dir().join(format!("s{n}"))
     }
 
     pub fn lock(&self) -> PathBuf {
@@ -202,6 +220,50 @@ pub fn scan_bucket(dir: &Path, bucket: u8) -> Result<BucketScan, QueueError> {
         }
     }
     Ok(scan)
+}
+
+/// Opens a spare for overwriting: no symlink followed, never created.
+pub fn open_spare(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`): a spare becoming a
+/// queue file must never replace one.
+pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Lists `spare/`: the numbers of the regular files named `s<N>`; anything else there is
+/// removed (only the queue writes into it).
+pub fn scan_spares(layout: &Layout) -> Result<Vec<u64>, QueueError> {
+    let dir = layout.spare_dir();
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(|e| QueueError::io("read directory", &dir, e))? {
+        let entry = entry.map_err(|e| QueueError::io("read directory", &dir, e))?;
+        let number = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix('s'))
+            .and_then(|n| n.parse::<u64>().ok());
+        let regular = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        match number {
+            Some(n) if regular => found.push(n),
+            _ => {
+                let _ = remove_file(&entry.path());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Removes a file, treating "already gone" as done.

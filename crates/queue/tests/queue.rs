@@ -498,3 +498,82 @@ fn due_streams_while_the_queue_changes() {
     assert_eq!(seen, ids);
     assert!(queue.is_empty());
 }
+
+#[test]
+fn remove_delivered_removes_only_what_is_complete_and_owes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open_with(dir.path(), unsynced()).expect("opens");
+    let now = Timestamp::now();
+    let ok = |i| (i, Outcome::delivered("delivered to Maildir"));
+
+    // Every recipient delivered: gone, with no record written.
+    let id = queue
+        .accept(&envelope(&["a@x", "b@x"]), &body(1)[..])
+        .expect("accepts");
+    assert!(
+        queue
+            .remove_delivered(id, &[ok(0), ok(1)], now)
+            .expect("asks")
+    );
+    assert!(matches!(queue.message(id), Err(QueueError::NotFound(_))));
+
+    // One recipient left, or one not delivered: nothing changes.
+    let id = queue
+        .accept(&envelope(&["a@x", "b@x"]), &body(2)[..])
+        .expect("accepts");
+    assert!(!queue.remove_delivered(id, &[ok(0)], now).expect("asks"));
+    let deferred = (
+        1,
+        Outcome::temporary(codes::SYSTEM_STATUS, "try again".to_string()),
+    );
+    assert!(
+        !queue
+            .remove_delivered(id, &[ok(0), deferred], now)
+            .expect("asks")
+    );
+    let message = queue.message(id).expect("still queued");
+    assert!(message.recipients.iter().all(|r| !r.is_final()));
+
+    // NOTIFY=SUCCESS owes a DSN: the outcome must be recorded, not skipped.
+    let mut env = envelope(&["a@x"]);
+    env.recipients[0].notify = Some(Notify::SUCCESS);
+    let id = queue.accept(&env, &body(3)[..]).expect("accepts");
+    assert!(!queue.remove_delivered(id, &[ok(0)], now).expect("asks"));
+    assert!(queue.message(id).is_ok());
+}
+
+#[test]
+fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spares = || {
+        std::fs::read_dir(dir.path().join("spare"))
+            .expect("reads")
+            .count()
+    };
+    let long: Vec<u8> = body(1).into_iter().cycle().take(50_000).collect();
+    {
+        let queue = Queue::open(dir.path()).expect("opens");
+        let id = queue
+            .accept(&envelope(&["a@x"]), &long[..])
+            .expect("accepts");
+        let ok = [(0, Outcome::delivered("ok"))];
+        assert!(
+            queue
+                .remove_delivered(id, &ok, Timestamp::now())
+                .expect("removes")
+        );
+        assert_eq!(spares(), 2);
+    }
+    // After a reopen the spares are found again and overwritten, cut to the new length.
+    let queue = Queue::open(dir.path()).expect("reopens");
+    let short = body(2);
+    let id = queue
+        .accept(&envelope(&["b@x"]), &short[..])
+        .expect("accepts");
+    assert_eq!(spares(), 0);
+    drop(queue);
+    let queue = Queue::open(dir.path()).expect("reopens");
+    let message = queue.message(id).expect("reads");
+    assert_eq!(message.envelope.recipients[0].address, "b@x");
+    assert_eq!(read_message(&queue, id), short);
+}
