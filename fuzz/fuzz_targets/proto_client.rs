@@ -92,6 +92,8 @@ fuzz_target!(|input: &[u8]| {
         });
         config.auth_without_tls = first & 16 != 0;
     }
+    // Bit 4 without AUTH (bit 3): a host remembered as failing EHLO.
+    config.helo_only = first & 24 == 16;
     config.chunking = first & 32 != 0;
     let size = usize::from(first >> 6) * 7 + 1;
     let mut d = Driver {

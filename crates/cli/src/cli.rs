@@ -134,7 +134,14 @@ pub enum RetryCommand {
     /// ERROR is one of: refused, timeout, dns, greeting, mail, rcpt, data, tls, quota,
     /// home, other.
     ///
-    /// Exit status: 0; 1 when the configuration has errors; 64 for an unknown error class.
+    /// With the daemon's hints database (--hints, or hints.db in the data directory when
+    /// it exists; read only), the hints that would change the decision follow: an address
+    /// that bounced on a timeout (bounced at once), a domain without MX whose connections
+    /// are refused (bounced early), when the mailbox was last read (quota), hosts greeted
+    /// with HELO.
+    ///
+    /// Exit status: 0; 1 when the configuration has errors or the hints file cannot be
+    /// read; 64 for an unknown error class.
     #[command(after_long_help = RETRY_TEST_EXAMPLES)]
     Test {
         /// The address (or a bare domain).
@@ -150,12 +157,18 @@ pub enum RetryCommand {
         /// The envelope sender, for rules with `senders` ("" or "<>": the null sender).
         #[arg(short = 'f', long = "sender", value_name = "ADDR", default_value = "")]
         sender: String,
+        /// The hints database to consult (default: hints.db in the configuration's data
+        /// directory, when it exists); the hints that would change the decision are
+        /// printed after the rule.
+        #[arg(long = "hints", value_name = "FILE")]
+        hints: Option<PathBuf>,
     },
 }
 
 const RETRY_TEST_EXAMPLES: &str = "Examples:
   cursus retry test joe@example.org rcpt
-  cursus retry test -c cursus.toml example.net refused -f list@example.org";
+  cursus retry test -c cursus.toml example.net refused -f list@example.org
+  cursus retry test --hints /var/spool/cursus/hints.db joe@example.org timeout";
 
 /// `cursus config ...`
 #[derive(Debug, Subcommand)]

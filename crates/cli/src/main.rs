@@ -158,8 +158,15 @@ fn main() -> ExitCode {
             error,
             config,
             sender,
+            hints,
         }) => {
-            let out = cursus_cli::retry_test::run(address, error, config.as_deref(), sender);
+            let out = cursus_cli::retry_test::run(
+                address,
+                error,
+                config.as_deref(),
+                sender,
+                hints.as_deref(),
+            );
             print(&out.0, &out.1);
             Ok(ExitCode::from(out.2))
         }

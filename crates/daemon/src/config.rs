@@ -123,6 +123,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The outbound SMTP/LMTP client (`[outbound]`).
     pub outbound: crate::remote::Settings,
+    /// The hints database (`[hints]`).
+    pub hints: crate::hints::Settings,
     /// Delivery status notifications (`[bounce]`).
     pub bounce: BounceSettings,
 }
@@ -148,6 +150,7 @@ impl Config {
             queue_lifetime_days: 5,
             tls: None,
             outbound: crate::remote::Settings::default(),
+            hints: crate::hints::Settings::default(),
             bounce: BounceSettings::default(),
         }
     }
@@ -262,6 +265,37 @@ impl Config {
                 c.bounce.delay_warnings.dedup();
             }
         }
+        if let Some(h) = raw.hints {
+            let hs = &mut c.hints;
+            set(&mut hs.enabled, h.enabled);
+            set(&mut hs.start_waiting, h.start_waiting);
+            for (slot, value, key) in [
+                (&mut hs.tidy_interval, h.tidy_interval, "tidy_interval"),
+                (&mut hs.keep, h.keep, "keep"),
+                (
+                    &mut hs.no_mx_refused_lifetime,
+                    h.no_mx_refused_lifetime,
+                    "no_mx_refused_lifetime",
+                ),
+                (
+                    &mut hs.timeout_bounce_memory,
+                    h.timeout_bounce_memory,
+                    "timeout_bounce_memory",
+                ),
+                (&mut hs.helo_memory, h.helo_memory, "helo_memory"),
+                (&mut hs.quota_unread, h.quota_unread, "quota_unread"),
+            ] {
+                if let Some(v) = value {
+                    match cursus_route::retry::duration(&v) {
+                        Ok(secs) => *slot = secs,
+                        Err(e) => err(format!("hints.{key}: {e}")),
+                    }
+                }
+            }
+            if hs.tidy_interval < 60 {
+                err("hints.tidy_interval must be at least 1m".to_string());
+            }
+        }
         if let Some(sub) = raw.submission
             && let Some(s) = sub.socket
         {
@@ -301,6 +335,7 @@ const TOP_KEYS: &[&str] = &[
     "submission",
     "tls",
     "outbound",
+    "hints",
     "bounce",
     "routing",
     "router",
@@ -321,6 +356,7 @@ struct RawFile {
     submission: Option<RawSubmission>,
     tls: Option<RawTls>,
     outbound: Option<crate::remote::settings::RawOutbound>,
+    hints: Option<RawHints>,
     bounce: Option<RawBounce>,
     /// Read by the routing configuration.
     #[serde(default, rename = "routing")]
@@ -347,6 +383,19 @@ struct RawSmtp {
     verify_local_recipients: Option<bool>,
     verify_remote_recipients: Option<bool>,
     greet_pause_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHints {
+    enabled: Option<bool>,
+    tidy_interval: Option<String>,
+    keep: Option<String>,
+    no_mx_refused_lifetime: Option<String>,
+    timeout_bounce_memory: Option<String>,
+    helo_memory: Option<String>,
+    quota_unread: Option<String>,
+    start_waiting: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,6 +522,23 @@ mod tests {
             "{}",
             e[0]
         );
+    }
+
+    #[test]
+    fn hints_durations_are_read_and_checked() {
+        let c = Config::parse(
+            "[hints]\nno_mx_refused_lifetime = \"30m\"\nquota_unread = \"0\"\nstart_waiting = false\n",
+            "c.toml",
+            Path::new("/d"),
+        )
+        .expect("parses");
+        assert_eq!(c.hints.no_mx_refused_lifetime, 1800);
+        assert_eq!(c.hints.quota_unread, 0);
+        assert!(!c.hints.start_waiting);
+        assert_eq!(c.hints.helo_memory, 7 * 86_400);
+        let e = Config::parse("[hints]\nkeep = \"3x\"\n", "c.toml", Path::new("/d"))
+            .expect_err("bad duration");
+        assert!(e[0].message.starts_with("hints.keep:"), "{}", e[0]);
     }
 
     #[test]

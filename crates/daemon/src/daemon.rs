@@ -302,6 +302,11 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
 
     // The queue and the pid file belong to the daemon's user.
     let queue_dir = config.data_dir.join("queue");
+    let hints = Arc::new(crate::hints::Hints::open(
+        &config.data_dir,
+        config.hints.clone(),
+        retry.clone(),
+    ));
     let options = cursus_queue::Options {
         retry: Some(Arc::new(crate::retry::Rules(retry))),
         ..cursus_queue::Options::default()
@@ -338,8 +343,12 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
         local,
         config.hostname.clone(),
     );
-    let outbound = crate::remote::Outbound::new(config.outbound.clone(), &config.hostname)
+    let mut outbound = crate::remote::Outbound::new(config.outbound.clone(), &config.hostname)
         .map_err(|e| Fatal(format!("outbound: {e}"), 78))?;
+    if config.hints.enabled {
+        outbound.set_hints(hints.clone());
+        engine.set_hints(hints.clone());
+    }
     engine.set_outbound(Arc::new(outbound));
     engine.set_bounces(bounces);
     let engine = Arc::new(engine);
@@ -366,6 +375,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
         engine,
         tcp,
         certificates,
+        hints,
     ));
     let _ = std::fs::remove_file(&pid_file);
     result
@@ -456,6 +466,7 @@ async fn serve(
     engine: Arc<Engine>,
     tcp: Vec<(std::net::TcpListener, Protocol, ListenAddr)>,
     certificates: Option<Arc<crate::tls::Certificates>>,
+    hints: Arc<crate::hints::Hints>,
 ) -> Result<(), Fatal> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (first_tx, mut first_rx) = mpsc::unbounded_channel::<QueueId>();
@@ -550,6 +561,7 @@ async fn serve(
             }
         });
     }
+    crate::hints::serve(hints, engine.clone(), slots.clone());
     // The queue manager: load what recovery left, then run what is due every 30 s (and on
     // SIGUSR1: `cursus sendmail -q`).
     {

@@ -51,6 +51,8 @@ pub struct Engine {
     outbound: Option<Arc<Outbound>>,
     /// How notices are written and when delay notices go.
     bounces: Bounces,
+    /// The hints database (crate::hints); `None`: no hints.
+    hints: Option<Arc<crate::hints::Hints>>,
 }
 
 impl Engine {
@@ -68,7 +70,13 @@ impl Engine {
             in_flight: Mutex::new(HashSet::new()),
             outbound: None,
             bounces: Bounces::default(),
+            hints: None,
         }
+    }
+
+    /// Consults and feeds the hints database.
+    pub fn set_hints(&mut self, hints: Arc<crate::hints::Hints>) {
+        self.hints = Some(hints);
     }
 
     /// Sets the notices' templates, script and delay ages.
@@ -233,7 +241,10 @@ impl Engine {
                         final_recipient: address.clone(),
                         extension,
                     };
-                    let o = self.local.deliver(&user, &destination, &envelope, file);
+                    let mut o = self.local.deliver(&user, &destination, &envelope, file);
+                    if let Some(h) = &self.hints {
+                        h.local(id, &address, &destination, &mut o);
+                    }
                     (address, router, transport, o)
                 }
                 Routed::Remote {
@@ -353,7 +364,18 @@ impl Engine {
                 }
             }
         }
-        for (p, o, relay, tls, reused) in results {
+        for (p, mut o, relay, tls, reused) in results {
+            if let Some(h) = &self.hints {
+                h.remote(
+                    id,
+                    &message.envelope,
+                    p.index,
+                    &p.next_hop,
+                    &p.address,
+                    &relay,
+                    &mut o,
+                );
+            }
             log_remote(id, &p, &relay, &tls, reused, &o, message, started);
             if let Some((_, slot)) = outcomes.iter_mut().find(|(i, _)| *i == p.index) {
                 *slot = Some(match slot.take() {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod hints;
 pub mod local;
 pub mod log;
 pub mod parameters;

@@ -338,6 +338,62 @@ pub const DAEMON: &[Parameter] = &[
          per age, at the first attempt after it), unless NOTIFY excludes DELAY; [] sends \
          none. The notice says until when the mail system keeps trying.",
     ),
+    p(
+        "hints",
+        "enabled",
+        "true",
+        "true",
+        "Keep the hints database DATA_DIR/hints.db (SQLite, WAL): what past deliveries learnt about hosts, domains and addresses. It is a cache: a damaged file is moved aside to hints.db.bad and recreated, an error turns the hints off until the next tidy run, and deleting it loses no mail. cursus retry test shows the hints that apply to an address.",
+    ),
+    p(
+        "hints",
+        "tidy_interval",
+        "\"1h\"",
+        "1h",
+        "How often old rows are removed (at least 1m). Durations: 30s, 15m, 2h, 4d, 1w, or sums like 1h30m; 0 turns a behaviour below off.",
+    ),
+    p(
+        "hints",
+        "keep",
+        "\"30d\"",
+        "30d",
+        "Rows not updated for this long are removed, and messages listed as waiting for a destination this long are dropped from the list.",
+    ),
+    p(
+        "hints",
+        "no_mx_refused_lifetime",
+        "\"2h\"",
+        "2h",
+        "A domain without MX records (delivered to its A/AAAA records) whose every connection was refused since the message's first attempt: the message bounces (5.4.7) at its first refused attempt after this age, not at the retry rule's lifetime.",
+    ),
+    p(
+        "hints",
+        "timeout_bounce_memory",
+        "\"1d\"",
+        "1d",
+        "When a recipient bounces because its retry rule gave up on a timeout, later messages to the same address bounce (5.4.7) at their first timeout or refused connection, for this long or until a delivery there succeeds; other failures follow the rules.",
+    ),
+    p(
+        "hints",
+        "start_waiting",
+        "true",
+        "true",
+        "Messages deferred because their destination (the MX hosts of a domain, or a relay list) could not be reached are listed; when a message is delivered there, they are all started at once instead of at their next scheduled attempt.",
+    ),
+    p(
+        "hints",
+        "helo_memory",
+        "\"7d\"",
+        "7d",
+        "A host that refused EHLO, or closed the connection or went quiet in reply to it, is greeted with HELO (no extensions: no STARTTLS, PIPELINING or 8BITMIME) for this long.",
+    ),
+    p(
+        "hints",
+        "quota_unread",
+        "\"7d\"",
+        "7d",
+        "Over quota into a Maildir (5.2.2 from the store, or 4.2.2): deferred as 4.2.2, scheduled by the quota retry rule, while its cur/ directory has changed within this long (readers move and rename messages there, so its modification time is the last read); bounced (5.2.2) when it has not. Observed only where cursusd can see the Maildir (single-user mode); otherwise, and for mbox and MH, the outcome stands as the store gave it.",
+    ),
 ];
 
 /// Routing parameters (read by cursus-route; see docs/examples/routing.toml).
@@ -611,7 +667,7 @@ pub fn manual(version: &str) -> String {
          (cursus sendmail \\-q): try every queued message now.\n\
          .SH FILES\n/etc/cursus/cursus.toml, /var/spool/cursus/queue, \
          /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source. In the \
-         data directory: queue/ (the spool), cursusd.pid, submit.sock (local submission, any \
+         data directory: queue/ (the spool), hints.db (see [hints]), cursusd.pid, submit.sock (local submission, any \
          user), control.sock (mode 0600; root and the daemon's user only: see \
          cursus\\-queue(1)).\n\
          .SH SEE ALSO\n.BR cursusd (8),\n.BR cursus (1),\n.BR cursus\\-lda (8),\n.BR cursus\\-lda\\-policy (5)\n",
@@ -640,6 +696,10 @@ mod tests {
         }
         let parsed = crate::config::Config::parse(&text, "example", std::path::Path::new("/d"));
         assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+        // The routing and retry parsers read the same file and skip the daemon's tables.
+        let routing = cursus_route::RoutingConfig::parse(&text, "example");
+        assert!(routing.is_ok(), "{text}\n{routing:?}");
+        assert!(cursus_route::retry::RetryRules::parse(&text, "example", 86_400).is_ok());
     }
 
     /// A [[retry]] table with every documented key parses with the retry parser, and

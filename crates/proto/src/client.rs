@@ -91,6 +91,9 @@ pub struct ClientConfig {
     pub eight_bit: EightBitRule,
     /// Use BDAT when the server offers CHUNKING.
     pub chunking: bool,
+    /// Greet with HELO, not EHLO (SMTP only): the server is known to fail EHLO. No
+    /// extension is used then (no STARTTLS, PIPELINING, 8BITMIME, ...).
+    pub helo_only: bool,
 }
 
 impl ClientConfig {
@@ -103,6 +106,7 @@ impl ClientConfig {
             auth_without_tls: false,
             eight_bit: EightBitRule::Send,
             chunking: true,
+            helo_only: false,
         }
     }
 }
@@ -329,6 +333,8 @@ pub struct Client {
     caps: Capabilities,
     tls: bool,
     used_helo: bool,
+    /// EHLO was refused, or the session ended while EHLO was unanswered.
+    ehlo_failed: bool,
     receiver: ResponseReceiver,
     buffer: Vec<u8>,
     expects: VecDeque<Expect>,
@@ -362,6 +368,7 @@ impl Client {
             caps: Capabilities::default(),
             tls: false,
             used_helo: false,
+            ehlo_failed: false,
             receiver: ResponseReceiver::default(),
             buffer: Vec::new(),
             expects: VecDeque::from([Expect::Greeting]),
@@ -387,6 +394,12 @@ impl Client {
     /// Whether the server refused EHLO and HELO was used.
     pub fn used_helo(&self) -> bool {
         self.used_helo
+    }
+
+    /// Whether the server refused EHLO or closed or stopped answering after it (a host
+    /// to greet with HELO next time).
+    pub fn ehlo_failed(&self) -> bool {
+        self.ehlo_failed
     }
 
     /// Whether the session is idle and can take a message.
@@ -588,6 +601,11 @@ impl Client {
         if self.phase == Phase::Closed {
             return;
         }
+        // Only the first EHLO: a hang-up after STARTTLS is not a reason to greet without
+        // it next time.
+        if matches!(self.expects.front(), Some(Expect::Ehlo)) && !self.tls {
+            self.ehlo_failed = true;
+        }
         let stage = self.stage_name();
         let text = format!("{reason} (while {stage})");
         let status = EnhancedStatus::new(4, 4, 2);
@@ -706,6 +724,16 @@ impl Client {
     }
 
     fn ehlo(&mut self) {
+        if self.config.helo_only && self.config.protocol == Protocol::Smtp {
+            self.used_helo = true;
+            self.pending.push_back(Pending::Command {
+                line: format!("HELO {}\r\n", self.config.helo).into_bytes(),
+                expect: Expect::Helo,
+                pipelined: false,
+            });
+            self.stage = Timeout::Initial;
+            return;
+        }
         let verb = match self.config.protocol {
             Protocol::Smtp => "EHLO",
             Protocol::Lmtp => "LHLO",
@@ -938,6 +966,7 @@ impl Client {
                     self.after_hello();
                     return;
                 } else if reply.code >= 500 && self.config.protocol == Protocol::Smtp {
+                    self.ehlo_failed = !self.tls;
                     self.used_helo = true;
                     self.pending.push_back(Pending::Command {
                         line: format!("HELO {}\r\n", self.config.helo).into_bytes(),

@@ -148,6 +148,50 @@ fn ehlo_refused_falls_back_to_helo_and_commands_go_one_by_one() {
 }
 
 #[test]
+fn a_host_known_to_fail_ehlo_is_greeted_with_helo() {
+    let mut c = Client::new(ClientConfig {
+        helo_only: true,
+        ..config()
+    });
+    assert_eq!(
+        feed(&mut c, "220 old.example\r\n").sent,
+        "HELO client.a.example\r\n"
+    );
+    assert_eq!(
+        feed(&mut c, "250 old.example\r\n").actions,
+        vec![Action::Ready]
+    );
+    assert!(c.used_helo());
+    assert!(!c.ehlo_failed());
+}
+
+#[test]
+fn a_server_that_hangs_up_on_ehlo_is_an_ehlo_failure() {
+    let mut c = Client::new(config());
+    feed(&mut c, "220 old.example\r\n");
+    c.abort("the server closed the connection");
+    assert!(c.ehlo_failed());
+    let mut c = Client::new(config());
+    feed(&mut c, "220 old.example\r\n");
+    feed(&mut c, "500 5.5.1 what\r\n");
+    assert!(c.ehlo_failed());
+    // After STARTTLS the second EHLO is not the host's EHLO problem.
+    let mut c = Client::new(config());
+    feed(&mut c, "220 old.example\r\n");
+    feed(&mut c, "250-old.example\r\n250 STARTTLS\r\n");
+    assert_eq!(drain(&mut c).sent, "");
+    feed(&mut c, "220 go ahead\r\n");
+    c.tls_established();
+    drain(&mut c);
+    c.abort("the server closed the connection");
+    assert!(!c.ehlo_failed());
+    // A refused greeting is not about EHLO.
+    let mut c = Client::new(config());
+    feed(&mut c, "421 busy\r\n");
+    assert!(!c.ehlo_failed());
+}
+
+#[test]
 fn every_recipient_refused_without_pipelining_sends_no_data() {
     let mut c = ready(config(), &[]);
     c.send(message(&["b@b.example"], "x\r\n")).expect("ready");

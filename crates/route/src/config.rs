@@ -51,6 +51,7 @@ const TOP_KEYS: &[&str] = &[
     "tls",
     "outbound",
     "bounce",
+    "hints",
 ];
 const DRIVERS: &[&str] = &[
     "aliases",
@@ -207,6 +208,8 @@ struct RawFile {
     _outbound: Option<toml::Value>,
     #[serde(default, rename = "bounce")]
     _bounce: Option<toml::Value>,
+    #[serde(default, rename = "hints")]
+    _hints: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,6 +57,23 @@ fn wait_for(t: Timeout, timeouts: &Timeouts) -> Duration {
     }
 }
 
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub struct OpenFailure {
+    pub outcome: Outcome,
+    /// The server refused EHLO, or closed or went quiet in reply to it.
+    pub ehlo_failed: bool,
+}
+
+impl OpenFailure {
+    fn plain(outcome: Outcome) -> OpenFailure {
+        OpenFailure {
+            outcome,
+            ehlo_failed: false,
+        }
+    }
+}
+
 /// What the driving loop stopped at.
 enum Stop {
     Ready,
@@ -73,12 +90,14 @@ impl Connection {
         config: ClientConfig,
         tls: &OutboundTls,
         timeouts: &Timeouts,
-    ) -> Result<Connection, Outcome> {
+    ) -> Result<Connection, OpenFailure> {
         let relay = match address {
             Address::Tcp(a) => format!("{host}[{}]:{}", a.ip(), a.port()),
             Address::Unix(p) => format!("unix:{}", p.display()),
         };
-        let fail = |what: String| Outcome::temporary(EnhancedStatus::new(4, 4, 1), what);
+        let fail = |what: String| {
+            OpenFailure::plain(Outcome::temporary(EnhancedStatus::new(4, 4, 1), what))
+        };
         let io: Box<dyn Io> = match address {
             Address::Tcp(a) => {
                 match tokio::time::timeout(timeouts.connect, tokio::net::TcpStream::connect(a))
@@ -124,13 +143,19 @@ impl Connection {
                 Stop::Failed(o) => {
                     // Let the QUIT go out, briefly.
                     let _ = tokio::time::timeout(Duration::from_secs(2), c.drive(None, None)).await;
-                    return Err(c.prefixed(o));
+                    return Err(OpenFailure {
+                        outcome: c.prefixed(o),
+                        ehlo_failed: c.client.ehlo_failed(),
+                    });
                 }
                 Stop::Closed => {
-                    return Err(c.prefixed(Outcome::temporary(
-                        EnhancedStatus::new(4, 4, 2),
-                        "the connection closed during the greeting",
-                    )));
+                    return Err(OpenFailure {
+                        outcome: c.prefixed(Outcome::temporary(
+                            EnhancedStatus::new(4, 4, 2),
+                            "the connection closed during the greeting",
+                        )),
+                        ehlo_failed: c.client.ehlo_failed(),
+                    });
                 }
                 Stop::MessageDone => {}
             }
@@ -146,6 +171,11 @@ impl Connection {
     /// connection is gone, the server never saw the message).
     pub fn answered(&self) -> bool {
         self.answered
+    }
+
+    /// Whether the session was greeted with HELO (EHLO refused, or a HELO-only host).
+    pub fn used_helo(&self) -> bool {
+        self.client.used_helo()
     }
 
     /// Whether it can take another message.

@@ -12,6 +12,8 @@
 //! client for the 8BITMIME/SMTPUTF8 rules).
 //!
 //! Runs on the daemon's tokio runtime; the engine (blocking pool) waits for the result.
+//! With the hints database (crate::hints) it greets hosts that failed EHLO with HELO and
+//! notes which connections failed how (refusals of domains without MX end early).
 
 pub mod connection;
 pub mod message;
@@ -72,6 +74,8 @@ pub struct Outbound {
     idle: Mutex<HashMap<String, Vec<Connection>>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     reaper: std::sync::Once,
+    /// The hints database: HELO-only hosts, refusals of domains without MX.
+    hints: Option<Arc<crate::hints::Hints>>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -80,7 +84,9 @@ impl std::fmt::Debug for Outbound {
     }
 }
 
-fn key(hop: &NextHop) -> String {
+/// The destination's name: the key of its connection cache and limits, and what messages
+/// wait for in the hints database.
+pub fn key(hop: &NextHop) -> String {
     let proto = if hop.lmtp { "lmtp" } else { "smtp" };
     if hop.hosts.is_empty() {
         format!("{proto}:mx:{}:{}", hop.domain, hop.port)
@@ -104,7 +110,13 @@ impl Outbound {
             idle: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             reaper: std::sync::Once::new(),
+            hints: None,
         })
+    }
+
+    /// Remembers hosts and refusals in the hints database from now on.
+    pub fn set_hints(&mut self, hints: Arc<crate::hints::Hints>) {
+        self.hints = Some(hints);
     }
 
     /// From the blocking pool: delivers every group (in parallel) and waits.
@@ -384,9 +396,18 @@ impl Outbound {
         };
         let mut failure: Option<Outcome> = None;
         let mut permit = Some(permit);
+        let hints = self.hints.as_deref();
+        let no_mx = hop.hosts.is_empty() && hosts.iter().all(|h| h.implicit_mx);
         for host in &hosts {
             for address in &host.addresses {
-                let config = self.client_config(hop, &host.name, address);
+                let mut config = self.client_config(hop, &host.name, address);
+                // HELO means no extension: never where TLS is required or AUTH is
+                // configured (they need EHLO; such a host keeps failing visibly instead).
+                config.helo_only = !hop.lmtp
+                    && config.tls != TlsMode::Required
+                    && config.auth.is_none()
+                    && hints.is_some_and(|h| h.helo_only(&host.name));
+                let helo_only = config.helo_only;
                 match Connection::open(
                     &host.name,
                     address,
@@ -400,9 +421,24 @@ impl Outbound {
                         if let Some(p) = permit.take() {
                             c.hold(p);
                         }
+                        if let Some(h) = hints {
+                            if c.used_helo() && !helo_only {
+                                h.failed_ehlo(&host.name, "EHLO refused, HELO accepted");
+                            }
+                            h.connected(hop, no_mx);
+                        }
                         return Ok(c);
                     }
-                    Err(o) => {
+                    Err(connection::OpenFailure {
+                        outcome: o,
+                        ehlo_failed,
+                    }) => {
+                        if ehlo_failed
+                            && !hop.lmtp
+                            && let Some(h) = hints
+                        {
+                            h.failed_ehlo(&host.name, &o.text);
+                        }
                         // Keep a temporary failure over a permanent one: another host
                         // might take the mail later.
                         let keep = match &failure {
@@ -416,9 +452,13 @@ impl Outbound {
                 }
             }
         }
-        Err(failure.unwrap_or_else(|| {
+        let failure = failure.unwrap_or_else(|| {
             Outcome::temporary(EnhancedStatus::new(4, 4, 1), "no host to connect to")
-        }))
+        });
+        if let Some(h) = hints {
+            h.not_connected(hop, no_mx, &failure);
+        }
+        Err(failure)
     }
 
     fn client_config(&self, hop: &NextHop, host: &str, address: &mx::Address) -> ClientConfig {

@@ -41,6 +41,8 @@ pub struct Host {
     /// The name (for TLS SNI/verification, AUTH credentials and the log).
     pub name: String,
     pub addresses: Vec<Address>,
+    /// The domain had no MX: this is the domain itself (RFC 5321 §5.1 implicit MX).
+    pub implicit_mx: bool,
 }
 
 /// The DNS side of outbound delivery.
@@ -125,6 +127,7 @@ impl Dns {
                 Ok(addresses) => Ok(vec![Host {
                     name: domain.to_string(),
                     addresses,
+                    implicit_mx: true,
                 }]),
                 Err(e) => Err(e),
             };
@@ -142,7 +145,11 @@ impl Dns {
         for name in order(records, random_below) {
             let name = name.trim_end_matches('.').to_string();
             match self.addresses(&name, port).await {
-                Ok(addresses) => hosts.push(Host { name, addresses }),
+                Ok(addresses) => hosts.push(Host {
+                    name,
+                    addresses,
+                    implicit_mx: false,
+                }),
                 Err(o) => {
                     // A temporary failure anywhere keeps the whole lookup temporary.
                     if last
@@ -174,6 +181,7 @@ impl Dns {
                 hosts.push(Host {
                     name: name.clone(),
                     addresses: vec![Address::Unix(PathBuf::from(path))],
+                    implicit_mx: false,
                 });
                 continue;
             }
@@ -182,6 +190,7 @@ impl Dns {
                 Ok(addresses) => hosts.push(Host {
                     name: host.to_string(),
                     addresses,
+                    implicit_mx: false,
                 }),
                 Err(o) => last = Some(o),
             }
