@@ -35,6 +35,10 @@ use crate::server::{self, Server};
 pub const SYSTEM_CONFIG: &str = "/etc/cursus/cursus.toml";
 /// The system data directory.
 pub const SYSTEM_DATA_DIR: &str = "/var/spool/cursus";
+/// Deliveries (first attempts and queue runs) in flight at once; each holds a blocking
+/// thread while its transport works. (48 measured no faster than 16 in
+/// bench/outbound-bench.sh: the cost per message is CPU, not waiting.)
+pub const DELIVERY_SLOTS: usize = 16;
 
 /// Command-line choices.
 #[derive(Debug, Clone, Default)]
@@ -531,7 +535,7 @@ async fn serve(
     tokio::spawn(server::serve_unix(server.clone(), submit, Protocol::Smtp));
 
     // Deliveries: the first attempt at once, at most a few at a time.
-    let slots = Arc::new(Semaphore::new(16));
+    let slots = Arc::new(Semaphore::new(DELIVERY_SLOTS));
 
     // The control socket (`cursus queue`): root and the daemon's own uid only.
     let control_path = config.data_dir.join("control.sock");
@@ -637,7 +641,7 @@ async fn serve(
     // Open sessions answer 421 before the runtime (and with it their tasks) goes away.
     server.sessions_ended(Duration::from_secs(5)).await;
     // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(16)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(DELIVERY_SLOTS as u32)).await;
     let _ = std::fs::remove_file(&config.submission_socket);
     let _ = std::fs::remove_file(&control_path);
     Ok(())
