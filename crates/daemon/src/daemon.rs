@@ -641,7 +641,11 @@ async fn serve(
     // Open sessions answer 421 before the runtime (and with it their tasks) goes away.
     server.sessions_ended(Duration::from_secs(5)).await;
     // Let sessions send 421 and deliveries in flight finish (their outcome is recorded).
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(DELIVERY_SLOTS as u32)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        slots.acquire_many(DELIVERY_SLOTS as u32),
+    )
+    .await;
     let _ = std::fs::remove_file(&config.submission_socket);
     let _ = std::fs::remove_file(&control_path);
     Ok(())
