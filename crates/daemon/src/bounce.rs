@@ -201,19 +201,34 @@ pub fn report_for(
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(d))
         });
+    let (remote_mta, diagnostic) = match remote.then(|| split_remote(&text)).flatten() {
+        Some((host, reply)) => (Some(host), reply),
+        None => (None, text),
+    };
     Some(RecipientReport {
         final_recipient: rcpt.address.clone(),
         original_recipient: rcpt.orcpt.clone(),
         action,
         status,
-        diagnostic: text,
-        remote_mta: None,
+        diagnostic,
+        remote_mta,
         explanation: if unknown_local {
             bounces.explain_unknown(&rcpt.address)
         } else {
             None
         },
     })
+}
+
+/// The SMTP client's outcome text, `host[address]:port: reply (in reply to COMMAND)`,
+/// split into the host (for Remote-MTA) and the reply (for `Diagnostic-Code: smtp;`).
+fn split_remote(text: &str) -> Option<(String, String)> {
+    let (relay, reply) = text.split_once(": ")?;
+    let (host, rest) = relay.split_once('[')?;
+    if host.is_empty() || !rest.contains("]:") || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host.to_string(), reply.to_string()))
 }
 
 /// Builds the notice for `reports` about `message` and queues it from the null sender to
@@ -337,6 +352,21 @@ mod tests {
         std::fs::write(&script, "#!/bin/sh\nyes | head -c 100000\n").expect("write");
         let text = b.explain_unknown("a@example.org").expect("text");
         assert_eq!(text.len(), SCRIPT_OUTPUT);
+    }
+
+    #[test]
+    fn a_remote_reply_gives_remote_mta_and_an_smtp_diagnostic() {
+        assert_eq!(
+            split_remote(
+                "mx.example.org[192.0.2.1]:25: 550 5.1.1 no such user (in reply to RCPT TO)"
+            ),
+            Some((
+                "mx.example.org".to_string(),
+                "550 5.1.1 no such user (in reply to RCPT TO)".to_string()
+            ))
+        );
+        assert_eq!(split_remote("user unknown"), None);
+        assert_eq!(split_remote("connect to x: refused"), None);
     }
 
     #[test]
