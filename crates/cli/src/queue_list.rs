@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use cursus_queue::RecipientState;
-
 /// The spool directory: `$CURSUS_DATA_DIR/queue`, else /var/spool/cursus/queue when it
 /// exists, else the single-user default.
 pub fn spool_dir() -> PathBuf {
@@ -21,75 +19,9 @@ pub fn spool_dir() -> PathBuf {
     crate::sendmail::default_data_dir().join("queue")
 }
 
-/// One line per message and recipient, in arrival order within each bucket.
+/// The listing, as the queue crate renders it (`cursus_queue::mailq`).
 pub fn render(root: &Path) -> std::io::Result<String> {
-    let mut out = String::new();
-    let mut count = 0usize;
-    let mut bytes = 0u64;
-    out.push_str("-Queue ID-            --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
-    for bucket in 0..=255u8 {
-        let dir = root.join(format!("{bucket:02x}"));
-        let mut journals: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            // An unreadable bucket (another user's spool) is an error, never an empty queue.
-            Err(e) => return Err(e),
-        };
-        journals.sort();
-        for path in journals {
-            let Ok(text) = std::fs::read(&path) else {
-                continue;
-            };
-            let Ok(replay) = cursus_queue::journal::replay(&text) else {
-                continue;
-            };
-            let m = replay.message;
-            if m.is_removable() {
-                continue;
-            }
-            count += 1;
-            bytes += m.size;
-            let arrival = m
-                .envelope
-                .received
-                .to_zoned_datetime(jiff::tz::TimeZone::system())
-                .strftime("%a %b %e %H:%M:%S")
-                .to_string();
-            let mark = if m.held { "!" } else { "" };
-            out.push_str(&format!(
-                "{:<21} {:>8} {:<20} {}\n",
-                format!("{}{mark}", m.id),
-                m.size,
-                arrival,
-                m.envelope.sender.address().unwrap_or("MAILER-DAEMON")
-            ));
-            for (state, rcpt) in m.recipients.iter().zip(&m.envelope.recipients) {
-                match state {
-                    RecipientState::Deferred { status, text, .. } => {
-                        out.push_str(&format!("{:52}({status} {text})\n", ""));
-                        out.push_str(&format!("{:52}{}\n", "", rcpt.address));
-                    }
-                    RecipientState::Pending => {
-                        out.push_str(&format!("{:52}{}\n", "", rcpt.address));
-                    }
-                    _ => {}
-                }
-            }
-            out.push('\n');
-        }
-    }
-    if count == 0 {
-        return Ok("Mail queue is empty\n".to_string());
-    }
-    out.push_str(&format!(
-        "-- {} Kbytes in {count} Request{}.\n",
-        bytes.div_ceil(1024),
-        if count == 1 { "" } else { "s" }
-    ));
-    Ok(out)
+    cursus_queue::mailq::render(root)
 }
 
 /// Prints the queue; the exit status.
@@ -105,8 +37,23 @@ pub fn run(name: &str) -> u8 {
             crate::sendmail::exit::OK
         }
         Err(e) => {
+            // Not ours to read (system mode): ask the daemon (its showq socket).
+            if let Some(text) = root.parent().and_then(|d| showq(&d.join("showq.sock"))) {
+                print!("{text}");
+                return crate::sendmail::exit::OK;
+            }
             eprintln!("{name}: {}: {e}", root.display());
             crate::sendmail::exit::UNAVAILABLE
         }
     }
+}
+
+/// The listing from the running daemon's showq socket, if it answers.
+fn showq(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    (!text.is_empty()).then_some(text)
 }

@@ -168,3 +168,34 @@ fn join(ids: &[QueueId]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The `showq` socket (`<data_dir>/showq.sock`, mode 0666): any local user connects and
+/// reads the queue listing, as `mailq` prints it, then the daemon closes. For users who
+/// cannot read the spool (system mode: it is the daemon's, 0700), as Postfix's showq
+/// service; like Postfix's default, every local user may list the queue. At most two
+/// listings are made at once (attack: a user looping on the socket to keep the disk busy).
+pub async fn serve_showq(queue_root: std::path::PathBuf, listener: UnixListener) {
+    let busy = Arc::new(Semaphore::new(2));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = busy.clone().acquire_owned().await else {
+            return;
+        };
+        let root = queue_root.clone();
+        tokio::spawn(async move {
+            let text = tokio::task::spawn_blocking(move || cursus_queue::mailq::render(&root))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r);
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => format!("cursusd: cannot list the queue: {e}\n"),
+            };
+            let _ = stream.write_all(text.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            drop(permit);
+        });
+    }
+}

@@ -537,6 +537,14 @@ async fn serve(
     // Deliveries: the first attempt at once, at most a few at a time.
     let slots = Arc::new(Semaphore::new(DELIVERY_SLOTS));
 
+    // The queue listing for users who cannot read the spool (`mailq`).
+    let showq_path = config.data_dir.join("showq.sock");
+    let showq = bind_unix(&showq_path, 0o666)?;
+    tokio::spawn(crate::control::serve_showq(
+        queue.root().to_path_buf(),
+        showq,
+    ));
+
     // The control socket (`cursus queue`): root and the daemon's own uid only.
     let control_path = config.data_dir.join("control.sock");
     let control = bind_unix(&control_path, 0o600)?;
@@ -648,6 +656,7 @@ async fn serve(
     .await;
     let _ = std::fs::remove_file(&config.submission_socket);
     let _ = std::fs::remove_file(&control_path);
+    let _ = std::fs::remove_file(&showq_path);
     Ok(())
 }
 

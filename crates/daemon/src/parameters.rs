@@ -668,8 +668,8 @@ pub fn manual(version: &str) -> String {
          .SH FILES\n/etc/cursus/cursus.toml, /var/spool/cursus/queue, \
          /etc/cursus/lda\\-policy.toml, docs/examples/routing.toml in the source. In the \
          data directory: queue/ (the spool), hints.db (see [hints]), cursusd.pid, submit.sock (local submission, any \
-         user), control.sock (mode 0600; root and the daemon's user only: see \
-         cursus\\-queue(1)).\n\
+         user), showq.sock (the queue listing for mailq, any user), control.sock (mode 0600; \
+         root and the daemon's user only: see cursus\\-queue(1)).\n\
          .SH SEE ALSO\n.BR cursusd (8),\n.BR cursus (1),\n.BR cursus\\-lda (8),\n.BR cursus\\-lda\\-policy (5)\n",
     );
     out

@@ -23,6 +23,7 @@ pub mod fault;
 mod group_commit;
 pub mod id;
 pub mod journal;
+pub mod mailq;
 mod queue;
 pub mod schedule;
 mod spool;
