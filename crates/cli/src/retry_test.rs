@@ -52,7 +52,7 @@ pub fn run(
             if let Ok(c) = cursusd::config::Config::parse(&text, &source, &default_dir) {
                 daemon = c;
             }
-            let lifetime = daemon.queue_lifetime_days.max(1) * 86_400;
+            let lifetime = cursusd::daemon::lifetime_secs(&daemon);
             match RetryRules::parse(&text, &source, lifetime) {
                 Ok(r) => r,
                 Err(errors) => {

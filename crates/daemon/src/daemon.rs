@@ -88,33 +88,15 @@ pub fn load(
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Fatal(format!("{}: {e}", path.display()), 78))?;
             let source = path.display().to_string();
-            let mut config = Config::parse(&text, &source, &data_dir).map_err(|errors| {
-                Fatal(
-                    errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    78,
-                )
-            })?;
+            let mut config = Config::parse(&text, &source, &data_dir).map_err(config_errors)?;
             if let Some(d) = &start.data_dir {
                 config.data_dir = absolute(d);
                 config.submission_socket = config.data_dir.join("submit.sock");
             }
             let machine = crate::config::local_hostname();
             let host_names = [config.hostname.as_str(), machine.as_str()];
-            let mut routing =
-                RoutingConfig::parse_with_host(&text, &source, &host_names).map_err(|errors| {
-                    Fatal(
-                        errors
-                            .iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                        78,
-                    )
-                })?;
+            let mut routing = RoutingConfig::parse_with_host(&text, &source, &host_names)
+                .map_err(config_errors)?;
             // A file without routers keeps the mode's default routing.
             if routing.routers.is_empty() {
                 routing = if root {
@@ -125,16 +107,7 @@ pub fn load(
             }
             let retry =
                 cursus_route::retry::RetryRules::parse(&text, &source, lifetime_secs(&config))
-                    .map_err(|errors| {
-                        Fatal(
-                            errors
-                                .iter()
-                                .map(|e| e.to_string())
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            78,
-                        )
-                    })?;
+                    .map_err(config_errors)?;
             Ok((config, routing, retry))
         }
         None => {
@@ -151,8 +124,14 @@ pub fn load(
     }
 }
 
+/// Every error of a configuration file, one per line, as a start-stopping failure (78).
+fn config_errors<E: std::fmt::Display>(errors: Vec<E>) -> Fatal {
+    let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    Fatal(lines.join("\n"), 78)
+}
+
 /// The queue lifetime in seconds: the default retry rule bounces after it.
-fn lifetime_secs(config: &Config) -> u64 {
+pub fn lifetime_secs(config: &Config) -> u64 {
     config.queue_lifetime_days.clamp(1, 365) * 86_400
 }
 

@@ -3,29 +3,16 @@
 //! the administrator's script, which gets the address as one argument. The notices travel
 //! like any mail: here to a small SMTP sink standing in for the sender's server.
 
+mod common;
+use common::{Daemon, control, free_port, wait_for};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::os::unix::net::UnixStream;
+
 use std::path::Path;
-use std::process::{Child, Command};
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+use std::time::Duration;
 
 /// An SMTP server that accepts everything and keeps each message's text.
 fn sink() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -90,43 +77,23 @@ fn start(dir: &Path, port: u16, dead: u16, sink: u16) -> Daemon {
     .expect("script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let config = dir.join("cursus.toml");
-    std::fs::write(
-        &config,
-        format!(
+    common::start(
+        dir,
+        port,
+        &format!(
             "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\nverify_local_recipients = false\n\
-             [bounce]\ndelay_warnings = [\"1s\"]\nunknown_user_script = \"{}\"\n\
-             [routing]\nlocal_domains = [\"localhost\"]\n\
-             [[router]]\nname = \"unreachable\"\ndriver = \"manualroute\"\n\
-             domains = [\"remote.test\"]\nhosts = [\"127.0.0.1\"]\nport = {dead}\n\
-             transport = \"remote\"\n\
-             [[router]]\nname = \"senders\"\ndriver = \"manualroute\"\n\
-             domains = [\"sender.test\"]\nhosts = [\"127.0.0.1\"]\nport = {sink}\n\
-             transport = \"remote\"\n\
-             [[transport]]\nname = \"remote\"\ndriver = \"smtp\"\n",
+         [bounce]\ndelay_warnings = [\"1s\"]\nunknown_user_script = \"{}\"\n\
+         [routing]\nlocal_domains = [\"localhost\"]\n\
+         [[router]]\nname = \"unreachable\"\ndriver = \"manualroute\"\n\
+         domains = [\"remote.test\"]\nhosts = [\"127.0.0.1\"]\nport = {dead}\n\
+         transport = \"remote\"\n\
+         [[router]]\nname = \"senders\"\ndriver = \"manualroute\"\n\
+         domains = [\"sender.test\"]\nhosts = [\"127.0.0.1\"]\nport = {sink}\n\
+         transport = \"remote\"\n\
+         [[transport]]\nname = \"remote\"\ndriver = \"smtp\"\n",
             script.display()
         ),
     )
-    .expect("config");
-    let log = std::fs::File::create(dir.join("log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_cursusd"))
-        .arg("-c")
-        .arg(&config)
-        .arg("-d")
-        .arg(dir.join("data"))
-        .env("HOME", dir)
-        .stderr(log)
-        .spawn()
-        .expect("cursusd starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || !dir.join("data/control.sock").exists()
-    {
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "cursusd did not start:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon(child)
 }
 
 /// One message over raw SMTP; the queue id from the 250 reply.
@@ -164,30 +131,6 @@ fn send(port: u16, to: &str) -> String {
     assert!(r.starts_with("250"), "{r}");
     let _ = out.write_all(b"QUIT\r\n");
     r.split_whitespace().last().expect("id").to_string()
-}
-
-fn control(dir: &Path, line: &str) -> String {
-    let stream = UnixStream::connect(dir.join("data/control.sock")).expect("control socket");
-    (&stream)
-        .write_all(format!("{line}\n").as_bytes())
-        .expect("write");
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .expect("answer");
-    answer
-}
-
-fn wait_for(what: &str, dir: &Path, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

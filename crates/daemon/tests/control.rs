@@ -4,42 +4,19 @@
 //! use the socket (the attack: any account holding or deleting other people's queued mail).
 //! Needs python3 for the SMTP client; skipped with a note without it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+mod common;
+use common::{Daemon, control, free_port, have, wait_for};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// cursusd relaying remote.test to a port where nobody listens.
 fn start(dir: &Path, port: u16, dead_port: u16) -> Daemon {
-    let config = dir.join("cursus.toml");
-    std::fs::write(
-        &config,
-        format!(
+    common::start(
+        dir,
+        port,
+        &format!(
             "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n\
              [routing]\nlocal_domains = [\"localhost\"]\n\
              [[router]]\nname = \"unreachable\"\ndriver = \"manualroute\"\n\
@@ -48,28 +25,6 @@ fn start(dir: &Path, port: u16, dead_port: u16) -> Daemon {
              [[transport]]\nname = \"remote\"\ndriver = \"smtp\"\n"
         ),
     )
-    .expect("config");
-    let log = std::fs::File::create(dir.join("log")).expect("log");
-    // As root this is system mode (it becomes the `cursus` user: scripts/test creates it);
-    // otherwise single-user mode as the invoking user.
-    let child = Command::new(env!("CARGO_BIN_EXE_cursusd"))
-        .arg("-c")
-        .arg(&config)
-        .arg("-d")
-        .arg(dir.join("data"))
-        .env("HOME", dir)
-        .stderr(log)
-        .spawn()
-        .expect("cursusd starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || !dir.join("data/control.sock").exists()
-    {
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "cursusd did not start:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon(child)
 }
 
 /// Sends one message over SMTP with Python's smtplib; the queue id from the 250 reply.
@@ -101,21 +56,6 @@ fn send(port: u16, to: &str) -> String {
         .to_string()
 }
 
-fn control(dir: &Path, line: &str) -> String {
-    let stream = UnixStream::connect(dir.join("data/control.sock")).expect("control socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    (&stream)
-        .write_all(format!("{line}\n").as_bytes())
-        .expect("write");
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .expect("answer");
-    answer.trim_end().to_string()
-}
-
 fn journal(dir: &Path, id: &str) -> Option<PathBuf> {
     let queue = dir.join("data/queue");
     for bucket in std::fs::read_dir(&queue).ok()?.flatten() {
@@ -136,14 +76,6 @@ fn attempts(dir: &Path, id: &str) -> usize {
         .count()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn hold_release_flush_delete_through_the_control_socket() {
     if !have("python3") {
@@ -161,7 +93,7 @@ fn hold_release_flush_delete_through_the_control_socket() {
     let id = send(port, "someone@remote.test");
     let jnl = journal(dir, &id).expect("the message is queued");
     // The first attempt is deferred (nobody listens on the dead port).
-    wait_for("the first attempt", || attempts(dir, &id) == 1);
+    wait_for("the first attempt", dir, || attempts(dir, &id) == 1);
 
     // Malformed commands change nothing.
     assert!(control(dir, "hold").starts_with("error"), "hold without id");
@@ -183,7 +115,7 @@ fn hold_release_flush_delete_through_the_control_socket() {
     // Released, it is tried at once (another record).
     let released = control(dir, &format!("release {id}"));
     assert!(released.starts_with("ok release"), "{released}");
-    wait_for("the attempt after release", || attempts(dir, &id) == 2);
+    wait_for("the attempt after release", dir, || attempts(dir, &id) == 2);
     assert!(std::fs::metadata(&jnl).expect("journal").len() > size_held);
 
     // Another local user cannot reach the socket (or is refused by its uid).
@@ -210,7 +142,7 @@ fn hold_release_flush_delete_through_the_control_socket() {
 
     let deleted = control(dir, &format!("delete {id}"));
     assert!(deleted.starts_with("ok delete"), "{deleted}");
-    wait_for("the message to leave the queue", || {
+    wait_for("the message to leave the queue", dir, || {
         journal(dir, &id).is_none()
     });
 }

@@ -3,34 +3,12 @@
 //! never executed (the CVE-2011-0411 class), and SIGHUP reloads the certificate. Needs
 //! `openssl` (to make a certificate) and `python3`; skipped with a note without them.
 
+mod common;
+use common::{Daemon, free_port, have};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn certificate(dir: &Path, cn: &str) {
     let status = Command::new("openssl")
@@ -50,32 +28,14 @@ fn certificate(dir: &Path, cn: &str) {
 }
 
 fn start(dir: &Path, port: u16) -> Daemon {
-    let config = dir.join("cursus.toml");
-    std::fs::write(
-        &config,
-        format!(
+    common::start(
+        dir,
+        port,
+        &format!(
             "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[tls]\ncertificate = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\n",
             dir.display()
         ),
     )
-    .expect("config");
-    let log = std::fs::File::create(dir.join("log")).expect("log");
-    // Not root here: single-user mode as the invoking user.
-    let child = Command::new(env!("CARGO_BIN_EXE_cursusd"))
-        .arg("-c")
-        .arg(&config)
-        .arg("-d")
-        .arg(dir.join("data"))
-        .env("HOME", dir)
-        .stderr(log)
-        .spawn()
-        .expect("cursusd starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "cursusd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon(child)
 }
 
 const CLIENT: &str = r#"
