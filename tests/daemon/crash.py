@@ -18,9 +18,7 @@ import collections
 import os
 import random
 import shutil
-import smtplib
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,78 +31,12 @@ SLOTS = 16  # concurrent first attempts in cursusd (daemon.rs)
 PAUSE = 0.01  # between messages of one sender: bounds the run on a fast machine
 
 
-class Senders:
-    def __init__(self, port):
-        self.port = port
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.accepted = set()  # got 250
-        self.unknown = set()  # sent, no final reply
-        self.refused = collections.Counter()
-        self.threads = [threading.Thread(target=self.run, args=(t,)) for t in range(THREADS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def join(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join()
-
-    def run(self, t):
-        n = 0
-        filler = "".join(f"filler line {i:03d} ......................................................\r\n" for i in range(40))
-        while not self.stop.is_set():
-            try:
-                s = smtplib.SMTP("127.0.0.1", self.port, timeout=20)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            try:
-                s.ehlo("crash.example")
-                while not self.stop.is_set():
-                    mid = f"<crash-{t}-{n}@crash.test>"
-                    n += 1
-                    body = (
-                        f"From: c@x.test\r\nTo: crash@localhost\r\nMessage-ID: {mid}\r\nSubject: {mid}\r\n\r\n"
-                        f"{filler}END-OF-MESSAGE {mid}\r\n"
-                    )
-                    code, _ = s.mail("c@x.test")
-                    if code != 250:
-                        self.refused[code] += 1
-                        break
-                    code, _ = s.rcpt("crash@localhost")
-                    if code != 250:
-                        self.refused[code] += 1
-                        s.rset()
-                        continue
-                    with self.lock:
-                        self.unknown.add(mid)
-                    code, _ = s.data(body)
-                    with self.lock:
-                        if code == 250:
-                            self.unknown.discard(mid)
-                            self.accepted.add(mid)
-                        else:
-                            self.refused[code] += 1
-                    time.sleep(PAUSE)
-                s.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-            finally:
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-
 def main():
     d = harness.Daemon("crash")
     ok = False
     try:
         d.start()
-        senders = Senders(d.port)
+        senders = harness.Senders(d.port, "crash@localhost", "crash", THREADS, PAUSE)
         senders.start()
         rng = random.Random(os.environ.get("CRASH_SEED", str(time.time())))
         for k in range(KILLS):

@@ -15,7 +15,6 @@ usage: python3 tests/daemon/crash_outbound.py [KILLS]
 import collections
 import os
 import random
-import smtplib
 import socketserver
 import sys
 import threading
@@ -77,47 +76,6 @@ class SinkSession(socketserver.StreamRequestHandler):
             w.flush()
 
 
-class Senders:
-    def __init__(self, port):
-        self.port = port
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.accepted = set()
-        self.unknown = set()
-        self.threads = [threading.Thread(target=self.run, args=(t,)) for t in range(THREADS)]
-        for t in self.threads:
-            t.start()
-
-    def join(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join()
-
-    def run(self, t):
-        n = 0
-        while not self.stop.is_set():
-            try:
-                s = smtplib.SMTP("127.0.0.1", self.port, timeout=20)
-                s.ehlo("crash.example")
-                while not self.stop.is_set():
-                    mid = f"<relay-{t}-{n}@crash.test>"
-                    n += 1
-                    body = f"From: c@x.test\r\nMessage-ID: {mid}\r\n\r\nbody\r\nEND-OF-MESSAGE {mid}\r\n"
-                    if s.mail("c@x.test")[0] != 250 or s.rcpt("x@sink.test")[0] != 250:
-                        s.rset()
-                        continue
-                    with self.lock:
-                        self.unknown.add(mid)
-                    code, _ = s.data(body)
-                    with self.lock:
-                        if code == 250:
-                            self.unknown.discard(mid)
-                            self.accepted.add(mid)
-                    time.sleep(0.01)
-            except (smtplib.SMTPException, OSError):
-                time.sleep(0.05)
-
-
 def main():
     sink = Sink()
     threading.Thread(target=sink.serve_forever, daemon=True).start()
@@ -141,7 +99,8 @@ driver = "smtp"
     ok = False
     try:
         d.start()
-        senders = Senders(d.port)
+        senders = harness.Senders(d.port, "x@sink.test", "relay", THREADS, filler_lines=0)
+        senders.start()
         rng = random.Random(os.environ.get("CRASH_SEED", str(time.time())))
         for k in range(KILLS):
             time.sleep(rng.uniform(0.4, 1.2))

@@ -14,6 +14,9 @@ Only the Python standard library. The temporary directory is removed when the te
 and kept (its path printed, with the daemon's log) when one fails.
 """
 
+import collections
+import smtplib
+import threading
 import email
 import email.policy
 import os
@@ -328,6 +331,81 @@ class Daemon:
 
 
 VALIDATOR = os.path.join(ROOT, "..", "shared", "tools", "validate_maildir.py")
+
+
+class Senders:
+    """THREADS senders, each sending messages for `rcpt` with a unique Message-ID
+    (`<{tag}-{thread}-{n}@crash.test>`) and an end marker over SMTP until stopped, recording
+    which got 250 (`accepted`), which got no final reply (`unknown`) and the refusals."""
+
+    def __init__(self, port, rcpt, tag, threads=4, pause=0.01, filler_lines=40):
+        self.port = port
+        self.rcpt = rcpt
+        self.tag = tag
+        self.pause = pause
+        self.filler_lines = filler_lines
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.accepted = set()  # got 250
+        self.unknown = set()  # sent, no final reply
+        self.refused = collections.Counter()
+        self.threads = [threading.Thread(target=self.run, args=(t,)) for t in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def join(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def run(self, t):
+        n = 0
+        filler = "".join(f"filler line {i:03d} ......................................................\r\n" for i in range(self.filler_lines))
+        while not self.stop.is_set():
+            try:
+                s = smtplib.SMTP("127.0.0.1", self.port, timeout=20)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            try:
+                s.ehlo("crash.example")
+                while not self.stop.is_set():
+                    mid = f"<{self.tag}-{t}-{n}@crash.test>"
+                    n += 1
+                    body = (
+                        f"From: c@x.test\r\nTo: {self.rcpt}\r\nMessage-ID: {mid}\r\nSubject: {mid}\r\n\r\n"
+                        f"{filler}END-OF-MESSAGE {mid}\r\n"
+                    )
+                    code, _ = s.mail("c@x.test")
+                    if code != 250:
+                        self.refused[code] += 1
+                        break
+                    code, _ = s.rcpt(self.rcpt)
+                    if code != 250:
+                        self.refused[code] += 1
+                        s.rset()
+                        continue
+                    with self.lock:
+                        self.unknown.add(mid)
+                    code, _ = s.data(body)
+                    with self.lock:
+                        if code == 250:
+                            self.unknown.discard(mid)
+                            self.accepted.add(mid)
+                        else:
+                            self.refused[code] += 1
+                    time.sleep(self.pause)
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            finally:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
 
 
 def validate_maildir(path, count):
