@@ -73,51 +73,7 @@ class OldSink(ot.PolicySink):
             self.helo_seen += 1
         writer.write(b"250 old.test\r\n")
         await writer.drain()
-        await commands(self, reader, writer)
-
-
-async def commands(sink, reader, writer):
-    """A plain sink's command loop after HELO: every recipient accepted."""
-    mail, rcpts = None, []
-    try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            cmd = line.decode("utf-8", "replace").strip()
-            up = cmd.upper()
-            if up.startswith("MAIL"):
-                mail, rcpts = cmd, []
-                writer.write(b"250 2.1.0 ok\r\n")
-            elif up.startswith("RCPT"):
-                rcpts.append(cmd.split("<", 1)[1].split(">", 1)[0].lower())
-                writer.write(b"250 2.1.5 ok\r\n")
-            elif up == "DATA":
-                writer.write(b"354 go ahead\r\n")
-                await writer.drain()
-                body = b""
-                while True:
-                    l = await reader.readline()
-                    if not l or l == b".\r\n":
-                        break
-                    body += l
-                with sink.lock:
-                    sink.transactions.append(("old", mail, list(rcpts), body))
-                writer.write(b"250 2.0.0 queued\r\n")
-            elif up == "RSET":
-                writer.write(b"250 2.0.0 ok\r\n")
-            elif up == "QUIT":
-                writer.write(b"221 2.0.0 bye\r\n")
-                await writer.drain()
-                break
-            else:
-                writer.write(b"502 5.5.2 not here\r\n")
-            await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    writer.close()
-
-
+        await self.session(reader, writer, "old")
 
 
 class Loop:

@@ -99,6 +99,10 @@ class PolicySink:
             writer.close()
             return
         writer.write(b"220 sink.test ESMTP policy sink\r\n")
+        await self.session(reader, writer, peer)
+
+    async def session(self, reader, writer, peer):
+        """The command loop after the greeting, recording transactions under `peer`."""
         mail, rcpts, accepted = None, [], []
         try:
             while True:
