@@ -6,17 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// The spool directory: `$CURSUS_DATA_DIR/queue`, else /var/spool/cursus/queue when it
-/// exists, else the single-user default.
+/// The spool directory: `queue` in the data directory `cursus queue` uses
+/// ([`crate::queue_control::data_dir`]).
 pub fn spool_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CURSUS_DATA_DIR") {
-        return PathBuf::from(d).join("queue");
-    }
-    let system = PathBuf::from("/var/spool/cursus/queue");
-    if system.is_dir() {
-        return system;
-    }
-    crate::sendmail::default_data_dir().join("queue")
+    crate::queue_control::data_dir(None).join("queue")
 }
 
 /// The listing, as the queue crate renders it (`cursus_queue::mailq`).

@@ -301,12 +301,9 @@ pub fn submission_socket() -> PathBuf {
     default_data_dir().join("submit.sock")
 }
 
-/// The single-user data directory when none is given.
+/// The single-user data directory when none is given (the daemon's own default).
 pub fn default_data_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/cursus"),
-        None => PathBuf::from("cursus-data"),
-    }
+    cursusd::daemon::default_data_dir()
 }
 
 /// One SMTP reply read from the daemon.
@@ -612,9 +609,7 @@ fn check_aliases(name: &str) -> u8 {
 /// -q: ask the running daemon to try every deferred message now (SIGUSR1 to the pid in its
 /// data directory).
 fn run_queue(name: &str) -> u8 {
-    let data_dir = std::env::var_os("CURSUS_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_data_dir);
+    let data_dir = crate::queue_control::data_dir(None);
     let pid_file = data_dir.join("cursusd.pid");
     let pid = std::fs::read_to_string(&pid_file)
         .ok()
