@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cursus_mail::dsn::{self, Action, RecipientReport, Templates};
 use cursus_mail::{EnhancedStatus, Sender};
 use cursus_queue::{Envelope, Notify, Queue, QueueId, QueuedMessage, Recipient, RecipientState};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use crate::config::BounceSettings;
 use crate::log;
@@ -41,7 +41,7 @@ pub struct Bounces {
     /// Local domains: a 5.1.1 there is an unknown local user.
     pub local_domains: Vec<String>,
     /// The retry rules, for the give-up time a delay notice announces.
-    pub retry: Option<cursus_route::retry::RetryRules>,
+    pub retry: Option<crate::retry::Rules>,
 }
 
 impl Bounces {
@@ -285,18 +285,9 @@ impl Bounces {
         rcpt: &Recipient,
         outcome: &cursus_mail::Outcome,
     ) -> Option<Timestamp> {
-        let rules = self.retry.as_ref()?;
-        let rule = rules.find(
-            &rcpt.address,
-            crate::retry::classify(outcome),
-            envelope.sender.address().unwrap_or(""),
-        );
-        envelope
-            .received
-            .checked_add(SignedDuration::from_secs(
-                i64::try_from(rule.lifetime).unwrap_or(i64::MAX / 4),
-            ))
-            .ok()
+        self.retry
+            .as_ref()?
+            .give_up(envelope, &rcpt.address, outcome)
     }
 }
 

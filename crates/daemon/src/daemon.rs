@@ -229,6 +229,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     // Read before the credential drop (the templates may be root's only).
     let mut bounces = crate::bounce::Bounces::load(&config.bounce).map_err(fatal(78))?;
     bounces.local_domains = routing_config.local_domains.clone();
+    let retry = crate::retry::Rules::new(retry);
     bounces.retry = Some(retry.clone());
     if start.check {
         let world = World::system();
@@ -291,7 +292,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
         retry.clone(),
     ));
     let options = cursus_queue::Options {
-        retry: Some(Arc::new(crate::retry::Rules(retry))),
+        retry: Some(Arc::new(retry)),
         ..cursus_queue::Options::default()
     };
     let queue = Queue::open_with(&queue_dir, options).map_err(|e| {

@@ -11,11 +11,47 @@
 
 use cursus_mail::{Outcome, codes};
 use cursus_queue::{Envelope, RetryPolicy};
-use cursus_route::retry::{ErrorClass, RetryRules};
+use std::sync::Arc;
+
+use cursus_route::retry::{ErrorClass, RetryRule, RetryRules};
 use jiff::{SignedDuration, Timestamp};
 
-/// The configured rules, as the queue's retry policy.
-pub struct Rules(pub RetryRules);
+/// The configured rules, shared by the queue (as its retry policy), the hints and the
+/// delay notices (for the time the sender is told).
+#[derive(Clone, Debug)]
+pub struct Rules(pub Arc<RetryRules>);
+
+impl Rules {
+    pub fn new(rules: RetryRules) -> Rules {
+        Rules(Arc::new(rules))
+    }
+
+    /// The rule for recipient `address` of a message with `envelope` failing with `outcome`.
+    pub fn rule(&self, envelope: &Envelope, address: &str, outcome: &Outcome) -> &RetryRule {
+        let sender = envelope.sender.address().unwrap_or("");
+        self.0.find(address, classify(outcome), sender)
+    }
+
+    /// When that recipient is given up: arrival plus its rule's lifetime.
+    pub fn give_up(
+        &self,
+        envelope: &Envelope,
+        address: &str,
+        outcome: &Outcome,
+    ) -> Option<Timestamp> {
+        after_arrival(envelope, self.rule(envelope, address, outcome).lifetime)
+    }
+}
+
+/// `secs` after the message's arrival.
+fn after_arrival(envelope: &Envelope, secs: u64) -> Option<Timestamp> {
+    envelope
+        .received
+        .checked_add(SignedDuration::from_secs(
+            i64::try_from(secs).unwrap_or(i64::MAX / 4),
+        ))
+        .ok()
+}
 
 impl RetryPolicy for Rules {
     fn next_attempt(
@@ -30,16 +66,10 @@ impl RetryPolicy for Rules {
             .recipients
             .get(recipient)
             .map_or("", |r| r.address.as_str());
-        let sender = envelope.sender.address().unwrap_or("");
-        let rule = self.0.find(address, classify(outcome), sender);
+        let rule = self.rule(envelope, address, outcome);
         let elapsed = now.duration_since(envelope.received).as_secs().max(0);
         let next = rule.next_after(u64::try_from(elapsed).unwrap_or(0))?;
-        envelope
-            .received
-            .checked_add(SignedDuration::from_secs(
-                i64::try_from(next).unwrap_or(i64::MAX / 4),
-            ))
-            .ok()
+        after_arrival(envelope, next)
     }
 }
 
@@ -135,7 +165,7 @@ mod tests {
     fn the_first_matching_rule_schedules_and_the_lifetime_bounces() {
         let text =
             "[[retry]]\npattern = \"slow.example\"\nerrors = [\"rcpt\"]\nschedule = \"F,2h,20m\"\n";
-        let rules = Rules(RetryRules::parse(text, "c", 86_400).expect("rules"));
+        let rules = Rules::new(RetryRules::parse(text, "c", 86_400).expect("rules"));
         let received = Timestamp::from_second(1_000_000).expect("time");
         let envelope = Envelope {
             received,

@@ -83,11 +83,11 @@ fn system_clock() -> i64 {
 impl Hints {
     /// Opens DATA_DIR/hints.db (recreating a damaged file); without it, hints are off
     /// and delivery goes on.
-    pub fn open(data_dir: &Path, settings: Settings, rules: RetryRules) -> Hints {
+    pub fn open(data_dir: &Path, settings: Settings, rules: crate::retry::Rules) -> Hints {
         let hints = Hints {
             path: data_dir.join(FILE),
             settings,
-            rules: crate::retry::Rules(rules),
+            rules,
             store: Mutex::new(None),
             waited_for: Mutex::new(HashSet::new()),
             marked: Mutex::new(HashSet::new()),
@@ -110,7 +110,7 @@ impl Hints {
         Hints {
             path: PathBuf::from(":memory:"),
             settings,
-            rules: crate::retry::Rules(rules),
+            rules: crate::retry::Rules::new(rules),
             store: Mutex::new(Some(store)),
             waited_for: Mutex::new(HashSet::new()),
             marked: Mutex::new(HashSet::new()),

@@ -423,7 +423,11 @@ fn a_damaged_file_is_recreated_and_delivery_goes_on() {
     )
     .expect("write");
     let rules = RetryRules::defaults(86_400);
-    let h = Hints::open(dir.path(), Settings::default(), rules.clone());
+    let h = Hints::open(
+        dir.path(),
+        Settings::default(),
+        crate::retry::Rules::new(rules.clone()),
+    );
     h.failed_ehlo("old.example", "500");
     assert!(h.helo_only("old.example"));
     assert!(dir.path().join("hints.db.bad").exists());
@@ -431,7 +435,11 @@ fn a_damaged_file_is_recreated_and_delivery_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join(super::FILE)).expect("mkdir");
     std::fs::write(dir.path().join("hints.db.bad"), b"x").expect("write");
-    let h = Hints::open(dir.path(), Settings::default(), rules);
+    let h = Hints::open(
+        dir.path(),
+        Settings::default(),
+        crate::retry::Rules::new(rules),
+    );
     h.failed_ehlo("old.example", "500");
     assert!(!h.helo_only("old.example"));
     let mut o = timeout();
