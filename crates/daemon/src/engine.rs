@@ -387,14 +387,8 @@ impl Engine {
         }
     }
 
-    /// When every recipient is final: queue the DSN that is owed (if any), then remove.
-    pub fn finish_if_done(&self, id: QueueId) {
-        if let Ok(message) = self.queue.message(id) {
-            self.finish_with(message);
-        }
-    }
-
-    /// [`Engine::finish_if_done`] with the message's current state in hand.
+    /// When every recipient of `message` (its current state) is final: queue the DSN that
+    /// is owed (if any), then remove it.
     fn finish_with(&self, message: QueuedMessage) {
         let id = message.id;
         if !message.is_complete() {
