@@ -318,13 +318,19 @@ mod tests {
     fn the_script_gets_the_address_as_one_argument_and_is_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let script = dir.path().join("explain");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\nprintf 'No one called %s works here.\\n' \"$1\"\n",
-        )
-        .expect("write");
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        // Each version is written through install(1) so that no descriptor of this
+        // threaded process can leak into another test's fork and make exec fail (ETXTBSY).
+        let put = |body: &str| {
+            let text = dir.path().join("explain.txt");
+            std::fs::write(&text, body).expect("write");
+            let ok = std::process::Command::new("install")
+                .arg("-m755")
+                .arg(&text)
+                .arg(&script)
+                .status();
+            assert!(ok.expect("install").success());
+        };
+        put("#!/bin/sh\nprintf 'No one called %s works here.\\n' \"$1\"\n");
         let b = Bounces {
             unknown_user_script: Some(script.clone()),
             ..Bounces::default()
@@ -337,10 +343,10 @@ mod tests {
             "No one called x$(touch /tmp/pwned)@example.org works here.\n"
         );
         // A failing script gives no text (the built-in explanation is used).
-        std::fs::write(&script, "#!/bin/sh\nexit 3\n").expect("write");
+        put("#!/bin/sh\nexit 3\n");
         assert!(b.explain_unknown("a@example.org").is_none());
         // A huge output is cut.
-        std::fs::write(&script, "#!/bin/sh\nyes | head -c 100000\n").expect("write");
+        put("#!/bin/sh\nyes | head -c 100000\n");
         let text = b.explain_unknown("a@example.org").expect("text");
         assert_eq!(text.len(), SCRIPT_OUTPUT);
     }

@@ -70,13 +70,20 @@ fn sink() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 fn start(dir: &Path, port: u16, dead: u16, sink: u16) -> Daemon {
     let script = dir.join("explain");
+    // Through install(1): a writable descriptor of this threaded process could leak into
+    // another test's fork and make the exec fail with ETXTBSY.
+    let text = dir.join("explain.txt");
     std::fs::write(
-        &script,
+        &text,
         "#!/bin/sh\nprintf 'Nobody called %s here; write to sales@localhost.\\n' \"$1\"\n",
     )
     .expect("script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let ok = std::process::Command::new("install")
+        .arg("-m755")
+        .arg(&text)
+        .arg(&script)
+        .status();
+    assert!(ok.expect("install").success());
     common::start(
         dir,
         port,

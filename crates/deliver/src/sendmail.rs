@@ -215,12 +215,18 @@ fn wait_limited(child: &mut std::process::Child, limit: Duration) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &std::path::Path, body: &str) -> String {
         let p = dir.join("sendmail");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Written by a child (install), never through a descriptor of this threaded
+        // process: another test's fork could inherit it and make exec fail (ETXTBSY).
+        std::fs::write(dir.join("sendmail.txt"), format!("#!/bin/sh\n{body}\n")).expect("write");
+        let ok = std::process::Command::new("install")
+            .arg("-m755")
+            .arg(dir.join("sendmail.txt"))
+            .arg(&p)
+            .status();
+        assert!(ok.expect("install").success());
         p.display().to_string()
     }
 

@@ -50,8 +50,16 @@ fn fake_sendmail(s: &Scratch) -> PathBuf {
          if [ -e {root}/sendmail-exit ]; then exit $(cat {root}/sendmail-exit); fi\n\
          exit 0\n"
     );
-    let p = s.file("fake-sendmail", script.as_bytes());
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Through install(1): a writable descriptor of this threaded process could leak into
+    // another test's fork and make the exec fail with ETXTBSY.
+    let text = s.file("fake-sendmail.txt", script.as_bytes());
+    let p = s.path("fake-sendmail");
+    let ok = std::process::Command::new("install")
+        .arg("-m755")
+        .arg(&text)
+        .arg(&p)
+        .status();
+    assert!(ok.expect("install").success());
     p
 }
 

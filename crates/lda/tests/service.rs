@@ -340,8 +340,16 @@ fn script(svc: &Service, name: &str, body: &str) -> String {
     fs::create_dir_all(&bin).expect("bin");
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = bin.join(name);
-    fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Through install(1): a writable descriptor of this threaded process could leak into
+    // another test's fork and make the exec fail with ETXTBSY.
+    let text = bin.join(format!("{name}.txt"));
+    fs::write(&text, format!("#!/bin/sh\n{body}\n")).expect("script");
+    let ok = std::process::Command::new("install")
+        .arg("-m755")
+        .arg(&text)
+        .arg(&path)
+        .status();
+    assert!(ok.expect("install").success());
     path.display().to_string()
 }
 
