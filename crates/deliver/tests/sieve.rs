@@ -60,6 +60,7 @@ fn fake_sendmail(s: &Scratch) -> PathBuf {
         .arg(&p)
         .status();
     assert!(ok.expect("install").success());
+    std::fs::remove_file(text).expect("rm");
     p
 }
 
