@@ -59,6 +59,8 @@ wait_count() { # pattern n timeout
     done
 }
 now() { date +%s.%N; }
+# user + system CPU time of a process so far, in clock ticks (/proc/PID/stat fields 14, 15)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 start_cursusd() {
     local data=$TMP/data-$1
@@ -147,14 +149,18 @@ if [ -n "${PERF:-}" ]; then   # PERF=out.data: profile cursusd during the queue 
     PERFPID=$!
     sleep 0.5
 fi
+cpu0=$(cpu_ticks "$CPID")
 t0=$(now)
 kill -USR1 "$CPID"
 wait_count "status=sent" "$N" 600
 t1=$(now)
+cpu1=$(cpu_ticks "$CPID")
 if [ -n "${PERF:-}" ]; then kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; fi
 outbound=$(python3 -c "print(f'{$N/($t1-$t0):.0f}')")
 reused=$(count "conn=reused")
 echo "outbound cursusd queue -> smtp-sink:     $outbound msg/s ($reused of $N deliveries on a reused connection)"
+cpu_us=$(python3 -c "print(f'{($cpu1-$cpu0)/$(getconf CLK_TCK)*1e6/$N:.0f}')")
+echo "         cursusd CPU (user+system) per message in the queue run: $cpu_us us (less noisy than the rate on a shared machine)"
 stop_cursusd
 ceiling2=$(ceiling_run)
 echo "ceiling  smtp-source -> smtp-sink:        $ceiling2 msg/s (after)"

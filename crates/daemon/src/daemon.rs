@@ -40,6 +40,13 @@ pub const SYSTEM_DATA_DIR: &str = "/var/spool/cursus";
 /// bench/outbound-bench.sh: the cost per message is CPU, not waiting.)
 pub const DELIVERY_SLOTS: usize = 16;
 
+/// The most messages one delivery slot attempts together in a queue run (see
+/// Engine::attempt_batch).
+const QUEUE_RUN_BATCH: usize = 32;
+
+/// The most freshly accepted messages one delivery slot attempts together.
+const FIRST_ATTEMPT_BATCH: usize = 16;
+
 /// Command-line choices.
 #[derive(Debug, Clone, Default)]
 pub struct Start {
@@ -546,8 +553,16 @@ async fn serve(
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
+                // Whatever else was accepted meanwhile goes in the same batch.
+                let mut batch = vec![id];
+                while batch.len() < FIRST_ATTEMPT_BATCH {
+                    match first_rx.try_recv() {
+                        Ok(id) => batch.push(id),
+                        Err(_) => break,
+                    }
+                }
                 tokio::task::spawn_blocking(move || {
-                    engine.attempt(id);
+                    engine.attempt_batch(&batch, false);
                     drop(permit);
                 });
             }
@@ -570,7 +585,7 @@ async fn serve(
                 let q = queue.clone();
                 let due: Vec<QueueId> = tokio::task::spawn_blocking(move || {
                     if forced {
-                        return q.list().filter_map(|m| m.ok().map(|m| m.id)).collect();
+                        return q.ids();
                     }
                     q.due(Timestamp::now())
                         .filter_map(|d| match d {
@@ -584,13 +599,16 @@ async fn serve(
                 })
                 .await
                 .unwrap_or_default();
-                for id in due {
+                // Batches small enough that every delivery slot gets a share of a short run.
+                let size = due.len().div_ceil(DELIVERY_SLOTS).clamp(1, QUEUE_RUN_BATCH);
+                for batch in due.chunks(size) {
                     let engine = engine.clone();
+                    let batch = batch.to_vec();
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         return;
                     };
                     tokio::task::spawn_blocking(move || {
-                        engine.attempt_with(id, forced);
+                        engine.attempt_batch(&batch, forced);
                         drop(permit);
                     });
                 }

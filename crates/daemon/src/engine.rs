@@ -40,6 +40,18 @@ struct RemotePart {
     next_hop: NextHop,
 }
 
+/// A message whose remote deliveries are under way: its outcomes so far (`None`: only
+/// remote deliveries, not answered yet) and its remote recipients grouped by next hop.
+struct Waiting {
+    id: QueueId,
+    message: QueuedMessage,
+    outcomes: Vec<(usize, Option<Outcome>)>,
+    groups: Vec<(NextHop, Vec<RemotePart>)>,
+    started: Instant,
+    /// The length of the journal `message` was read from (Queue::message_seen).
+    journal_len: u64,
+}
+
 /// The delivery side of the daemon.
 pub struct Engine {
     pub queue: Arc<Queue>,
@@ -98,27 +110,78 @@ impl Engine {
     /// With `force`, every recipient not yet final is tried now, whatever its schedule says
     /// (`sendmail -q`); a held message stays held.
     pub fn attempt_with(&self, id: QueueId, force: bool) {
-        if !self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id)
-        {
-            return;
+        self.attempt_batch(&[id], force);
+    }
+
+    /// Attempts several messages from one thread of the blocking pool: each message's local
+    /// deliveries are made in turn, then the remote deliveries of them all go to the
+    /// outbound service at once (messages for the same destination follow each other on
+    /// its connections), and each message's outcomes are recorded as soon as its own
+    /// answers are in. Saves the hand-over between threads per message that dominated the
+    /// cost of a queue run; a message is never kept waiting for another one's answers.
+    pub fn attempt_batch(&self, ids: &[QueueId], force: bool) {
+        let mut waiting: Vec<Option<Waiting>> = Vec::new();
+        let mut jobs = Vec::new();
+        for &id in ids {
+            if !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id)
+            {
+                continue;
+            }
+            match self.prepare(id, force) {
+                Some((w, job)) => {
+                    waiting.push(Some(w));
+                    jobs.push(job);
+                }
+                None => self.release(id),
+            }
         }
-        self.attempt_inner(id, force);
+        let Some(outbound) = self.outbound.as_ref().filter(|_| !waiting.is_empty()) else {
+            return;
+        };
+        let answers = outbound.deliver_jobs(jobs);
+        let mut left = waiting.len();
+        while left > 0 {
+            let Ok((i, results)) = answers.recv() else {
+                break;
+            };
+            if let Some(w) = waiting.get_mut(i).and_then(Option::take) {
+                let id = w.id;
+                self.complete_remote(w, Some(results));
+                self.release(id);
+                left -= 1;
+            }
+        }
+        // The outbound side went away without answering (shutdown, a panic): what is
+        // left is deferred.
+        for w in waiting.into_iter().flatten() {
+            let id = w.id;
+            self.complete_remote(w, None);
+            self.release(id);
+        }
+    }
+
+    fn release(&self, id: QueueId) {
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
     }
 
-    fn attempt_inner(&self, id: QueueId, force: bool) {
-        let message = match self.queue.message(id) {
+    /// Reads the message, makes its local deliveries, and returns its remote deliveries
+    /// still to make (with the outbound request), or `None` when the attempt is over.
+    fn prepare(&self, id: QueueId, force: bool) -> Option<(Waiting, crate::remote::Job)> {
+        let (message, journal_len) = match self.queue.message_seen(id) {
             Ok(m) => m,
+            // Finished since it was listed or started (by another attempt, an expiry, or
+            // `cursus queue delete`).
+            Err(cursus_queue::QueueError::NotFound(_)) => return None,
             Err(e) => {
                 log::line(&format!("{id}: cannot read the queue entry: {e}"));
-                return;
+                return None;
             }
         };
         let now = Timestamp::now();
@@ -131,13 +194,13 @@ impl Engine {
         };
         if due.is_empty() {
             self.finish_with(message);
-            return;
+            return None;
         }
         let file = match self.queue.open_message(id) {
             Ok(f) => f,
             Err(e) => {
                 log::line(&format!("{id}: cannot open the message: {e}"));
-                return;
+                return None;
             }
         };
         let mut outcomes = Vec::with_capacity(due.len());
@@ -152,10 +215,121 @@ impl Engine {
                 self.deliver_recipient(id, &message, index, rcpt, &file, started, &mut remote);
             outcomes.push((index, outcome));
         }
-        drop(file);
-        if !remote.is_empty() {
-            self.deliver_remote(id, &message, remote, &mut outcomes, started);
+        let mut waiting = Waiting {
+            id,
+            message,
+            outcomes,
+            groups: Vec::new(),
+            started,
+            journal_len,
+        };
+        if remote.is_empty() || self.outbound.is_none() {
+            self.conclude(waiting, Vec::new());
+            return None;
         }
+        // By position (pread), not through the descriptor's offset: a local delivery agent
+        // was given the same open file and may still be reading it.
+        let read = read_at_start(&file, waiting.message.size);
+        drop(file);
+        for p in remote {
+            match waiting.groups.iter_mut().find(|(h, _)| *h == p.next_hop) {
+                Some((_, list)) => list.push(p),
+                None => waiting.groups.push((p.next_hop.clone(), vec![p])),
+            }
+        }
+        let body = match read {
+            Ok(body) => body,
+            Err(e) => {
+                let o = Outcome::temporary(
+                    codes::SYSTEM_STATUS,
+                    format!("cannot read the message: {e}"),
+                );
+                let results = waiting
+                    .groups
+                    .iter()
+                    .map(|(_, list)| crate::remote::GroupResult::all(list.len(), o.clone()))
+                    .collect();
+                self.complete_remote(waiting, Some(results));
+                return None;
+            }
+        };
+        let base = crate::remote::message::outgoing(&waiting.message.envelope, body);
+        let groups = waiting
+            .groups
+            .iter()
+            .map(|(hop, list)| crate::remote::Group {
+                next_hop: hop.clone(),
+                recipients: list
+                    .iter()
+                    .map(|p| {
+                        crate::remote::message::recipient(
+                            &p.address,
+                            waiting.message.envelope.recipients.get(p.index),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        Some((waiting, (base, groups)))
+    }
+
+    /// Merges the answers of a message's remote groups (`None`: no answer came) into its
+    /// outcomes, with hints and log lines, and concludes the attempt.
+    fn complete_remote(&self, mut w: Waiting, answers: Option<Vec<crate::remote::GroupResult>>) {
+        let groups = std::mem::take(&mut w.groups);
+        let answers = answers.unwrap_or_else(|| {
+            let o = Outcome::temporary(EnhancedStatus::new(4, 3, 0), "remote delivery task failed");
+            groups
+                .iter()
+                .map(|(_, list)| crate::remote::GroupResult::all(list.len(), o.clone()))
+                .collect()
+        });
+        let mut lines = Vec::new();
+        for ((_, list), answer) in groups.into_iter().zip(answers) {
+            for (p, mut o) in list.into_iter().zip(answer.outcomes) {
+                if let Some(h) = &self.hints {
+                    h.remote(
+                        w.id,
+                        &w.message.envelope,
+                        p.index,
+                        &p.next_hop,
+                        &p.address,
+                        &answer.relay,
+                        &mut o,
+                    );
+                }
+                lines.push(remote_line(
+                    w.id,
+                    &p,
+                    &answer.relay,
+                    &answer.tls,
+                    answer.reused,
+                    &o,
+                    &w.message,
+                    w.started,
+                ));
+                if let Some((_, slot)) = w.outcomes.iter_mut().find(|(i, _)| *i == p.index) {
+                    *slot = Some(match slot.take() {
+                        None => o,
+                        Some(prev) if rank(&o) > rank(&prev) => o,
+                        Some(prev) => prev,
+                    });
+                }
+            }
+        }
+        self.conclude(w, lines);
+    }
+
+    /// Records the outcomes of an attempt (or removes the message when all went well).
+    /// `lines`: the remote deliveries' log lines, written with the removal's in one write.
+    fn conclude(&self, w: Waiting, mut lines: Vec<String>) {
+        let Waiting {
+            id,
+            message,
+            outcomes,
+            journal_len,
+            ..
+        } = w;
         let outcomes: Vec<(usize, Outcome)> = outcomes
             .into_iter()
             .map(|(i, o)| {
@@ -171,13 +345,21 @@ impl Engine {
         // outcome record (see Queue::remove_delivered: a crash before the removal is durable
         // repeats these deliveries, never loses the message: local copies are synced, and a
         // remote server took responsibility with its 250).
-        match self.queue.remove_delivered(id, &outcomes, Timestamp::now()) {
+        let seen = Some((&message, journal_len));
+        match self
+            .queue
+            .remove_delivered_seen(id, &outcomes, Timestamp::now(), seen)
+        {
             Ok(true) => {
-                log::line(&format!("{id}: removed"));
+                lines.push(format!("{id}: removed"));
+                log::lines(&lines);
                 return;
             }
-            Ok(false) => {}
-            Err(e) => log::line(&format!("{id}: cannot remove: {e}")),
+            Ok(false) => log::lines(&lines),
+            Err(e) => {
+                lines.push(format!("{id}: cannot remove: {e}"));
+                log::lines(&lines);
+            }
         }
         // The state record() returns is the journal's, so no second read is needed.
         let now = Timestamp::now();
@@ -241,6 +423,10 @@ impl Engine {
                         final_recipient: address.clone(),
                         extension,
                     };
+                    if matches!(self.local, Local::Service { .. }) {
+                        // A cursus-lda child reads the file and may outlive our wait.
+                        self.queue.handed_out(id);
+                    }
                     let mut o = self.local.deliver(&user, &destination, &envelope, file);
                     if let Some(h) = &self.hints {
                         h.local(id, &address, &destination, &mut o);
@@ -292,99 +478,6 @@ impl Engine {
             });
         }
         worst
-    }
-
-    /// The remote parts of a message: grouped by next hop, one transaction per group (more
-    /// when a group exceeds the recipients per transaction), outcomes merged into
-    /// `outcomes` (the worst of a recipient's deliveries counts).
-    fn deliver_remote(
-        &self,
-        id: QueueId,
-        message: &QueuedMessage,
-        parts: Vec<RemotePart>,
-        outcomes: &mut [(usize, Option<Outcome>)],
-        started: Instant,
-    ) {
-        let Some(outbound) = &self.outbound else {
-            return;
-        };
-        let mut body = Vec::new();
-        let read = match self.queue.open_message(id) {
-            Ok(mut f) => {
-                use std::io::Read;
-                f.read_to_end(&mut body).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        let mut results: Vec<(RemotePart, Outcome, String, String, bool)> = Vec::new();
-        if let Err(e) = read {
-            let o = Outcome::temporary(
-                codes::SYSTEM_STATUS,
-                format!("cannot read the message: {e}"),
-            );
-            results.extend(
-                parts
-                    .into_iter()
-                    .map(|p| (p, o.clone(), "-".into(), "none".into(), false)),
-            );
-        } else {
-            let base = crate::remote::message::outgoing(&message.envelope, body);
-            let mut groups: Vec<(NextHop, Vec<RemotePart>)> = Vec::new();
-            for p in parts {
-                match groups.iter_mut().find(|(h, _)| *h == p.next_hop) {
-                    Some((_, list)) => list.push(p),
-                    None => groups.push((p.next_hop.clone(), vec![p])),
-                }
-            }
-            let request: Vec<crate::remote::Group> = groups
-                .iter()
-                .map(|(hop, list)| crate::remote::Group {
-                    next_hop: hop.clone(),
-                    recipients: list
-                        .iter()
-                        .map(|p| {
-                            crate::remote::message::recipient(
-                                &p.address,
-                                message.envelope.recipients.get(p.index),
-                            )
-                        })
-                        .collect(),
-                })
-                .collect();
-            let answers = outbound.deliver_blocking(&base, request);
-            for ((_, list), answer) in groups.into_iter().zip(answers) {
-                for (p, o) in list.into_iter().zip(answer.outcomes) {
-                    results.push((
-                        p,
-                        o,
-                        answer.relay.clone(),
-                        answer.tls.clone(),
-                        answer.reused,
-                    ));
-                }
-            }
-        }
-        for (p, mut o, relay, tls, reused) in results {
-            if let Some(h) = &self.hints {
-                h.remote(
-                    id,
-                    &message.envelope,
-                    p.index,
-                    &p.next_hop,
-                    &p.address,
-                    &relay,
-                    &mut o,
-                );
-            }
-            log_remote(id, &p, &relay, &tls, reused, &o, message, started);
-            if let Some((_, slot)) = outcomes.iter_mut().find(|(i, _)| *i == p.index) {
-                *slot = Some(match slot.take() {
-                    None => o,
-                    Some(w) if rank(&o) > rank(&w) => o,
-                    Some(w) => w,
-                });
-            }
-        }
     }
 
     /// When every recipient of `message` (its current state) is final: queue the DSN that
@@ -490,6 +583,15 @@ impl Engine {
     }
 }
 
+/// The message from offset 0, read by position: the `size` bytes the envelope says it
+/// holds (the queue checked the file's length when it first read the journal).
+fn read_at_start(file: &std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut body = vec![0; usize::try_from(size).unwrap_or(0)];
+    file.read_exact_at(&mut body, 0)?;
+    Ok(body)
+}
+
 fn rank(o: &Outcome) -> u8 {
     match o.kind {
         OutcomeKind::Delivered => 0,
@@ -499,7 +601,7 @@ fn rank(o: &Outcome) -> u8 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn log_remote(
+fn remote_line(
     id: QueueId,
     part: &RemotePart,
     relay: &str,
@@ -508,7 +610,7 @@ fn log_remote(
     o: &Outcome,
     message: &QueuedMessage,
     started: Instant,
-) {
+) -> String {
     let status = match o.kind {
         OutcomeKind::Delivered => "sent",
         OutcomeKind::Temporary => "deferred",
@@ -517,7 +619,7 @@ fn log_remote(
     let age = Timestamp::now()
         .duration_since(message.envelope.received)
         .as_secs_f64();
-    log::line(&format!(
+    format!(
         "{id}: to=<{}>, router={}, transport={}, relay={relay}, conn={}, tls={tls}, delay={age:.2}, delays={:.3}, dsn={}, status={status} ({})",
         part.address,
         part.router,
@@ -526,7 +628,7 @@ fn log_remote(
         started.elapsed().as_secs_f64(),
         o.status,
         o.text
-    ));
+    )
 }
 
 fn log_outcome(

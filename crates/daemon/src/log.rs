@@ -10,9 +10,23 @@ use std::io::Write;
 /// write per piece and lines of concurrent threads (or of cursus-lda, which shares the
 /// stream) could interleave mid-line.
 pub fn line(text: &str) {
-    let mut out = String::with_capacity(text.len() + 10);
-    out.push_str("cursusd: ");
-    out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
-    out.push('\n');
+    lines(&[text]);
+}
+
+/// Writes several lines (one event's) with one write(2).
+pub fn lines<S: AsRef<str>>(texts: &[S]) {
+    if texts.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(texts.iter().map(|t| t.as_ref().len() + 10).sum());
+    for text in texts {
+        out.push_str("cursusd: ");
+        out.extend(
+            text.as_ref()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c }),
+        );
+        out.push('\n');
+    }
     let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }

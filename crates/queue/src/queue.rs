@@ -23,15 +23,16 @@
 //!    exception is [`Queue::remove_delivered`]: every recipient was delivered at this
 //!    attempt (the mailbox writers synced before answering), so the message leaves with no
 //!    record; a crash that loses the removal delivers it again (a duplicate, never a loss).
-//! 6. "Unlink" above may be a rename into `spare/` (see `spool.rs`), and a new file may be
+//! 6. "Unlink" above may be a rename to `<name>.spare` (see `spool.rs`), and a new file may be
 //!    a spare overwritten, cut to length and synced before its rename into a bucket: the
 //!    names, the order of the steps and the syncs are the same, only inodes are reused.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::Bound;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -56,14 +57,25 @@ const CHUNK: usize = 256;
 const STRIPES: usize = 64;
 /// Largest journal read (a message deferred every 2 h for 5 days writes about 60 records).
 const MAX_JOURNAL: u64 = 64 << 20;
-/// Spare files kept for reuse, at most.
-const MAX_SPARES: usize = 512;
-/// Message files larger than this are unlinked, not kept as spares (bounds the disk space
-/// spares hold to MAX_SPARES times this).
+/// Spare files kept for reuse, at most (a queue run that empties a large queue leaves
+/// that many for the next arrivals).
+const MAX_SPARES: usize = 32768;
+/// The disk space all spares may hold together (their allocated blocks).
+const MAX_SPARES_SPACE: u64 = 128 << 20;
+/// Message files larger than this are unlinked, not kept as spares.
 const MAX_SPARE_BYTES: u64 = 256 << 10;
 /// Room a message written into a spare must leave free on the file system beyond its own
 /// size (what a new file and its journal would have needed), else the accept is refused.
 const MIN_FREE: u64 = 64 << 10;
+
+/// The spare files: the path and allocated bytes of each, their sum (with the room
+/// reserved by renames under way), and how many renames are under way (see `retire`).
+#[derive(Default)]
+struct Spares {
+    list: Vec<(PathBuf, u64)>,
+    space: u64,
+    reserved: usize,
+}
 
 /// How a queue is opened.
 #[derive(Clone)]
@@ -188,9 +200,11 @@ pub struct Queue {
     recovery: Recovery,
     accepted: AtomicU64,
     file_syncs: AtomicU64,
-    /// Names (`spare/s<N>`) of the files kept for reuse.
-    spares: Mutex<Vec<u64>>,
-    next_spare: AtomicU64,
+    /// The files kept for reuse (`<bucket>/<ID>.{msg,jnl}.spare`, `spare/s<N>`).
+    spares: Mutex<Spares>,
+    /// Messages accepted by this process whose file no delivery agent outside it was given
+    /// (see [`Queue::handed_out`]): their files can become spares whatever happened.
+    fresh: Mutex<HashSet<QueueId>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -237,11 +251,16 @@ impl Queue {
         for dir in [layout.tmp(), layout.corrupt(), layout.spare_dir()] {
             spool::ensure_dir(&dir)?;
         }
-        let mut spares = spool::scan_spares(&layout)?;
-        spares.sort_unstable();
-        let next_spare = spares.last().map_or(0, |n| n + 1);
-        for extra in spares.drain(MAX_SPARES.min(spares.len())..) {
-            spool::remove_file(&layout.spare(extra))?;
+        let mut found = spool::scan_spares(&layout)?;
+        found.sort_unstable();
+        let mut spares = Spares::default();
+        for (n, space) in found {
+            if spares.list.len() < MAX_SPARES && spares.space + space <= MAX_SPARES_SPACE {
+                spares.list.push((layout.spare(n), space));
+                spares.space += space;
+            } else {
+                spool::remove_file(&layout.spare(n))?;
+            }
         }
         let mut recovery = Recovery {
             tmp_removed: spool::clear_tmp(&layout)?,
@@ -261,6 +280,14 @@ impl Queue {
             }
             recovery.orphans_removed += scan.orphan_messages.len() + scan.orphan_journals.len();
             recovery.foreign += scan.foreign;
+            for (path, space) in scan.spares {
+                if spares.list.len() < MAX_SPARES && spares.space + space <= MAX_SPARES_SPACE {
+                    spares.list.push((path, space));
+                    spares.space += space;
+                } else {
+                    spool::remove_file(&path)?;
+                }
+            }
             for id in scan.complete {
                 index.slots.insert(id, Slot::Unloaded);
                 index.unloaded.push(id);
@@ -281,7 +308,7 @@ impl Queue {
             accepted: AtomicU64::new(0),
             file_syncs: AtomicU64::new(0),
             spares: Mutex::new(spares),
-            next_spare: AtomicU64::new(next_spare),
+            fresh: Mutex::new(HashSet::new()),
         })
     }
 
@@ -345,11 +372,10 @@ impl Queue {
         // a new file is created in the bucket with O_EXCL. Either way a colliding id is an
         // error, and a fresh id then almost surely is free.
         let (id, mut file, spare) = match self.take_spare() {
-            Some(n) => {
-                let path = self.layout.spare(n);
+            Some(path) => {
                 let file =
                     spool::open_spare(&path).map_err(|e| QueueError::io("open", &path, e))?;
-                (QueueId::generate(), file, Some(n))
+                (QueueId::generate(), file, Some(path))
             }
             None => {
                 let mut tries = 0;
@@ -366,17 +392,21 @@ impl Queue {
                 }
             }
         };
-        match self.accept_steps(id, &mut file, spare, envelope, &mut message) {
+        match self.accept_steps(id, &mut file, spare.as_deref(), envelope, &mut message) {
             Ok(()) => {
                 self.accepted.fetch_add(1, Ordering::Relaxed);
                 self.lock_index()
                     .set(id, Slot::Loaded(Some(envelope.received.as_microsecond())));
+                self.fresh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id);
                 Ok(id)
             }
             Err(QueueError::Injected(step)) => Err(QueueError::Injected(step)),
             Err(e) => {
-                if let Some(n) = spare {
-                    self.give_back(n);
+                if let Some(path) = spare {
+                    self.give_back(path);
                 }
                 // Best effort: the next open removes whatever this leaves.
                 let _ = spool::remove_file(&self.layout.journal(id));
@@ -387,19 +417,35 @@ impl Queue {
         }
     }
 
-    /// A spare file's number, if one is kept.
-    fn take_spare(&self) -> Option<u64> {
-        self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// A spare file, if one is kept.
+    fn take_spare(&self) -> Option<PathBuf> {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        let (path, space) = spares.list.pop()?;
+        spares.space -= space;
+        Some(path)
     }
 
     /// Returns a spare taken by an accept that failed before renaming it.
-    fn give_back(&self, n: u64) {
-        if std::fs::symlink_metadata(self.layout.spare(n)).is_ok_and(|m| m.is_file()) {
-            self.spares
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(n);
+    fn give_back(&self, path: PathBuf) {
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.is_file()
+        {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            let space = meta.blocks() * 512;
+            spares.list.push((path, space));
+            spares.space += space;
         }
+    }
+
+    /// Says that the file of message `id` was given to a delivery agent outside this process
+    /// (a cursus-lda child), which may still read it after its answer was given up on: the
+    /// file must not become a spare another message overwrites, unless every delivery of
+    /// the message answered at its first attempt.
+    pub fn handed_out(&self, id: QueueId) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// Refuses (ENOSPC, so 452 4.3.1) a message written into a spare when the file system
@@ -423,20 +469,45 @@ impl Queue {
         Ok(())
     }
 
-    /// Takes a file out of the queue: renamed into `spare/` when `recycle` and there is room,
-    /// else unlinked. Already gone is done.
-    fn retire(&self, path: &Path, recycle: bool) -> Result<(), QueueError> {
-        if recycle {
-            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
-            if spares.len() < MAX_SPARES {
-                let n = self.next_spare.fetch_add(1, Ordering::Relaxed);
-                match std::fs::rename(path, self.layout.spare(n)) {
+    /// Takes a file out of the queue: renamed to `<name>.spare` in its own directory (a
+    /// rename within one directory costs about half of one into `spare/` on ext4, and
+    /// takes no file-system-wide rename lock) when `recycle` gives its length and there is
+    /// room, else unlinked. Already gone is done. The room is reserved before the rename,
+    /// which runs without the lock.
+    fn retire(&self, path: &Path, recycle: Option<u64>) -> Result<(), QueueError> {
+        // The blocks a file of that length holds (the accounting need not be exact).
+        let space = recycle
+            .filter(|len| *len <= MAX_SPARE_BYTES)
+            .map(|len| len.div_ceil(4096).max(1) * 4096);
+        if let Some(space) = space {
+            let reserved = {
+                let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+                let room = spares.list.len() + spares.reserved < MAX_SPARES
+                    && spares.space + space <= MAX_SPARES_SPACE;
+                if room {
+                    spares.reserved += 1;
+                    spares.space += space;
+                }
+                room
+            };
+            if reserved {
+                let mut to = path.as_os_str().to_owned();
+                to.push(spool::SPARE_SUFFIX);
+                let to = PathBuf::from(to);
+                let renamed = std::fs::rename(path, &to);
+                let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+                spares.reserved -= 1;
+                match renamed {
                     Ok(()) => {
-                        spares.push(n);
+                        spares.list.push((to, space));
                         return Ok(());
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(_) => {}
+                    Err(e) => {
+                        spares.space -= space;
+                        if e.kind() == io::ErrorKind::NotFound {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -447,7 +518,7 @@ impl Queue {
         &self,
         id: QueueId,
         file: &mut File,
-        spare: Option<u64>,
+        spare: Option<&Path>,
         envelope: &Envelope,
         message: &mut dyn Read,
     ) -> Result<(), QueueError> {
@@ -467,9 +538,8 @@ impl Queue {
         }
         self.fault(Step::MessageWritten)?;
         self.sync_file(file, &msg_path)?;
-        if let Some(n) = spare {
-            let from = self.layout.spare(n);
-            spool::rename_new(&from, &msg_path)
+        if let Some(from) = spare {
+            spool::rename_new(from, &msg_path)
                 .map_err(|e| QueueError::io("rename", &msg_path, e))?;
         }
         self.fault(Step::MessageSynced)?;
@@ -487,13 +557,12 @@ impl Queue {
         // The journal is written under a name no scan takes for a queue entry (a spare's, or
         // tmp/), synced, then renamed into the bucket: the commit point.
         let (tmp_path, mut journal, spare) = match self.take_spare() {
-            Some(n) => {
-                let path = self.layout.spare(n);
+            Some(path) => {
                 let file = spool::open_spare(&path).map_err(|e| {
-                    self.give_back(n);
+                    self.give_back(path.clone());
                     QueueError::io("open", &path, e)
                 })?;
-                (path, file, Some(n))
+                (path.clone(), file, Some(path))
             }
             None => {
                 let path = self.layout.tmp_journal(id);
@@ -504,8 +573,8 @@ impl Queue {
         };
         let written = self.write_journal(&mut journal, &framed, spare.is_some(), &tmp_path);
         drop(journal);
-        if let (Err(_), Some(n)) = (&written, spare) {
-            self.give_back(n);
+        if let (Err(_), Some(path)) = (&written, spare) {
+            self.give_back(path);
         }
         written?;
         let jnl_path = self.layout.journal(id);
@@ -571,7 +640,9 @@ impl Queue {
             }
             Err(e) => return Err(QueueError::io("open", path, e)),
         };
-        let mut bytes = Vec::new();
+        // Room for a typical journal, so that it is read in one call (and one more to see
+        // the end) rather than grown from a few bytes.
+        let mut bytes = Vec::with_capacity(4096);
         (&mut file)
             .take(MAX_JOURNAL)
             .read_to_end(&mut bytes)
@@ -603,10 +674,16 @@ impl Queue {
     /// open is read, its file size is checked against the envelope record, and a message
     /// that is already finished is removed (and reported as not found).
     pub fn message(&self, id: QueueId) -> Result<QueuedMessage, QueueError> {
+        self.message_seen(id).map(|(message, _)| message)
+    }
+
+    /// [`Queue::message`] with the length of the journal it was read from, which
+    /// [`Queue::remove_delivered_seen`] uses to skip reading the journal again.
+    pub fn message_seen(&self, id: QueueId) -> Result<(QueuedMessage, u64), QueueError> {
         let first = matches!(self.lock_index().slots.get(&id), Some(Slot::Unloaded));
         if !first {
-            let (message, ..) = self.read_journal(id, false)?;
-            return Ok(message);
+            let (message, _, _, len) = self.read_journal(id, false)?;
+            return Ok((message, len));
         }
         let _stripe = self.stripe(id);
         let (message, file, good_len, len) = self.read_journal(id, true)?;
@@ -630,11 +707,11 @@ impl Queue {
         if message.is_removable() {
             // Found finished by a replay (after a restart, say): unlinked, since a delivery
             // agent started before it may still hold the file.
-            self.remove_files(id, u64::MAX)?;
+            self.remove_files(id, None, None)?;
             return Err(QueueError::NotFound(id));
         }
         self.lock_index().set(id, Slot::Loaded(due_key(&message)));
-        Ok(message)
+        Ok((message, good_len as u64))
     }
 
     /// The message bytes, read-only (to pass to the LDA or a transport).
@@ -794,7 +871,7 @@ impl Queue {
         // Unlinked, not kept as a spare: a message finished after a deferral may have had a
         // delivery that timed out on our side while a cursus-lda child still reads the file;
         // a spare overwritten under it would hand that child another message's bytes.
-        self.remove_files(id, u64::MAX)
+        self.remove_files(id, None, None)
     }
 
     /// Removes a message without recording anything when `outcomes` (this attempt's, by
@@ -813,6 +890,20 @@ impl Queue {
         outcomes: &[(usize, Outcome)],
         now: Timestamp,
     ) -> Result<bool, QueueError> {
+        self.remove_delivered_seen(id, outcomes, now, None)
+    }
+
+    /// [`Queue::remove_delivered`] given the state the caller read with
+    /// [`Queue::message_seen`]: when the journal still has that length it was not appended
+    /// to since (appends are the only change; a journal kept as a spare takes another id's
+    /// name), so it is not read again.
+    pub fn remove_delivered_seen(
+        &self,
+        id: QueueId,
+        outcomes: &[(usize, Outcome)],
+        now: Timestamp,
+        seen: Option<(&QueuedMessage, u64)>,
+    ) -> Result<bool, QueueError> {
         if outcomes
             .iter()
             .any(|(_, o)| o.kind != OutcomeKind::Delivered)
@@ -820,7 +911,16 @@ impl Queue {
             return Ok(false);
         }
         let _stripe = self.stripe(id);
-        let (mut message, ..) = self.read_journal(id, false)?;
+        let unchanged = |len: u64| {
+            std::fs::symlink_metadata(self.layout.journal(id)).is_ok_and(|m| m.len() == len)
+        };
+        let (mut message, journal_len) = match seen {
+            Some((message, len)) if unchanged(len) => (message.clone(), len),
+            _ => {
+                let (message, _, _, len) = self.read_journal(id, false)?;
+                (message, len)
+            }
+        };
         if message.held || message.deleted {
             return Ok(false);
         }
@@ -842,22 +942,29 @@ impl Queue {
         // ever had the file has just answered, so nothing can still be reading it when a
         // later accept overwrites it. After a deferral (a timed-out delivery agent may still
         // hold the file), the files are unlinked.
+        // The same holds after a deferral when the file never left this process (remote
+        // deliveries read it here). The journal is never given to anyone.
         let first_attempt = message
             .recipients
             .iter()
             .all(|r| matches!(r, RecipientState::Pending));
-        let size = if first_attempt {
-            message.size
-        } else {
-            u64::MAX
-        };
+        let fresh = self
+            .fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id);
         if journal::apply(&mut message, Record::Outcomes { at: now, changes }).is_err()
             || !message.is_complete()
             || !message.dsn_recipients().is_empty()
         {
             return Ok(false);
         }
-        self.remove_files(id, size)?;
+        let size = message.size;
+        self.remove_files(
+            id,
+            Some(journal_len),
+            (first_attempt || fresh).then_some(size),
+        )?;
         Ok(true)
     }
 
@@ -877,16 +984,24 @@ impl Queue {
         self.append(id, |_| Ok(Some(Record::Delete { at: now })))?;
         // Unlinked, never kept as spares: an administrator may delete a message while a
         // delivery of it still reads the file.
-        self.remove_files(id, u64::MAX)
+        self.remove_files(id, None, None)
     }
 
-    /// Unlinks the journal (the message leaves the queue), then the message file; both are
-    /// kept as spares instead when the message is at most `MAX_SPARE_BYTES` long (`size`).
-    fn remove_files(&self, id: QueueId, size: u64) -> Result<(), QueueError> {
-        let recycle = size <= MAX_SPARE_BYTES;
-        self.retire(&self.layout.journal(id), recycle)?;
-        self.retire(&self.layout.message(id), recycle)?;
+    /// Unlinks the journal (the message leaves the queue), then the message file; each is
+    /// kept as a spare instead when its length is given and there is room (see `retire`).
+    fn remove_files(
+        &self,
+        id: QueueId,
+        journal: Option<u64>,
+        message: Option<u64>,
+    ) -> Result<(), QueueError> {
+        self.retire(&self.layout.journal(id), journal)?;
+        self.retire(&self.layout.message(id), message)?;
         self.lock_index().remove(id);
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         Ok(())
     }
 
@@ -905,6 +1020,12 @@ impl Queue {
             after: None,
             buffer: VecDeque::new(),
         }
+    }
+
+    /// The ids of every message in the queue, in id (arrival) order, without reading any
+    /// journal (`sendmail -q` attempts them all; each attempt reads its own).
+    pub fn ids(&self) -> Vec<QueueId> {
+        self.lock_index().slots.keys().copied().collect()
     }
 
     /// Every message, in id (arrival) order, streamed a chunk at a time.

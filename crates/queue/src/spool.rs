@@ -4,19 +4,20 @@
 //! ```text
 //! <root>/lock          flock(2): one queue process per spool
 //! <root>/tmp/          journals being written; emptied at every open
-//! <root>/00 .. ff/     buckets: <ID>.msg (the message bytes) and <ID>.jnl (its journal)
+//! <root>/00 .. ff/     buckets: <ID>.msg (the message bytes) and <ID>.jnl (its journal),
+//!                      and <ID>.msg.spare, <ID>.jnl.spare: files kept for reuse, see below
 //! <root>/corrupt/      files that did not replay, kept for a human
-//! <root>/spare/        files of finished messages kept for reuse (`s<N>`), see below
+//! <root>/spare/        spares of earlier versions (`s<N>`), reused like the others
 //! ```
 //!
-//! Spares: a finished message's two files are renamed into `spare/` instead of unlinked,
-//! and the next accept overwrites them and renames them into a bucket instead of creating
-//! new files. Creating and freeing inodes is the costliest part of a short-lived spool file
+//! Spares: a finished message's two files are renamed to `<name>.spare` in their bucket
+//! instead of unlinked, and the next accept overwrites them and renames them into the
+//! current bucket instead of creating new files. Creating and freeing inodes is the costliest part of a short-lived spool file
 //! (on ext4 without a journal every create also scans past the inodes freed in the last
 //! minute, `recently_deleted()`), and overwriting a file whose blocks are allocated makes
 //! its fdatasync a data write. A spare's content means nothing: it is never read, it is
 //! cut to the new length before its sync, and it gets a queue name only by the same rename
-//! after the sync that a new file would get. Whatever is in `spare/` at open is reused.
+//! after the sync that a new file would get. The spares found at open are reused.
 //!
 //! Trusts the file system to keep a rename atomic and to make a directory entry durable
 //! when the directory is fsynced. Trusts nobody else with the spool: [`check_owner`] refuses
@@ -37,6 +38,8 @@ use crate::id::{ID_LEN, QueueId};
 
 pub const MESSAGE_SUFFIX: &str = ".msg";
 pub const JOURNAL_SUFFIX: &str = ".jnl";
+/// Added to a finished message's file names when they are kept for reuse in their bucket.
+pub const SPARE_SUFFIX: &str = ".spare";
 
 /// Paths inside one spool.
 #[derive(Clone, Debug)]
@@ -163,6 +166,8 @@ pub struct BucketScan {
     /// `.jnl` without `.msg`: only a non-ordering file system after a crash can leave this,
     /// and only for an accept whose directory sync never finished.
     pub orphan_journals: Vec<QueueId>,
+    /// Files of finished messages kept for reuse (`<id>.msg.spare`, `<id>.jnl.spare`).
+    pub spares: Vec<(PathBuf, u64)>,
     /// Names that are not ours, or ids filed in the wrong bucket: left alone.
     pub foreign: usize,
 }
@@ -184,9 +189,17 @@ pub fn scan_bucket(dir: &Path, bucket: u8) -> Result<BucketScan, QueueError> {
             .get(..ID_LEN)
             .and_then(QueueId::parse)
             .filter(|id| id.bucket() == bucket);
-        match (parsed, name.get(ID_LEN..)) {
+        let suffix = name.get(ID_LEN..);
+        let spare = suffix
+            .and_then(|s| s.strip_suffix(SPARE_SUFFIX))
+            .is_some_and(|s| s == MESSAGE_SUFFIX || s == JOURNAL_SUFFIX);
+        match (parsed, suffix) {
             (Some(id), Some(MESSAGE_SUFFIX)) => messages.push(id),
             (Some(id), Some(JOURNAL_SUFFIX)) => journals.push(id),
+            (Some(_), Some(_)) if spare => match entry.metadata() {
+                Ok(meta) if meta.is_file() => scan.spares.push((entry.path(), meta.blocks() * 512)),
+                _ => scan.foreign += 1,
+            },
             _ => scan.foreign += 1,
         }
     }
@@ -243,9 +256,10 @@ pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// Lists `spare/`: the numbers of the regular files named `s<N>`; anything else there is
-/// removed (only the queue writes into it).
-pub fn scan_spares(layout: &Layout) -> Result<Vec<u64>, QueueError> {
+/// Lists `spare/` (spares of earlier versions): the number and allocated bytes of each
+/// regular file named `s<N>`;
+/// anything else there is removed (only the queue writes into it).
+pub fn scan_spares(layout: &Layout) -> Result<Vec<(u64, u64)>, QueueError> {
     let dir = layout.spare_dir();
     let mut found = Vec::new();
     for entry in fs::read_dir(&dir).map_err(|e| QueueError::io("read directory", &dir, e))? {
@@ -255,9 +269,9 @@ pub fn scan_spares(layout: &Layout) -> Result<Vec<u64>, QueueError> {
             .to_str()
             .and_then(|n| n.strip_prefix('s'))
             .and_then(|n| n.parse::<u64>().ok());
-        let regular = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        match number {
-            Some(n) if regular => found.push(n),
+        let meta = entry.metadata().ok().filter(|m| m.is_file());
+        match (number, meta) {
+            (Some(n), Some(meta)) => found.push((n, meta.blocks() * 512)),
             _ => {
                 let _ = remove_file(&entry.path());
             }

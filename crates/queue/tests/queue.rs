@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use cursus_mail::{ExitCode, Outcome, Sender, codes};
+use cursus_mail::{EnhancedStatus, ExitCode, Outcome, Sender, codes};
 use cursus_queue::{
     Envelope, Notify, Options, Queue, QueueError, QueueId, Recipient, RecipientState, Schedule,
 };
@@ -542,14 +542,34 @@ fn remove_delivered_removes_only_what_is_complete_and_owes_nothing() {
     assert!(queue.message(id).is_ok());
 }
 
+/// Spare files anywhere in the spool: in spare/, or named `*.spare` in a bucket.
+fn spares(root: &std::path::Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root).expect("reads") {
+        let entry = entry.expect("entry");
+        if !entry.file_type().expect("type").is_dir() {
+            continue;
+        }
+        let all = entry.file_name() == "spare";
+        n += std::fs::read_dir(entry.path())
+            .expect("reads")
+            .filter(|e| {
+                all || e
+                    .as_ref()
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".spare")
+            })
+            .count();
+    }
+    n
+}
+
 #[test]
 fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spares = || {
-        std::fs::read_dir(dir.path().join("spare"))
-            .expect("reads")
-            .count()
-    };
+    let spares = || spares(dir.path());
     let long: Vec<u8> = body(1).into_iter().cycle().take(50_000).collect();
     {
         let queue = Queue::open(dir.path()).expect("opens");
@@ -576,4 +596,50 @@ fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
     let message = queue.message(id).expect("reads");
     assert_eq!(message.envelope.recipients[0].address, "b@x");
     assert_eq!(read_message(&queue, id), short);
+}
+
+/// After a deferral the journal always becomes a spare (nobody but the queue reads it);
+/// the message file only when it never left this process: a cursus-lda child given it
+/// (`handed_out`), or any delivery by a process before a restart, may still be reading it,
+/// and a later accept overwriting the spare would hand that reader another message.
+#[test]
+fn after_a_deferral_only_files_that_never_left_the_process_become_spares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spares = || spares(dir.path());
+    let now = Timestamp::now();
+    let later = [(
+        0,
+        Outcome::temporary(EnhancedStatus::new(4, 4, 1), "no answer"),
+    )];
+    let ok = [(0, Outcome::delivered("ok"))];
+    let queue = Queue::open(dir.path()).expect("opens");
+
+    // Remote only (read in this process): both files are kept.
+    let id = queue
+        .accept(&envelope(&["a@x"]), &body(1)[..])
+        .expect("accepts");
+    queue.record(id, &later, now).expect("defers");
+    assert!(queue.remove_delivered(id, &ok, now).expect("removes"));
+    assert_eq!(spares(), 2);
+
+    // Given to a delivery agent outside: the message file is unlinked.
+    let id = queue
+        .accept(&envelope(&["a@x"]), &body(2)[..])
+        .expect("accepts");
+    assert_eq!(spares(), 0, "the accept reused both spares");
+    queue.handed_out(id);
+    queue.record(id, &later, now).expect("defers");
+    assert!(queue.remove_delivered(id, &ok, now).expect("removes"));
+    assert_eq!(spares(), 1, "only the journal is kept");
+
+    // Accepted before a restart: whoever had it then may still read it.
+    let id = queue
+        .accept(&envelope(&["a@x"]), &body(3)[..])
+        .expect("accepts");
+    queue.record(id, &later, now).expect("defers");
+    drop(queue);
+    let queue = Queue::open(dir.path()).expect("reopens");
+    assert_eq!(spares(), 0);
+    assert!(queue.remove_delivered(id, &ok, now).expect("removes"));
+    assert_eq!(spares(), 1, "only the journal is kept");
 }

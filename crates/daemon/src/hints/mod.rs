@@ -451,6 +451,9 @@ impl Hints {
     }
 }
 
+/// The most messages started together by one arrival at a destination, per delivery slot.
+const KICK_BATCH: usize = 64;
+
 /// The daemon's side, on its runtime: the tidy task every `tidy_interval`, and the runner
 /// that starts messages at once (every recipient not yet final, as `sendmail -q` does; a
 /// held message stays held) when their destination was reached, within the delivery
@@ -471,11 +474,17 @@ pub fn serve(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            tokio::task::spawn_blocking(move || {
-                // Gone since it was listed (delivered by its own retry, expired, deleted).
-                if engine.queue.message(id).is_ok() {
-                    engine.attempt_with(id, true);
+            // The others started by the same arrival go in the same batch (a message gone
+            // since it was listed, delivered by its own retry or a queue run, is skipped).
+            let mut batch = vec![id];
+            while batch.len() < KICK_BATCH {
+                match rx.try_recv() {
+                    Ok(id) => batch.push(id),
+                    Err(_) => break,
                 }
+            }
+            tokio::task::spawn_blocking(move || {
+                engine.attempt_batch(&batch, true);
                 drop(permit);
             });
         }

@@ -21,8 +21,8 @@ pub mod mx;
 pub mod settings;
 pub mod tls;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind};
@@ -45,6 +45,44 @@ pub struct Group {
     pub recipients: Vec<OutgoingRecipient>,
 }
 
+/// One message for remote delivery: the message (its recipients are ignored) and its
+/// recipients grouped by next hop.
+pub type Job = (OutgoingMessage, Vec<Group>);
+
+/// How many queued messages for one destination make the outbound service use one more
+/// worker (and so one more connection) for them.
+const MESSAGES_PER_WORKER: usize = 8;
+
+/// A group of a job, waiting for a worker.
+struct WorkItem {
+    job: usize,
+    group: usize,
+    message: OutgoingMessage,
+    hop: NextHop,
+}
+
+/// The answers of the jobs given to [`Outbound::deliver_jobs`] so far.
+struct Progress {
+    results: Vec<Vec<Option<GroupResult>>>,
+    left: Vec<usize>,
+}
+
+impl Progress {
+    /// Stores one group's result; returns the job's results when it was the last one.
+    fn set(&mut self, job: usize, group: usize, result: GroupResult) -> Option<Vec<GroupResult>> {
+        let slot = self.results.get_mut(job)?.get_mut(group)?;
+        if slot.replace(result).is_none() {
+            self.left[job] -= 1;
+        }
+        if self.left[job] > 0 {
+            return None;
+        }
+        std::mem::take(&mut self.results[job])
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+    }
+}
+
 /// What happened to a group.
 #[derive(Clone, Debug)]
 pub struct GroupResult {
@@ -56,6 +94,18 @@ pub struct GroupResult {
     pub tls: String,
     /// Whether a cached connection was used.
     pub reused: bool,
+}
+
+impl GroupResult {
+    /// The same outcome for all `n` recipients, with no server involved.
+    pub fn all(n: usize, outcome: Outcome) -> GroupResult {
+        GroupResult {
+            outcomes: vec![outcome; n],
+            relay: "-".into(),
+            tls: "none".into(),
+            reused: false,
+        }
+    }
 }
 
 /// Limits and waiting room of one destination.
@@ -119,60 +169,111 @@ impl Outbound {
         self.hints = Some(hints);
     }
 
-    /// From the blocking pool: delivers every group (in parallel) and waits.
+    /// From the blocking pool: delivers one message's groups and waits for them all.
     pub fn deliver_blocking(
         self: &Arc<Self>,
         message: &OutgoingMessage,
         groups: Vec<Group>,
     ) -> Vec<GroupResult> {
-        let failed = |groups: &[Group], why: &str| -> Vec<GroupResult> {
-            groups
-                .iter()
-                .map(|g| GroupResult {
-                    outcomes: vec![
-                        Outcome::temporary(EnhancedStatus::new(4, 3, 0), why.to_string());
-                        g.recipients.len()
-                    ],
-                    relay: "-".into(),
-                    tls: "none".into(),
-                    reused: false,
-                })
-                .collect()
-        };
+        let sizes: Vec<usize> = groups.iter().map(|g| g.recipients.len()).collect();
+        match self.deliver_jobs(vec![(message.clone(), groups)]).recv() {
+            Ok((_, results)) => results,
+            Err(_) => {
+                let o =
+                    Outcome::temporary(EnhancedStatus::new(4, 3, 0), "remote delivery task failed");
+                sizes
+                    .into_iter()
+                    .map(|n| GroupResult::all(n, o.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    /// From the blocking pool: delivers every group of every job and answers each job (by
+    /// its index) on the returned channel as soon as all its groups are done. The groups
+    /// are sorted by destination; each destination's are taken in order by a few worker
+    /// tasks (one per MESSAGES_PER_WORKER, at most `connections_per_destination`), so the
+    /// messages of a queue run follow each other on the cached connections without a task
+    /// or a thread hand-over per message.
+    pub fn deliver_jobs(
+        self: &Arc<Self>,
+        jobs: Vec<Job>,
+    ) -> mpsc::Receiver<(usize, Vec<GroupResult>)> {
+        let (tx, rx) = mpsc::channel();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return failed(&groups, "remote delivery needs the daemon's runtime");
+            let o = Outcome::temporary(
+                EnhancedStatus::new(4, 3, 0),
+                "remote delivery needs the daemon's runtime",
+            );
+            for (i, (_, groups)) in jobs.iter().enumerate() {
+                let results = groups
+                    .iter()
+                    .map(|g| GroupResult::all(g.recipients.len(), o.clone()))
+                    .collect();
+                let _ = tx.send((i, results));
+            }
+            return rx;
         };
-        let (tx, rx) = std::sync::mpsc::channel();
         let this = self.clone();
-        let message = message.clone();
-        let fallback = groups.clone();
         handle.spawn(async move {
             this.start_reaper();
-            let mut tasks = Vec::new();
-            for g in groups {
-                let this = this.clone();
-                let mut m = message.clone();
-                m.recipients = g.recipients;
-                let hop = g.next_hop;
-                tasks.push(tokio::spawn(async move { this.deliver(m, hop).await }));
-            }
-            let mut out = Vec::new();
-            for t in tasks {
-                match t.await {
-                    Ok(r) => out.push(Some(r)),
-                    Err(_) => out.push(None),
+            let mut work: Vec<(String, VecDeque<WorkItem>)> = Vec::new();
+            let mut progress = Progress {
+                results: Vec::with_capacity(jobs.len()),
+                left: Vec::with_capacity(jobs.len()),
+            };
+            for (j, (base, groups)) in jobs.into_iter().enumerate() {
+                progress.results.push(vec![None; groups.len()]);
+                progress.left.push(groups.len());
+                if groups.is_empty() {
+                    let _ = tx.send((j, Vec::new()));
+                }
+                for (g, group) in groups.into_iter().enumerate() {
+                    let mut message = base.clone();
+                    message.recipients = group.recipients;
+                    let item = WorkItem {
+                        job: j,
+                        group: g,
+                        message,
+                        hop: group.next_hop,
+                    };
+                    let k = key(&item.hop);
+                    match work.iter_mut().find(|(w, _)| *w == k) {
+                        Some((_, items)) => items.push_back(item),
+                        None => work.push((k, VecDeque::from([item]))),
+                    }
                 }
             }
-            let _ = tx.send(out);
+            let progress = Arc::new(Mutex::new(progress));
+            for (_, items) in work {
+                let workers = items
+                    .len()
+                    .div_ceil(MESSAGES_PER_WORKER)
+                    .clamp(1, this.settings.connections_per_destination.max(1));
+                let items = Arc::new(Mutex::new(items));
+                for _ in 0..workers {
+                    let (this, items, progress, tx) =
+                        (this.clone(), items.clone(), progress.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let next = items.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                            let Some(item) = next else {
+                                return;
+                            };
+                            let result = this.clone().deliver(item.message, item.hop).await;
+                            let done = progress
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .set(item.job, item.group, result);
+                            if let Some(results) = done {
+                                let _ = tx.send((item.job, results));
+                            }
+                        }
+                    });
+                }
+            }
         });
-        match rx.recv() {
-            Ok(results) => results
-                .into_iter()
-                .zip(failed(&fallback, "remote delivery task failed"))
-                .map(|(r, f)| r.unwrap_or(f))
-                .collect(),
-            Err(_) => failed(&fallback, "remote delivery task failed"),
-        }
+        rx
     }
 
     fn start_reaper(self: &Arc<Self>) {
