@@ -35,9 +35,9 @@ use crate::server::{self, Server};
 pub const SYSTEM_CONFIG: &str = "/etc/cursus/cursus.toml";
 /// The system data directory.
 pub const SYSTEM_DATA_DIR: &str = "/var/spool/cursus";
-/// Deliveries (first attempts and queue runs) in flight at once; each holds a blocking
-/// thread while its transport works. (48 measured no faster than 16 in
-/// bench/outbound-bench.sh: the cost per message is CPU, not waiting.)
+/// Deliveries (first attempts and queue runs, each a batch of messages) in flight at once;
+/// each holds a blocking thread while its transports work. (4 and 48 measured no faster
+/// than 16 in bench/outbound-bench.sh: the cost per message is CPU, not waiting.)
 pub const DELIVERY_SLOTS: usize = 16;
 
 /// The most messages one delivery slot attempts together in a queue run (see
@@ -652,6 +652,14 @@ async fn serve(
         slots.acquire_many(DELIVERY_SLOTS as u32),
     )
     .await;
+    if let Some(outbound) = engine.outbound() {
+        let n = outbound.quit_idle(Duration::from_secs(2)).await;
+        if n > 0 {
+            log::line(&format!(
+                "closed {n} cached outbound connection(s) with QUIT"
+            ));
+        }
+    }
     let _ = std::fs::remove_file(&config.submission_socket);
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(&showq_path);

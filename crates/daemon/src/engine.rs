@@ -96,6 +96,11 @@ impl Engine {
         self.bounces = bounces;
     }
 
+    /// The smtp/lmtp transports, when remote delivery is on.
+    pub fn outbound(&self) -> Option<&Arc<Outbound>> {
+        self.outbound.as_ref()
+    }
+
     /// Enables remote delivery.
     pub fn set_outbound(&mut self, outbound: Arc<Outbound>) {
         self.outbound = Some(outbound);

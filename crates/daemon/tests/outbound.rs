@@ -312,6 +312,34 @@ async fn per_recipient_outcomes_and_connection_reuse() {
     assert!(commands.iter().any(|c| c == "EHLO client.test"));
 }
 
+/// At shutdown the cached connection is ended with QUIT, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_connections_get_quit_at_shutdown() {
+    let (port, seen) = tcp_server(Behaviour::default()).await;
+    let o = Arc::new(Outbound::new(settings(), "client.test").expect("outbound"));
+    let h = hop(format!("127.0.0.1:{port}"), false);
+    let r = deliver(&o, message("x\r\n"), vec![group(h, &["ok@b.test"])]).await;
+    assert_eq!(kinds(&r[0]), vec![OutcomeKind::Delivered]);
+    assert!(
+        !seen
+            .commands
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|c| c == "QUIT")
+    );
+    assert_eq!(o.quit_idle(Duration::from_secs(2)).await, 1);
+    assert!(
+        seen.commands
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|c| c == "QUIT")
+    );
+    assert_eq!(o.idle_connections(), 0);
+    assert_eq!(o.quit_idle(Duration::from_secs(2)).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lmtp_over_a_unix_socket_answers_per_recipient() {
     let dir = tempfile::tempdir().expect("tempdir");

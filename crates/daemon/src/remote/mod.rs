@@ -276,6 +276,27 @@ impl Outbound {
         rx
     }
 
+    /// At shutdown: QUIT on every cached connection (RFC 5321 §4.1.1.10: a client ends a
+    /// session with QUIT, not by closing), waiting at most `limit` for the replies. Returns
+    /// how many there were.
+    pub async fn quit_idle(&self, limit: Duration) -> usize {
+        let idle: Vec<Connection> = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .flat_map(|(_, list)| list)
+            .collect();
+        let n = idle.len();
+        let mut quits = tokio::task::JoinSet::new();
+        for c in idle {
+            quits.spawn(c.quit());
+        }
+        let _ =
+            tokio::time::timeout(limit, async { while quits.join_next().await.is_some() {} }).await;
+        n
+    }
+
     fn start_reaper(self: &Arc<Self>) {
         let this = Arc::downgrade(self);
         self.reaper.call_once(|| {
