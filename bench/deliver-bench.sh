@@ -2,8 +2,9 @@
 # cursus-deliver against the peer MDAs, one process per message into ~/Maildir, in one run.
 #
 #   usage (as root): bash bench/deliver-bench.sh [N] [path/to/cursus-deliver]
-#       N defaults to 2000; the binary to target/release/cursus-deliver
-#       (cargo build --release -p cursus-deliver).
+#       N defaults to 2000. Without a path, scripts/build-release cursus-deliver builds
+#       target/release/cursus-deliver (the front, a static PIE, as shipped) and
+#       cursus-deliver-full; with a path, cursus-deliver-full must be beside it.
 #       ROUNDS=3 bash bench/deliver-bench.sh: run every MDA 3 times, interleaved, and report
 #       the median rate (default 1 round). Run it on an otherwise idle machine: the script
 #       notes the load average and any cargo/rustc running, since one compile on a 2-core
@@ -11,7 +12,9 @@
 #
 # Uses ../shared/tools/peer-bench/lda-bench.sh (one process per message of msg-2k.eml into a
 # fresh ~/Maildir, as the mailbox owner) for: the spawn floor /bin/true, procmail, maildrop,
-# dovecot-lda and cursus-deliver. Each runs as the test user cursus-bench with its own
+# dovecot-lda and cursus-deliver (the front, which makes this delivery itself; the reference
+# rows with -o are handed to cursus-deliver-full, and one row runs cursus-deliver-full
+# directly to show what the front saves). Each runs as the test user cursus-bench with its own
 # config in that user's home (see lda-bench.sh's comments). Then, for one delivery each,
 # strace records what each MDA fsyncs, and /usr/bin/time -v the peak RSS of cursus-deliver
 # for a 20 MB message. Results go to bench/results/ (gitignored) and are printed.
@@ -26,12 +29,17 @@ fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-2000}
+if [ -z "${2:-}" ]; then
+    "$ROOT/scripts/build-release" cursus-deliver
+fi
 BIN=${2:-$ROOT/target/release/cursus-deliver}
+FULL=$(dirname "$BIN")/cursus-deliver-full
 PEER=$ROOT/../shared/tools/peer-bench
 U=cursus-bench
 RESULTS=$ROOT/bench/results
 
-[ -x "$BIN" ] || { echo "error: $BIN not found: cargo build --release -p cursus-deliver"; exit 1; }
+[ -x "$BIN" ] || { echo "error: $BIN not found: scripts/build-release cursus-deliver"; exit 1; }
+[ -x "$FULL" ] || { echo "error: $FULL not found: install cursus-deliver-full beside cursus-deliver"; exit 1; }
 [ -f "$PEER/lda-bench.sh" ] || { echo "error: $PEER/lda-bench.sh not found"; exit 1; }
 for t in procmail maildrop /usr/lib/dovecot/dovecot-lda strace /usr/bin/time python3; do
     command -v "$t" >/dev/null || { echo "error: $t missing: run scripts/install-test-deps.sh"; exit 1; }
@@ -49,6 +57,7 @@ cleanup() { rm -rf "$W"; }
 trap cleanup EXIT
 cp "$PEER/lda-bench.sh" "$PEER/msg-2k.eml" "$W/"
 install -m 0755 "$BIN" "$W/cursus-deliver"
+install -m 0755 "$FULL" "$W/cursus-deliver-full"
 chmod 0644 "$W/msg-2k.eml"
 
 # --- per-user configuration of the peers -------------------------------------------------------
@@ -75,7 +84,9 @@ CMD[cursus-deliver]="$W/cursus-deliver -f bench@example.com -a $U@localhost"
 # reference rows: procmail's durability (the file only), and none at all
 CMD[cursus-fsyncfile]="$W/cursus-deliver -f bench@example.com -a $U@localhost -o fsync=file"
 CMD[cursus-nofsync]="$W/cursus-deliver -f bench@example.com -a $U@localhost -o fsync=none"
-ORDER="floor procmail maildrop dovecot-lda cursus-deliver cursus-fsyncfile cursus-nofsync"
+# reference row: the full program alone, as cursus-deliver was before the front
+CMD[cursus-full]="$W/cursus-deliver-full -f bench@example.com -a $U@localhost"
+ORDER="floor procmail maildrop dovecot-lda cursus-deliver cursus-fsyncfile cursus-nofsync cursus-full"
 
 as_user() { # runs a command as the benchmark user with an MTA-like clean environment
     setpriv --reuid="$U" --regid="$G" --init-groups \
@@ -190,8 +201,9 @@ def fsyncs(label):
     return ", ".join(seen)
 
 order = ["floor", "procmail", "maildrop", "dovecot-lda", "cursus-deliver", "cursus-fsyncfile",
-         "cursus-nofsync"]
-names = {"floor": "/bin/true", "cursus-fsyncfile": "cursus fsync=file", "cursus-nofsync": "cursus fsync=none"}
+         "cursus-nofsync", "cursus-full"]
+names = {"floor": "/bin/true", "cursus-fsyncfile": "cursus fsync=file", "cursus-nofsync": "cursus fsync=none",
+         "cursus-full": "cursus-deliver-full"}
 pm = rows["procmail"]["rate"]
 fl = rows["floor"]["rate"]
 print(f"cursus-deliver benchmark: N={n} one process per message, msg-2k.eml -> ~/Maildir, "
@@ -215,11 +227,12 @@ print()
 print(f"target >= 1.5x procmail: {c['rate']/pm:.2f}x -> {'met' if c['rate'] >= 1.5*pm else 'NOT met'}")
 print(f"target >= 0.8x floor:    {c['rate']/fl:.2f}x -> {'met' if c['rate'] >= 0.8*fl else 'NOT met'}")
 ok = c["new"] == n and c["fail"] == 0
-print("(cursus-deliver is the default, fsync=full: the file, then new/. The two reference rows")
-print(" use -o fsync=file, procmail's durability, and -o fsync=none, no durability, to separate")
-print(" the cost of each barrier from the rest of the work.)")
+print("(cursus-deliver is the default, fsync=full: the file, then new/, delivered by the front.")
+print(" Reference rows: -o fsync=file, procmail's durability, and -o fsync=none, no durability,")
+print(" are handed by the front to cursus-deliver-full (one more exec); cursus-deliver-full is")
+print(" the full program started directly, as every delivery ran before the front.)")
 print(f"cursus-deliver delivered {c['new']}/{n} (failures {c['fail']}) {'ok' if ok else 'PROBLEM'}")
-print(f"binary: {binary}")
+print(f"binary: {binary}, beside cursus-deliver-full")
 print(f"peak RSS of cursus-deliver for a {int(msgsize)/1e6:.1f} MB message: {rss} KiB "
       f"(stored {int(stored)/1e6:.1f} MB, wall {elapsed})")
 EOF
