@@ -374,7 +374,10 @@ mod tests {
             assert_eq!(parse_args(&os(argv)), None, "{argv:?}");
         }
         use std::os::unix::ffi::OsStringExt;
-        let not_utf8 = vec![OsString::from("-f"), OsString::from_vec(b"a\xff@b".to_vec())];
+        let not_utf8 = vec![
+            OsString::from("-f"),
+            OsString::from_vec(b"a\xff@b".to_vec()),
+        ];
         assert_eq!(parse_args(&not_utf8), None);
     }
 
@@ -443,7 +446,10 @@ mod tests {
 
         let mut w = World::new(h);
         w.env.insert("HOME", "relative".into());
-        assert!(w.plan(CommonArgs::default(), false).is_none(), "HOME relative");
+        assert!(
+            w.plan(CommonArgs::default(), false).is_none(),
+            "HOME relative"
+        );
         w.env.remove("HOME");
         assert!(w.plan(CommonArgs::default(), false).is_none(), "no HOME");
     }
@@ -492,6 +498,9 @@ mod tests {
              install cursus-deliver-full beside cursus-deliver"
         );
         let path = full_program().expect("/proc/self/exe");
-        assert_eq!(path.file_name().and_then(|n| n.to_str()), Some(FULL_PROGRAM));
+        assert_eq!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some(FULL_PROGRAM)
+        );
     }
 }
