@@ -18,6 +18,13 @@
 # config in that user's home (see lda-bench.sh's comments). Then, for one delivery each,
 # strace records what each MDA fsyncs, and /usr/bin/time -v the peak RSS of cursus-deliver
 # for a 20 MB message. Results go to bench/results/ (gitignored) and are printed.
+#
+# Between runs the previous run's Maildir is moved aside, not deleted (lda-bench.sh would
+# rm -rf it): on ext4 without a journal, for a minute after inodes are freed, every new file
+# scans past them (recently_deleted() in fs/ext4/ialloc.c), which made each MDA pay for the
+# harness deleting the previous MDA's N messages (creating a file went from 0.03 ms to
+# 0.7 ms on the test machine), a cost /bin/true never pays and that depended on the order.
+# KEEP_DELETING=1 restores the old behaviour. The moved Maildirs are deleted after the runs.
 # Needs the packages from scripts/install-test-deps.sh (procmail maildrop dovecot-core
 # strace time). Not a timed test: the numbers depend on the machine and its disk.
 set -eu
@@ -109,6 +116,19 @@ for m in cursus-fsyncfile cursus-nofsync; do
 done
 rm -rf "$H/Maildir-probe"
 
+SPENT=$H/.bench-spent
+if [ -e "$SPENT" ]; then
+    rm -rf "$SPENT"
+    echo "note: removed $SPENT left by an aborted run; waiting 61 s for its inodes to age"
+    sleep 61
+fi
+set_aside() { # the previous run's Maildir, moved out of lda-bench.sh's rm -rf
+    [ "${KEEP_DELETING:-0}" = 1 ] && return
+    [ -d "$H/Maildir" ] || return 0
+    mkdir -p "$SPENT"
+    mv "$H/Maildir" "$SPENT/$1"
+}
+
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RESULTS"
 OUT=$RESULTS/deliver-bench-$STAMP.txt
@@ -124,6 +144,7 @@ echo "   load average before: $LOAD_BEFORE"
 sync
 for r in $(seq "$ROUNDS"); do
     for m in $ORDER; do
+        set_aside "$r-$m"
         # shellcheck disable=SC2086 # CMD values are word lists
         line=$(as_user bash "$W/lda-bench.sh" "$N" ${CMD[$m]})
         echo "round $r $m: $line"
@@ -131,6 +152,7 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)$(busy)"
+rm -rf "$SPENT"
 
 # --- what each one fsyncs: strace one delivery into a fresh Maildir ---------------------------
 echo "== fsync calls of one delivery (strace -f -y -e trace=fsync,fdatasync,sync_file_range,syncfs,sync)"
@@ -164,9 +186,9 @@ STORED=$(find "$H/Maildir-rss/new" -type f -printf '%s\n' 2>/dev/null | head -1)
 rm -rf "$H/Maildir-rss"
 
 # --- the table --------------------------------------------------------------------------------
-python3 - "$RAW" "$W" "$N" "${RSS:-?}" "$MSGSIZE" "${STORED:-0}" "${ELAPSED:-?}" "$H" "$ROUNDS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(uname -r)" "$(nproc)" "$BIN ($(file -b "$BIN" | grep -o 'static-pie linked\|statically linked\|dynamically linked' || echo '?'))" <<'EOF' | tee "$OUT"
+python3 - "$RAW" "$W" "$N" "${RSS:-?}" "$MSGSIZE" "${STORED:-0}" "${ELAPSED:-?}" "$H" "$ROUNDS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(uname -r)" "$(nproc)" "$BIN ($(file -b "$BIN" | grep -o 'static-pie linked\|statically linked\|dynamically linked' || echo '?'))" "${KEEP_DELETING:-0}" <<'EOF' | tee "$OUT"
 import os, re, statistics, sys
-raw, w, n, rss, msgsize, stored, elapsed, home, rounds, lb, la, kernel, cpus, binary = sys.argv[1:]
+raw, w, n, rss, msgsize, stored, elapsed, home, rounds, lb, la, kernel, cpus, binary, deleting = sys.argv[1:]
 n = int(n)
 runs = {}
 for line in open(raw):
@@ -209,13 +231,13 @@ fl = rows["floor"]["rate"]
 print(f"cursus-deliver benchmark: N={n} one process per message, msg-2k.eml -> ~/Maildir, "
       f"{rounds} round(s){' (median)' if int(rounds) > 1 else ''}")
 print(f"machine: {cpus} CPU(s), Linux {kernel}; load average before {lb}, after {la}")
-print(f"{'MDA':<16} {'deliv/s':>8}  {'x procmail':>10} {'x floor':>8} {'new':>6} {'fail':>5}  fsyncs (one delivery)")
+print(f"{'MDA':<19} {'deliv/s':>8}  {'x procmail':>10} {'x floor':>8} {'new':>6} {'fail':>5}  fsyncs (one delivery)")
 order = [l for l in order if l in rows]
 for label in order:
     r = rows[label]
     name = names.get(label, label)
     broken = label != "floor" and (r["fail"] or r["new"] != n)
-    print(f"{name:<16} {r['rate']:8.0f}{'!' if broken else ' '} {r['rate']/pm:10.2f} {r['rate']/fl:8.2f} "
+    print(f"{name:<19} {r['rate']:8.0f}{'!' if broken else ' '} {r['rate']/pm:10.2f} {r['rate']/fl:8.2f} "
           f"{r['new'] if label != 'floor' else '-':>6} {r['fail']:>5}  {fsyncs(label)}")
 c = rows["cursus-deliver"]
 if any(l != "floor" and (rows[l]["fail"] or rows[l]["new"] != n) for l in order):
@@ -231,6 +253,9 @@ print("(cursus-deliver is the default, fsync=full: the file, then new/, delivere
 print(" Reference rows: -o fsync=file, procmail's durability, and -o fsync=none, no durability,")
 print(" are handed by the front to cursus-deliver-full (one more exec); cursus-deliver-full is")
 print(" the full program started directly, as every delivery ran before the front.)")
+print("Each run starts with an empty Maildir; the previous one was " +
+      ("deleted just before (KEEP_DELETING=1)." if deleting == "1" else
+       "moved aside, not deleted (see the script header)."))
 print(f"cursus-deliver delivered {c['new']}/{n} (failures {c['fail']}) {'ok' if ok else 'PROBLEM'}")
 print(f"binary: {binary}, beside cursus-deliver-full")
 print(f"peak RSS of cursus-deliver for a {int(msgsize)/1e6:.1f} MB message: {rss} KiB "
