@@ -2,8 +2,9 @@
 # cursus-deliver against the peer MDAs, one process per message into ~/Maildir, in one run.
 #
 #   usage (as root): bash bench/deliver-bench.sh [N] [path/to/cursus-deliver]
-#       N defaults to 2000; the binary to target/release/cursus-deliver
-#       (cargo build --release -p cursus-deliver).
+#       N defaults to 2000. Without a path, scripts/build-release cursus-deliver builds
+#       target/release/cursus-deliver (the front, a static PIE, as shipped) and
+#       cursus-deliver-full; with a path, cursus-deliver-full must be beside it.
 #       ROUNDS=3 bash bench/deliver-bench.sh: run every MDA 3 times, interleaved, and report
 #       the median rate (default 1 round). Run it on an otherwise idle machine: the script
 #       notes the load average and any cargo/rustc running, since one compile on a 2-core
@@ -11,10 +12,19 @@
 #
 # Uses ../shared/tools/peer-bench/lda-bench.sh (one process per message of msg-2k.eml into a
 # fresh ~/Maildir, as the mailbox owner) for: the spawn floor /bin/true, procmail, maildrop,
-# dovecot-lda and cursus-deliver. Each runs as the test user cursus-bench with its own
+# dovecot-lda and cursus-deliver (the front, which makes this delivery itself; the reference
+# rows with -o are handed to cursus-deliver-full, and one row runs cursus-deliver-full
+# directly to show what the front saves). Each runs as the test user cursus-bench with its own
 # config in that user's home (see lda-bench.sh's comments). Then, for one delivery each,
 # strace records what each MDA fsyncs, and /usr/bin/time -v the peak RSS of cursus-deliver
 # for a 20 MB message. Results go to bench/results/ (gitignored) and are printed.
+#
+# Between runs the previous run's Maildir is moved aside, not deleted (lda-bench.sh would
+# rm -rf it): on ext4 without a journal, for a minute after inodes are freed, every new file
+# scans past them (recently_deleted() in fs/ext4/ialloc.c), which made each MDA pay for the
+# harness deleting the previous MDA's N messages (creating a file went from 0.03 ms to
+# 0.7 ms on the test machine), a cost /bin/true never pays and that depended on the order.
+# KEEP_DELETING=1 restores the old behaviour. The moved Maildirs are deleted after the runs.
 # Needs the packages from scripts/install-test-deps.sh (procmail maildrop dovecot-core
 # strace time). Not a timed test: the numbers depend on the machine and its disk.
 set -eu
@@ -26,12 +36,17 @@ fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-2000}
+if [ -z "${2:-}" ]; then
+    "$ROOT/scripts/build-release" cursus-deliver
+fi
 BIN=${2:-$ROOT/target/release/cursus-deliver}
+FULL=$(dirname "$BIN")/cursus-deliver-full
 PEER=$ROOT/../shared/tools/peer-bench
 U=cursus-bench
 RESULTS=$ROOT/bench/results
 
-[ -x "$BIN" ] || { echo "error: $BIN not found: cargo build --release -p cursus-deliver"; exit 1; }
+[ -x "$BIN" ] || { echo "error: $BIN not found: scripts/build-release cursus-deliver"; exit 1; }
+[ -x "$FULL" ] || { echo "error: $FULL not found: install cursus-deliver-full beside cursus-deliver"; exit 1; }
 [ -f "$PEER/lda-bench.sh" ] || { echo "error: $PEER/lda-bench.sh not found"; exit 1; }
 for t in procmail maildrop /usr/lib/dovecot/dovecot-lda strace /usr/bin/time python3; do
     command -v "$t" >/dev/null || { echo "error: $t missing: run scripts/install-test-deps.sh"; exit 1; }
@@ -49,6 +64,7 @@ cleanup() { rm -rf "$W"; }
 trap cleanup EXIT
 cp "$PEER/lda-bench.sh" "$PEER/msg-2k.eml" "$W/"
 install -m 0755 "$BIN" "$W/cursus-deliver"
+install -m 0755 "$FULL" "$W/cursus-deliver-full"
 chmod 0644 "$W/msg-2k.eml"
 
 # --- per-user configuration of the peers -------------------------------------------------------
@@ -75,7 +91,9 @@ CMD[cursus-deliver]="$W/cursus-deliver -f bench@example.com -a $U@localhost"
 # reference rows: procmail's durability (the file only), and none at all
 CMD[cursus-fsyncfile]="$W/cursus-deliver -f bench@example.com -a $U@localhost -o fsync=file"
 CMD[cursus-nofsync]="$W/cursus-deliver -f bench@example.com -a $U@localhost -o fsync=none"
-ORDER="floor procmail maildrop dovecot-lda cursus-deliver cursus-fsyncfile cursus-nofsync"
+# reference row: the full program alone, as cursus-deliver was before the front
+CMD[cursus-full]="$W/cursus-deliver-full -f bench@example.com -a $U@localhost"
+ORDER="floor procmail maildrop dovecot-lda cursus-deliver cursus-fsyncfile cursus-nofsync cursus-full"
 
 as_user() { # runs a command as the benchmark user with an MTA-like clean environment
     setpriv --reuid="$U" --regid="$G" --init-groups \
@@ -98,6 +116,19 @@ for m in cursus-fsyncfile cursus-nofsync; do
 done
 rm -rf "$H/Maildir-probe"
 
+SPENT=$H/.bench-spent
+if [ -e "$SPENT" ]; then
+    rm -rf "$SPENT"
+    echo "note: removed $SPENT left by an aborted run; waiting 61 s for its inodes to age"
+    sleep 61
+fi
+set_aside() { # the previous run's Maildir, moved out of lda-bench.sh's rm -rf
+    [ "${KEEP_DELETING:-0}" = 1 ] && return
+    [ -d "$H/Maildir" ] || return 0
+    mkdir -p "$SPENT"
+    mv "$H/Maildir" "$SPENT/$1"
+}
+
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RESULTS"
 OUT=$RESULTS/deliver-bench-$STAMP.txt
@@ -113,6 +144,7 @@ echo "   load average before: $LOAD_BEFORE"
 sync
 for r in $(seq "$ROUNDS"); do
     for m in $ORDER; do
+        set_aside "$r-$m"
         # shellcheck disable=SC2086 # CMD values are word lists
         line=$(as_user bash "$W/lda-bench.sh" "$N" ${CMD[$m]})
         echo "round $r $m: $line"
@@ -120,6 +152,7 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)$(busy)"
+rm -rf "$SPENT"
 
 # --- what each one fsyncs: strace one delivery into a fresh Maildir ---------------------------
 echo "== fsync calls of one delivery (strace -f -y -e trace=fsync,fdatasync,sync_file_range,syncfs,sync)"
@@ -153,9 +186,9 @@ STORED=$(find "$H/Maildir-rss/new" -type f -printf '%s\n' 2>/dev/null | head -1)
 rm -rf "$H/Maildir-rss"
 
 # --- the table --------------------------------------------------------------------------------
-python3 - "$RAW" "$W" "$N" "${RSS:-?}" "$MSGSIZE" "${STORED:-0}" "${ELAPSED:-?}" "$H" "$ROUNDS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(uname -r)" "$(nproc)" "$BIN ($(file -b "$BIN" | grep -o 'static-pie linked\|statically linked\|dynamically linked' || echo '?'))" <<'EOF' | tee "$OUT"
+python3 - "$RAW" "$W" "$N" "${RSS:-?}" "$MSGSIZE" "${STORED:-0}" "${ELAPSED:-?}" "$H" "$ROUNDS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(uname -r)" "$(nproc)" "$BIN ($(file -b "$BIN" | grep -o 'static-pie linked\|statically linked\|dynamically linked' || echo '?'))" "${KEEP_DELETING:-0}" <<'EOF' | tee "$OUT"
 import os, re, statistics, sys
-raw, w, n, rss, msgsize, stored, elapsed, home, rounds, lb, la, kernel, cpus, binary = sys.argv[1:]
+raw, w, n, rss, msgsize, stored, elapsed, home, rounds, lb, la, kernel, cpus, binary, deleting = sys.argv[1:]
 n = int(n)
 runs = {}
 for line in open(raw):
@@ -190,20 +223,21 @@ def fsyncs(label):
     return ", ".join(seen)
 
 order = ["floor", "procmail", "maildrop", "dovecot-lda", "cursus-deliver", "cursus-fsyncfile",
-         "cursus-nofsync"]
-names = {"floor": "/bin/true", "cursus-fsyncfile": "cursus fsync=file", "cursus-nofsync": "cursus fsync=none"}
+         "cursus-nofsync", "cursus-full"]
+names = {"floor": "/bin/true", "cursus-fsyncfile": "cursus fsync=file", "cursus-nofsync": "cursus fsync=none",
+         "cursus-full": "cursus-deliver-full"}
 pm = rows["procmail"]["rate"]
 fl = rows["floor"]["rate"]
 print(f"cursus-deliver benchmark: N={n} one process per message, msg-2k.eml -> ~/Maildir, "
       f"{rounds} round(s){' (median)' if int(rounds) > 1 else ''}")
 print(f"machine: {cpus} CPU(s), Linux {kernel}; load average before {lb}, after {la}")
-print(f"{'MDA':<16} {'deliv/s':>8}  {'x procmail':>10} {'x floor':>8} {'new':>6} {'fail':>5}  fsyncs (one delivery)")
+print(f"{'MDA':<19} {'deliv/s':>8}  {'x procmail':>10} {'x floor':>8} {'new':>6} {'fail':>5}  fsyncs (one delivery)")
 order = [l for l in order if l in rows]
 for label in order:
     r = rows[label]
     name = names.get(label, label)
     broken = label != "floor" and (r["fail"] or r["new"] != n)
-    print(f"{name:<16} {r['rate']:8.0f}{'!' if broken else ' '} {r['rate']/pm:10.2f} {r['rate']/fl:8.2f} "
+    print(f"{name:<19} {r['rate']:8.0f}{'!' if broken else ' '} {r['rate']/pm:10.2f} {r['rate']/fl:8.2f} "
           f"{r['new'] if label != 'floor' else '-':>6} {r['fail']:>5}  {fsyncs(label)}")
 c = rows["cursus-deliver"]
 if any(l != "floor" and (rows[l]["fail"] or rows[l]["new"] != n) for l in order):
@@ -215,11 +249,15 @@ print()
 print(f"target >= 1.5x procmail: {c['rate']/pm:.2f}x -> {'met' if c['rate'] >= 1.5*pm else 'NOT met'}")
 print(f"target >= 0.8x floor:    {c['rate']/fl:.2f}x -> {'met' if c['rate'] >= 0.8*fl else 'NOT met'}")
 ok = c["new"] == n and c["fail"] == 0
-print("(cursus-deliver is the default, fsync=full: the file, then new/. The two reference rows")
-print(" use -o fsync=file, procmail's durability, and -o fsync=none, no durability, to separate")
-print(" the cost of each barrier from the rest of the work.)")
+print("(cursus-deliver is the default, fsync=full: the file, then new/, delivered by the front.")
+print(" Reference rows: -o fsync=file, procmail's durability, and -o fsync=none, no durability,")
+print(" are handed by the front to cursus-deliver-full (one more exec); cursus-deliver-full is")
+print(" the full program started directly, as every delivery ran before the front.)")
+print("Each run starts with an empty Maildir; the previous one was " +
+      ("deleted just before (KEEP_DELETING=1)." if deleting == "1" else
+       "moved aside, not deleted (see the script header)."))
 print(f"cursus-deliver delivered {c['new']}/{n} (failures {c['fail']}) {'ok' if ok else 'PROBLEM'}")
-print(f"binary: {binary}")
+print(f"binary: {binary}, beside cursus-deliver-full")
 print(f"peak RSS of cursus-deliver for a {int(msgsize)/1e6:.1f} MB message: {rss} KiB "
       f"(stored {int(stored)/1e6:.1f} MB, wall {elapsed})")
 EOF

@@ -4,7 +4,8 @@
 #
 #   usage (as root): bash bench/lda-bench.sh [N]
 #       N defaults to 2000. Needs release builds:
-#       cargo build --release -p cursus-lda -p cursus-deliver
+#       cargo build --release -p cursus-lda && scripts/build-release cursus-deliver
+#       (cursus-deliver as shipped: the static front, with cursus-deliver-full beside it)
 #       ROUNDS=3 runs every row 3 times, interleaved, and reports the median.
 #
 # Rows: cursus-lda with 1 and 8 concurrent clients (the client library, one connection per
@@ -24,10 +25,11 @@ N=${1:-2000}
 ROUNDS=${ROUNDS:-1}
 LDA=$ROOT/target/release/cursus-lda
 DELIVER=$ROOT/target/release/cursus-deliver
+DELIVER_FULL=$ROOT/target/release/cursus-deliver-full
 PEER=$ROOT/../shared/tools/peer-bench
 U=cursus-bench
-for b in "$LDA" "$DELIVER"; do
-    [ -x "$b" ] || { echo "error: $b missing: cargo build --release -p cursus-lda -p cursus-deliver"; exit 1; }
+for b in "$LDA" "$DELIVER" "$DELIVER_FULL"; do
+    [ -x "$b" ] || { echo "error: $b missing: cargo build --release -p cursus-lda && scripts/build-release cursus-deliver"; exit 1; }
 done
 command -v procmail >/dev/null || { echo "error: procmail missing: scripts/install-test-deps.sh"; exit 1; }
 id "$U" >/dev/null 2>&1 || useradd -m -s /bin/bash "$U"
@@ -41,6 +43,7 @@ cleanup() { [ -n "$SERVICE" ] && kill "$SERVICE" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 cp "$PEER/lda-bench.sh" "$PEER/msg-2k.eml" "$W/"
 install -m 0755 "$DELIVER" "$W/cursus-deliver"
+install -m 0755 "$DELIVER_FULL" "$W/cursus-deliver-full"
 chmod 0644 "$W/msg-2k.eml"
 rm -rf "$H/.config/cursus"
 printf 'DEFAULT=$HOME/Maildir/\n' > "$H/.procmailrc"

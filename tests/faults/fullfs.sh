@@ -29,6 +29,8 @@ bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 die() { echo "FAIL: $*"; echo "0 passed, 1 failed"; exit 1; }
 
 [ -x "$BIN" ] || die "cursus-deliver binary not found at $BIN"
+FULL=$(dirname "$BIN")/cursus-deliver-full
+[ -x "$FULL" ] || die "cursus-deliver-full not found at $FULL (it is installed beside cursus-deliver)"
 for t in setpriv mount umount useradd python3; do
     command -v "$t" >/dev/null || die "$t not installed: run scripts/install-test-deps.sh"
 done
@@ -48,6 +50,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 install -m 0755 "$BIN" "$W/cursus-deliver"
+install -m 0755 "$FULL" "$W/cursus-deliver-full"
 install -d -m 0755 -o "$U" -g "$GID_" "$W/home"
 
 # mnt NAME OPTIONS: a tmpfs owned by the test user

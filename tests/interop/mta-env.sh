@@ -27,12 +27,15 @@ bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 die() { echo "FAIL: $*"; echo "0 passed, 1 failed"; exit 1; }
 
 [ -x "$BIN" ] || die "cursus-deliver binary not found at $BIN"
+FULL=$(dirname "$BIN")/cursus-deliver-full
+[ -x "$FULL" ] || die "cursus-deliver-full not found at $FULL (it is installed beside cursus-deliver)"
 command -v python3 >/dev/null || die "python3 missing"
 
 W=$(mktemp -d /tmp/cursus-mta-env.XXXXXX)
 chmod 0755 "$W"
 trap 'rm -rf "$W"' EXIT
 install -m 0755 "$BIN" "$W/cursus-deliver"
+install -m 0755 "$FULL" "$W/cursus-deliver-full"
 
 if [ "$(id -u)" -eq 0 ]; then
     U=cursus-tenv

@@ -54,7 +54,9 @@ die() { echo "FAIL: $*"; echo "0 passed, 1 failed"; exit 1; }
 for t in postfix postconf postqueue postsuper swaks python3 useradd; do
     command -v "$t" >/dev/null || die "$t not installed: run scripts/install-test-deps.sh as root"
 done
-[ -x "$BIN" ] || die "cursus-deliver binary not found at $BIN (cargo build --release -p cursus-deliver)"
+[ -x "$BIN" ] || die "cursus-deliver binary not found at $BIN (scripts/build-release cursus-deliver)"
+FULL=$(dirname "$BIN")/cursus-deliver-full
+[ -x "$FULL" ] || die "cursus-deliver-full not found at $FULL (it is installed beside cursus-deliver)"
 [ -f "$DOC" ] || die "$DOC missing"
 
 # --- a leftover from an aborted run is put back first; a live Postfix is not touched --------
@@ -100,6 +102,7 @@ trap 'exit 130' INT TERM
 mkdir -p "$INST"
 chmod 0755 "$INST"
 install -m 0755 "$BIN" "$INST/cursus-deliver"
+install -m 0755 "$FULL" "$INST/cursus-deliver-full"
 
 # --- snippets from the documentation ---------------------------------------------------------
 snippet() {

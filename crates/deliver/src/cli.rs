@@ -16,6 +16,13 @@ use clap::Parser;
 /// envelope in arguments or environment (SENDER, RECIPIENT, ORIGINAL_RECIPIENT, EXTENSION,
 /// LOCAL_PART_SUFFIX, USER, LOGNAME, HOME). With no configuration it writes to ~/Maildir.
 ///
+/// Two programs are installed side by side: cursus-deliver, the one MTAs run, makes the
+/// common delivery itself (an ordinary user's ~/Maildir or --maildir, with USER and HOME
+/// set and no configuration file, Sieve script or maildirsize) and runs
+/// cursus-deliver-full from its own directory for everything else, with the same
+/// arguments, environment and message; both give the same result. Neither may be
+/// installed set-user-ID or set-group-ID.
+///
 /// Exit status: 0 delivered; 75 temporary failure (the MTA retries); 67 unknown user;
 /// 77 refused (permissions, policy, over quota); 65 bad message or mail loop; 64 usage
 /// error; 78 configuration error. Every failure prints one line `X.Y.Z text` that the MTA

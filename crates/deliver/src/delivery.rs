@@ -2,6 +2,12 @@
 //! trace headers and loop check, Sieve filtering when the user or the administrator has
 //! scripts (`filter.rs`, `disposition.rs`), then the mailbox write.
 //!
+//! The steps that follow the destination (reading the message, the size limit, the
+//! envelope, trace headers and the loop check, the Maildir options, the outcome and the line
+//! that reports it) are public functions: the front (`front.rs`, the `cursus-deliver`
+//! binary) runs the common case through exactly these, so both binaries store the same
+//! bytes and answer with the same line and exit code.
+//!
 //! Trusts the system configuration file and the user database; everything from argv, the
 //! environment and stdin is hostile. Never returns an error: every path ends in an
 //! [`Outcome`] whose status, text and exit code the MTA understands (mda-interface §2:
@@ -9,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cursus_mail::address::{extension, split_address, strip_brackets};
@@ -41,9 +47,32 @@ pub fn run(args: &Args, env: &Env, stdin: &mut dyn Read) -> Outcome {
     outcome
 }
 
+/// The environment of a process as [`Env`]: each value lossily decoded, and of two entries
+/// with the same name the first, as getenv(3) (and so the front) reads it.
+pub fn process_env() -> Env {
+    let mut env = Env::new();
+    for (k, v) in std::env::vars_os() {
+        env.entry(k.to_string_lossy().into_owned())
+            .or_insert_with(|| v.to_string_lossy().into_owned());
+    }
+    env
+}
+
+/// Refuses a set-user-ID or set-group-ID installation: the first check of both binaries,
+/// before the arguments are read.
+pub fn installation_refusal() -> Option<Outcome> {
+    user::check_not_setuid().err().map(user_failure)
+}
+
 fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) -> Outcome {
     let getenv = |k: &str| env.get(k).cloned();
     let mut settings = Settings::default();
+
+    // 0. Nothing is read (not even the system file, which -c could name) with privileges
+    // an installation bit gave us.
+    if let Some(refusal) = installation_refusal() {
+        return refusal;
+    }
 
     // 1. The system file, read with the privileges we started with (it is root's).
     let system_path = args
@@ -70,9 +99,6 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
     }
 
     // 2. Identity: drop root before reading anything the user controls.
-    if let Err(e) = user::check_not_setuid() {
-        return user_failure(e);
-    }
     let recipient = if user::euid().is_root() && !settings.allow_root {
         user::become_recipient(args.user.as_deref(), false)
     } else {
@@ -114,13 +140,10 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
     };
 
     // 5. The message, read to EOF.
-    let spill_dir = getenv("TMPDIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let spill_dir = spill_dir.unwrap_or_else(|| PathBuf::from("/tmp"));
+    let spill_dir = spill_dir(&getenv);
     let read = match &args.path {
         Some(path) => match File::open(path) {
-            Ok(mut f) => input::read_message(&mut f, &spill_dir),
+            Ok(mut f) => read_input(&mut f, &spill_dir),
             Err(e) => {
                 return Outcome::permanent(
                     codes::SYSTEM_STATUS,
@@ -131,52 +154,25 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
         },
         None => {
             *consumed = true;
-            input::read_message(stdin, &spill_dir)
+            read_input(stdin, &spill_dir)
         }
     };
-    let message = match read {
+    let message = match read.and_then(|m| check_size(m, &settings)) {
         Ok(m) => m,
-        Err(e) => {
-            return Outcome::temporary(codes::SYSTEM_STATUS, format!("reading the message: {e}"));
-        }
+        Err(outcome) => return outcome,
     };
-    if message.is_empty() {
-        return Outcome::permanent(codes::MEDIA_ERROR, ExitCode::DataErr, "empty message");
-    }
-    if let Some(limit) = settings.max_message_size.filter(|l| message.size() > *l) {
-        return Outcome::permanent(
-            codes::MESSAGE_TOO_LARGE,
-            ExitCode::NoPerm,
-            format!(
-                "message size {} exceeds the limit of {limit} bytes",
-                message.size()
-            ),
-        );
-    }
 
     // 6. Envelope, trace headers and loop check.
-    let envelope = Envelope::gather(args, env, &message, &recipient);
-    let state = trace_state(&message.header, Some(&envelope.final_recipient));
-    if state.looped {
-        return Outcome::permanent(
-            codes::ROUTING_LOOP,
-            ExitCode::DataErr,
-            format!("mail forwarding loop for {}", envelope.final_recipient),
-        );
-    }
-    let mut prefix = trace_prefix(
-        &state,
-        &envelope.sender.return_path(),
-        Some(&envelope.final_recipient),
+    let envelope = Envelope::gather(
+        &EnvelopeArgs::from(args),
+        &getenv,
+        message.from_line_sender.as_deref(),
+        &recipient.name,
     );
-    if message.starts_with_body {
-        prefix.push(b'\n');
-    }
     let sender = envelope.sender.address().map(str::to_string);
-    let mut stored = Message {
-        prefix,
-        header: message.header,
-        body: message.body,
+    let mut stored = match add_trace(message, &envelope) {
+        Ok(m) => m,
+        Err(outcome) => return outcome,
     };
     let (folder, autocreate, folder_note) = match &destination {
         Destination::Maildir(root) => choose_folder(args, env, &settings, &envelope, root),
@@ -207,13 +203,88 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
         autocreate,
         flags: String::new(),
     };
-    match write_mailbox(
+    let written = write_mailbox(
         &destination,
         &stored,
         sender.as_deref(),
         &settings,
         &request,
-    ) {
+    );
+    stored_outcome(written, folder_note, &settings)
+}
+
+/// Where a large message spills while it is read: `$TMPDIR` when absolute, else /tmp.
+pub fn spill_dir(getenv: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    getenv("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// Reads the message to EOF; an empty message is refused (5.6.0, exit 65).
+pub fn read_input(input: &mut dyn Read, spill_dir: &Path) -> Result<ReadMessage, Outcome> {
+    let message = input::read_message(input, spill_dir).map_err(|e| {
+        Outcome::temporary(codes::SYSTEM_STATUS, format!("reading the message: {e}"))
+    })?;
+    if message.is_empty() {
+        return Err(Outcome::permanent(
+            codes::MEDIA_ERROR,
+            ExitCode::DataErr,
+            "empty message",
+        ));
+    }
+    Ok(message)
+}
+
+/// Refuses a message over `max_message_size` (5.2.3, exit 77).
+pub fn check_size(message: ReadMessage, settings: &Settings) -> Result<ReadMessage, Outcome> {
+    if let Some(limit) = settings.max_message_size.filter(|l| message.size() > *l) {
+        return Err(Outcome::permanent(
+            codes::MESSAGE_TOO_LARGE,
+            ExitCode::NoPerm,
+            format!(
+                "message size {} exceeds the limit of {limit} bytes",
+                message.size()
+            ),
+        ));
+    }
+    Ok(message)
+}
+
+/// Puts Return-Path and Delivered-To in front of the message (unless the MTA already did),
+/// after the Delivered-To loop check (5.4.6, exit 65).
+pub fn add_trace(message: ReadMessage, envelope: &Envelope) -> Result<Message, Outcome> {
+    let state = trace_state(&message.header, Some(&envelope.final_recipient));
+    if state.looped {
+        return Err(Outcome::permanent(
+            codes::ROUTING_LOOP,
+            ExitCode::DataErr,
+            format!("mail forwarding loop for {}", envelope.final_recipient),
+        ));
+    }
+    let mut prefix = trace_prefix(
+        &state,
+        &envelope.sender.return_path(),
+        Some(&envelope.final_recipient),
+    );
+    if message.starts_with_body {
+        prefix.push(b'\n');
+    }
+    Ok(Message {
+        prefix,
+        header: message.header,
+        body: message.body,
+    })
+}
+
+/// The outcome of the write: "delivered to PATH" with the writer's note (or else the
+/// folder note) in parentheses, or the failure.
+pub fn stored_outcome(
+    written: Result<Stored, MailboxError>,
+    folder_note: Option<String>,
+    settings: &Settings,
+) -> Outcome {
+    match written {
         Ok(s) => {
             let mut text = format!("delivered to {}", s.path.display());
             if let Some(note) = s.note.or(folder_note) {
@@ -221,7 +292,20 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
             }
             Outcome::delivered(text)
         }
-        Err(e) => mailbox_failure(&e, &settings),
+        Err(e) => mailbox_failure(&e, settings),
+    }
+}
+
+/// Prints the outcome as the MTA reads it, with one write(2) so that concurrent output
+/// never splits the line: a failure on standard error; a delivery on standard output only
+/// when `verbose` (-v).
+pub fn report(outcome: &Outcome, verbose: bool) {
+    let line = format!("{outcome}\n");
+    if outcome.kind != cursus_mail::OutcomeKind::Delivered {
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    } else if verbose {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     }
 }
 
@@ -233,25 +317,51 @@ pub struct Envelope {
     pub final_recipient: String,
 }
 
+/// What the command line says about the envelope (`-f`, `-a`, `-r`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnvelopeArgs<'a> {
+    pub sender: Option<&'a str>,
+    pub original_recipient: Option<&'a str>,
+    pub final_recipient: Option<&'a str>,
+}
+
+impl<'a> From<&'a Args> for EnvelopeArgs<'a> {
+    fn from(args: &'a Args) -> Self {
+        EnvelopeArgs {
+            sender: args.sender.as_deref(),
+            original_recipient: args.original_recipient.as_deref(),
+            final_recipient: args.final_recipient.as_deref(),
+        }
+    }
+}
+
 impl Envelope {
-    fn gather(args: &Args, env: &Env, message: &ReadMessage, recipient: &Recipient) -> Self {
-        let nonempty = |v: Option<&String>| v.filter(|s| !s.trim().is_empty()).cloned();
+    /// Arguments first, then SENDER, ORIGINAL_RECIPIENT and RECIPIENT from `getenv`, then
+    /// the message's `From ` line for the sender and `recipient_name` (with this host's
+    /// name when it has no domain) for the final recipient.
+    pub fn gather(
+        args: &EnvelopeArgs<'_>,
+        getenv: &dyn Fn(&str) -> Option<String>,
+        from_line_sender: Option<&str>,
+        recipient_name: &str,
+    ) -> Self {
+        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         let sender = args
             .sender
-            .clone()
-            .or_else(|| env.get("SENDER").cloned())
-            .or_else(|| message.from_line_sender.clone())
+            .map(str::to_string)
+            .or_else(|| getenv("SENDER"))
+            .or_else(|| from_line_sender.map(str::to_string))
             .map_or(Sender::Null, |s| Sender::parse(&s));
-        let original = nonempty(args.original_recipient.as_ref())
-            .or_else(|| nonempty(env.get("ORIGINAL_RECIPIENT")));
-        let final_rcpt = nonempty(args.final_recipient.as_ref())
-            .or_else(|| nonempty(env.get("RECIPIENT")))
+        let original = nonempty(args.original_recipient.map(str::to_string))
+            .or_else(|| nonempty(getenv("ORIGINAL_RECIPIENT")));
+        let final_rcpt = nonempty(args.final_recipient.map(str::to_string))
+            .or_else(|| nonempty(getenv("RECIPIENT")))
             .or_else(|| original.clone())
             .unwrap_or_else(|| {
-                if recipient.name.contains('@') {
-                    recipient.name.clone()
+                if recipient_name.contains('@') {
+                    recipient_name.to_string()
                 } else {
-                    format!("{}@{}", recipient.name, hostname())
+                    format!("{recipient_name}@{}", hostname())
                 }
             });
         let final_recipient = strip_brackets(&final_rcpt).to_string();
@@ -390,6 +500,25 @@ pub struct StoreRequest {
     pub flags: String,
 }
 
+/// How a copy is written into a Maildir under these settings.
+pub fn maildir_options(settings: &Settings, request: &StoreRequest) -> MaildirOptions {
+    let quota = (settings.quota_bytes.is_some() || settings.quota_messages.is_some()).then_some(
+        QuotaLimits {
+            bytes: settings.quota_bytes,
+            messages: settings.quota_messages,
+        },
+    );
+    MaildirOptions {
+        create: true,
+        folder: request.folder.clone(),
+        autocreate_folder: request.autocreate,
+        quota,
+        flags: request.flags.clone(),
+        fsync: settings.fsync.file(),
+        fsync_directory: settings.fsync.directory(),
+    }
+}
+
 /// Writes one copy of the message.
 pub fn write_mailbox(
     destination: &Destination,
@@ -400,21 +529,7 @@ pub fn write_mailbox(
 ) -> Result<Stored, MailboxError> {
     match destination {
         Destination::Maildir(root) => {
-            let quota = (settings.quota_bytes.is_some() || settings.quota_messages.is_some())
-                .then_some(QuotaLimits {
-                    bytes: settings.quota_bytes,
-                    messages: settings.quota_messages,
-                });
-            let opts = MaildirOptions {
-                create: true,
-                folder: request.folder.clone(),
-                autocreate_folder: request.autocreate,
-                quota,
-                flags: request.flags.clone(),
-                fsync: settings.fsync.file(),
-                fsync_directory: settings.fsync.directory(),
-            };
-            deliver_maildir(root, message, &opts)
+            deliver_maildir(root, message, &maildir_options(settings, request))
         }
         Destination::Mbox(path) => {
             let opts = MboxOptions {
@@ -474,7 +589,7 @@ fn user_failure(e: UserError) -> Outcome {
         UserError::SetUid => Outcome::permanent(
             codes::SECURITY,
             ExitCode::NoPerm,
-            "cursus-deliver must not be installed set-user-ID; the MTA runs it as the recipient",
+            "cursus-deliver must not be installed set-user-ID or set-group-ID; the MTA runs it as the recipient",
         ),
         UserError::Lookup(text) => {
             Outcome::temporary(codes::SYSTEM_STATUS, format!("user lookup failed: {text}"))

@@ -8,8 +8,10 @@
 //! Attacks stopped here:
 //! - Delivery as root through a forged or misconfigured `-d root` (a root-owned mailbox
 //!   written with attacker text): refused unless the system file sets `allow_root`.
-//! - An installation set-user-ID (a local user runs it with chosen arguments to write into
-//!   another account): refused when real and effective uid differ.
+//! - An installation set-user-ID or set-group-ID (a local user runs it with chosen
+//!   arguments to write into another account or a group's files, or, through the front's
+//!   hand-over to cursus-deliver-full, has a program of their own run with those
+//!   privileges): refused when real and effective uid, or real and effective gid, differ.
 //! - Writing into another user's home while running as a shared account (Postfix pipe
 //!   `user=vmail` with `-d joe` and a home-based destination): refused, since the files
 //!   would belong to the wrong uid.
@@ -47,9 +49,11 @@ fn lookup(name: &str) -> Result<Option<User>, UserError> {
     User::from_name(name).map_err(|e| UserError::Lookup(format!("{name}: {e}")))
 }
 
-/// Refuses a set-user-ID installation, whatever the owner.
+/// Refuses a set-user-ID or set-group-ID installation, whatever the owner.
 pub fn check_not_setuid() -> Result<(), UserError> {
-    if nix::unistd::getuid() != nix::unistd::geteuid() {
+    if nix::unistd::getuid() != nix::unistd::geteuid()
+        || nix::unistd::getgid() != nix::unistd::getegid()
+    {
         return Err(UserError::SetUid);
     }
     Ok(())
@@ -74,7 +78,9 @@ pub fn become_recipient(user: Option<&str>, allow_root: bool) -> Result<Recipien
 }
 
 /// Not root: works out whom `-d`, USER or LOGNAME names and where their home is.
-/// `env` reads one environment variable.
+/// `env` reads one environment variable. The user database is asked for our own entry only
+/// when the environment leaves the name or the home unknown (an MTA sets USER and HOME, so
+/// a delivery usually costs no NSS lookup).
 pub fn resolve_recipient(
     user: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -100,16 +106,20 @@ pub fn resolve_recipient(
             },
         });
     }
-    let me = User::from_uid(euid).ok().flatten();
+    let mut me: Option<Option<User>> = None;
+    let mut own_entry = || {
+        me.get_or_insert_with(|| User::from_uid(euid).ok().flatten())
+            .clone()
+    };
     let name = env("USER")
         .or_else(|| env("LOGNAME"))
         .filter(|n| !n.is_empty())
-        .or_else(|| me.as_ref().map(|u| u.name.clone()))
+        .or_else(|| own_entry().map(|u| u.name))
         .unwrap_or_else(|| euid.to_string());
     let home = env("HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| me.as_ref().map(|u| u.dir.clone()));
+        .or_else(|| own_entry().map(|u| u.dir));
     Ok(Recipient {
         name,
         home,
