@@ -148,15 +148,15 @@ as_user_maildir() { # USER DIR: an empty Maildir owned by USER
 printf '%s\n' "$FORWARD" > /home/cursus-t2/.forward
 chown cursus-t2: /home/cursus-t2/.forward
 chmod 0644 /home/cursus-t2/.forward
-# 75 probes: tmp/ not writable; a full filesystem
+# 75 probes: new/ not writable (the message is written in new/ or, without O_TMPFILE, in tmp/); a full filesystem
 as_user_maildir cursus-t75 /home/cursus-t75/Maildir
-chmod 0500 /home/cursus-t75/Maildir/tmp
+chmod 0500 /home/cursus-t75/Maildir/new /home/cursus-t75/Maildir/tmp
 install -d -m 0700 -o cursus-tfull -g cursus-tfull /home/cursus-tfull/Maildir
 mount -t tmpfs -o size=32k,mode=0700,uid="$(id -u cursus-tfull)",gid="$(id -g cursus-tfull)" \
     cursus-test-full /home/cursus-tfull/Maildir
 as_user_maildir cursus-tfull /home/cursus-tfull/Maildir
 as_user_maildir "$VUSER" "$VROOT/$DOMAIN/v75/Maildir"
-chmod 0500 "$VROOT/$DOMAIN/v75/Maildir/tmp"
+chmod 0500 "$VROOT/$DOMAIN/v75/Maildir/new" "$VROOT/$DOMAIN/v75/Maildir/tmp"
 chown "$VUSER:" "$VROOT/$DOMAIN"
 # 77 probes: Maildir++ quota of 1000 bytes
 for d in /home/cursus-t77/Maildir:cursus-t77 "$VROOT/$DOMAIN/v77/Maildir:$VUSER"; do

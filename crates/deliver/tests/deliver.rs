@@ -324,14 +324,19 @@ fn read_only_maildir_is_a_temporary_failure() {
     for d in ["tmp", "new", "cur"] {
         s.mkdir(&format!("Maildir/{d}"));
     }
-    std::fs::set_permissions(md.join("tmp"), std::fs::Permissions::from_mode(0o500))
-        .expect("chmod");
+    // new/ is where the message is written (an unnamed file), tmp/ where it is written
+    // without O_TMPFILE: neither writable, the delivery waits.
+    for d in ["tmp", "new"] {
+        std::fs::set_permissions(md.join(d), std::fs::Permissions::from_mode(0o500))
+            .expect("chmod");
+    }
     let mut cmd = deliver(&s);
     cmd.arg("--maildir").arg(&md);
     let out = run(cmd, MESSAGE);
     assert_eq!(code(&out), 75, "{}", stderr(&out));
     assert!(stderr(&out).starts_with("4."), "{}", stderr(&out));
     assert!(files(&md.join("new")).is_empty());
+    assert!(files(&md.join("tmp")).is_empty());
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! Trusts: the maildir path up to its last component (the destination policy vetted it);
 //! below it nothing: the root is opened with O_DIRECTORY|O_NOFOLLOW and everything else with
 //! `*at()` calls relative to it, `tmp`/`new`/`cur` and folders with O_DIRECTORY|O_NOFOLLOW.
-//! Fails: without leaving anything behind: any error after the file in `tmp/` was created
-//! unlinks it, and a file appears in `new/` (or `cur/`) only complete, fsynced and by one
-//! atomic link or rename. Over quota is [`MailboxError::OverQuota`], decided before writing.
+//! Fails: without leaving anything behind: the message is written into an unnamed file
+//! (O_TMPFILE) in `new/` (or `cur/`), or where that is impossible into a file in `tmp/`
+//! that any error unlinks, and a file appears in `new/` (or `cur/`) only complete, fsynced
+//! and by one atomic link (or non-replacing rename). Over quota is [`MailboxError::OverQuota`], decided before writing.
 //!
 //! Checks and what they stop:
 //! * A symlinked root, `tmp`, `new`, `cur` or folder is refused (`UnsafeReason::Symlink`): a
@@ -22,7 +23,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat, renameat2};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, RenameFlags, openat, renameat, renameat2};
 use nix::sys::stat::Mode;
 use nix::sys::stat::fstatat;
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
@@ -137,37 +138,30 @@ pub fn deliver_maildir(
         QuotaDecision::NoQuota
     };
 
-    let (tmp_name, tmp_path) = write_tmp(&target, message, opts.fsync)?;
     let (dest_fd, dest_dir) = if flags.is_empty() {
         (&target.new, "new")
     } else {
         (&target.cur, "cur")
     };
     let dest_path = target.path.join(dest_dir);
-    let moved = move_into(
-        &target,
-        &tmp_name,
-        dest_fd.as_fd(),
-        &dest_path,
-        &flags,
-        message,
-    );
-    let final_name = match moved {
-        Ok(name) => name,
-        Err(e) => {
-            let _ = unlinkat(&target.tmp, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
-        }
+    // First choice: an unnamed file in the destination itself, linked in when complete.
+    let unnamed = write_unnamed(dest_fd.as_fd(), &dest_path, message, opts.fsync)?;
+    let linked = match unnamed {
+        Some(file) => link_unnamed(&file, dest_fd.as_fd(), &dest_path, &flags, message)?,
+        None => None,
     };
-    if let Err(e) = unlinkat(&target.tmp, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir)
-        && e != Errno::ENOENT
-    {
-        notes.push(format!(
-            "cannot remove {}: {}",
-            tmp_path.display(),
-            e.desc()
-        ));
-    }
+    let final_name = match linked {
+        Some(name) => name,
+        None => deliver_through_tmp(
+            &target,
+            dest_fd.as_fd(),
+            &dest_path,
+            &flags,
+            message,
+            opts,
+            &mut notes,
+        )?,
+    };
     // Shared with concurrent deliveries into the same directory by this process: the sync
     // it waits for began after the link above (see directory_sync.rs).
     if opts.fsync_directory
@@ -184,6 +178,121 @@ pub fn deliver_maildir(
         notes.push(format!("maildirsize not updated: {e}"));
     }
     Ok(Stored::new(dest_path.join(final_name), notes))
+}
+
+/// The classic way (where the file system or the kernel has no O_TMPFILE, or /proc is not
+/// mounted): a file in `tmp/`, linked into `dest`, then unlinked from `tmp/`.
+fn deliver_through_tmp(
+    target: &Subdirs,
+    dest_fd: BorrowedFd<'_>,
+    dest_path: &Path,
+    flags: &str,
+    message: &Message,
+    opts: &MaildirOptions,
+    notes: &mut Vec<String>,
+) -> Result<String, MailboxError> {
+    let (tmp_name, tmp_path) = write_tmp(target, message, opts.fsync)?;
+    let moved = move_into(target, &tmp_name, dest_fd, dest_path, flags, message);
+    let final_name = match moved {
+        Ok(name) => name,
+        Err(e) => {
+            let _ = unlinkat(&target.tmp, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+    };
+    if let Err(e) = unlinkat(&target.tmp, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir)
+        && e != Errno::ENOENT
+    {
+        notes.push(format!(
+            "cannot remove {}: {}",
+            tmp_path.display(),
+            e.desc()
+        ));
+    }
+    Ok(final_name)
+}
+
+/// Writes the message into an unnamed file (O_TMPFILE) in `dest` and fsyncs it; `None`
+/// where unnamed files cannot be made there (the caller then uses `tmp/`). Nobody can see
+/// or open the file until it is linked, and a crash leaves nothing behind. Saves the
+/// `tmp/` entry's creation and removal, and on ext4 without a journal the sync of `tmp/`
+/// that fsync does for a newly named file (about 35 µs of a 200 µs fsync here).
+fn write_unnamed(
+    dest: BorrowedFd<'_>,
+    dest_path: &Path,
+    message: &Message,
+    fsync: bool,
+) -> Result<Option<std::fs::File>, MailboxError> {
+    let flags = OFlag::O_WRONLY | OFlag::O_TMPFILE | OFlag::O_CLOEXEC;
+    let fd = match openat(dest, ".", flags, Mode::from_bits_truncate(FILE_MODE)) {
+        Ok(fd) => fd,
+        // No O_TMPFILE in this kernel or file system.
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL | Errno::ENOENT) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(MailboxError::nix("cannot create in", dest_path, e)),
+    };
+    let file = std::fs::File::from(fd);
+    let mut writer = BufWriter::with_capacity(64 * 1024, &file);
+    let written = message.write_to(&mut writer).and_then(|()| writer.flush());
+    let _ = writer.into_parts();
+    written
+        .and_then(|()| if fsync { file.sync_all() } else { Ok(()) })
+        .map_err(|e| MailboxError::io("cannot write", dest_path, e))?;
+    Ok(Some(file))
+}
+
+/// Gives the unnamed file its final name in `dest` (a new unique name on EEXIST) through
+/// /proc/self/fd, our own descriptor; `None` when /proc is not there (the caller then
+/// writes the message again through `tmp/`). linkat never replaces an existing name.
+fn link_unnamed(
+    file: &std::fs::File,
+    dest: BorrowedFd<'_>,
+    dest_path: &Path,
+    flags: &str,
+    message: &Message,
+) -> Result<Option<String>, MailboxError> {
+    use std::os::fd::AsRawFd;
+    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    for _ in 0..NAME_ATTEMPTS {
+        let unique = unique_name().map_err(|e| MailboxError::io("cannot name", dest_path, e))?;
+        let mut name = final_name(&unique, message.size(), message.rfc822_size());
+        if !flags.is_empty() {
+            name = with_flags(&name, flags);
+        }
+        match linkat(
+            AT_FDCWD,
+            source.as_str(),
+            dest,
+            name.as_str(),
+            AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => return Ok(Some(name)),
+            Err(Errno::EEXIST) => continue,
+            // No /proc (or one we may not look into, hidepid), or no hard links here.
+            Err(
+                Errno::ENOENT
+                | Errno::EACCES
+                | Errno::EPERM
+                | Errno::EOPNOTSUPP
+                | Errno::EXDEV
+                | Errno::EMLINK,
+            ) => {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(MailboxError::nix(
+                    "cannot link into",
+                    dest_path.join(&name),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(MailboxError::NoUniqueName {
+        path: dest_path.to_path_buf(),
+        attempts: NAME_ATTEMPTS,
+    })
 }
 
 /// Opens the maildir to deliver into: the root, or the folder (created if allowed, else INBOX
@@ -344,5 +453,80 @@ fn rename_noreplace(
             }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        Message {
+            prefix: Vec::new(),
+            header: b"Subject: t\n\n".to_vec(),
+            body: crate::spool::Spooled::from_bytes(b"body\n".to_vec()),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("reads")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The unnamed file is nowhere until it is linked, then whole under its final name.
+    #[test]
+    fn an_unnamed_file_appears_only_when_linked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let new = dir.path().join("new");
+        std::fs::create_dir(&new).expect("mkdir");
+        let fd = safe_open::open_dir(&new, false).expect("opens");
+        let m = message();
+        let Some(file) = write_unnamed(fd.as_fd(), &new, &m, true).expect("writes") else {
+            eprintln!("SKIP: no O_TMPFILE on this file system");
+            return;
+        };
+        assert!(names(&new).is_empty(), "visible before the link");
+        let name = link_unnamed(&file, fd.as_fd(), &new, "", &m)
+            .expect("links")
+            .expect("/proc is mounted");
+        assert_eq!(names(&new), vec![name.clone()]);
+        assert!(name.ends_with(&format!(",S={},W={}", m.size(), m.rfc822_size())));
+        assert_eq!(
+            std::fs::read(new.join(&name)).expect("reads"),
+            b"Subject: t\n\nbody\n"
+        );
+    }
+
+    /// The fallback through tmp/ (no O_TMPFILE, no /proc) stores the same bytes and leaves
+    /// tmp/ empty.
+    #[test]
+    fn the_way_through_tmp_stores_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root_fd = safe_open::open_dir(dir.path(), true).expect("opens");
+        let target = open_subdirs(root_fd.as_fd(), dir.path(), true).expect("subdirs");
+        let m = message();
+        let mut notes = Vec::new();
+        let new = dir.path().join("new");
+        let name = deliver_through_tmp(
+            &target,
+            target.new.as_fd(),
+            &new,
+            "",
+            &m,
+            &MaildirOptions::default(),
+            &mut notes,
+        )
+        .expect("delivers");
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(names(&new), vec![name.clone()]);
+        assert!(names(&dir.path().join("tmp")).is_empty());
+        assert_eq!(
+            std::fs::read(new.join(&name)).expect("reads"),
+            b"Subject: t\n\nbody\n"
+        );
     }
 }
