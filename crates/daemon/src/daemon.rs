@@ -460,7 +460,7 @@ async fn serve(
     hints: Arc<crate::hints::Hints>,
 ) -> Result<(), Fatal> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (first_tx, mut first_rx) = mpsc::unbounded_channel::<QueueId>();
+    let (first_tx, first_rx) = mpsc::unbounded_channel::<QueueId>();
     let reception = Arc::new(Reception {
         queue: queue.clone(),
         routes,
@@ -545,28 +545,14 @@ async fn serve(
         control,
     ));
     {
-        let engine = engine.clone();
-        let slots = slots.clone();
-        tokio::spawn(async move {
-            while let Some(id) = first_rx.recv().await {
-                let engine = engine.clone();
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                // Whatever else was accepted meanwhile goes in the same batch.
-                let mut batch = vec![id];
-                while batch.len() < FIRST_ATTEMPT_BATCH {
-                    match first_rx.try_recv() {
-                        Ok(id) => batch.push(id),
-                        Err(_) => break,
-                    }
-                }
-                tokio::task::spawn_blocking(move || {
-                    engine.attempt_batch(&batch, false);
-                    drop(permit);
-                });
-            }
-        });
+        // Whatever else was accepted meanwhile goes in the same batch.
+        tokio::spawn(attempt_as_they_come(
+            first_rx,
+            engine.clone(),
+            slots.clone(),
+            FIRST_ATTEMPT_BATCH,
+            false,
+        ));
     }
     crate::hints::serve(hints, engine.clone(), slots.clone());
     // The queue manager: load what recovery left, then run what is due every 30 s (and on
@@ -664,6 +650,35 @@ async fn serve(
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(&showq_path);
     Ok(())
+}
+
+/// Attempts the messages whose ids arrive on `ids`, within the delivery slots: each id
+/// with the others already waiting behind it (up to `most`) as one batch
+/// (Engine::attempt_batch; `force` as there).
+pub(crate) async fn attempt_as_they_come(
+    mut ids: mpsc::UnboundedReceiver<QueueId>,
+    engine: Arc<Engine>,
+    slots: Arc<Semaphore>,
+    most: usize,
+    force: bool,
+) {
+    while let Some(id) = ids.recv().await {
+        let engine = engine.clone();
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![id];
+        while batch.len() < most {
+            match ids.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            engine.attempt_batch(&batch, force);
+            drop(permit);
+        });
+    }
 }
 
 fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, Fatal> {

@@ -19,10 +19,7 @@ use cursus_deliver::front;
 use cursus_mail::Outcome;
 
 fn main() -> ExitCode {
-    let _ = cursus_privsep::close_inherited_descriptors();
-    cursus_privsep::private_umask();
-    let _ = cursus_privsep::ignore_sigxfsz();
-    let _ = cursus_privsep::ignore_sigpipe();
+    cursus_privsep::clean_start();
 
     if let Some(refusal) = installation_refusal() {
         return unread(&refusal);

@@ -254,39 +254,58 @@ fn link_unnamed(
 ) -> Result<Option<String>, MailboxError> {
     use std::os::fd::AsRawFd;
     let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let first = unique_name().map_err(|e| MailboxError::io("cannot name", dest_path, e))?;
+    let placed = under_a_free_name(dest_path, flags, message, first, |name| {
+        linkat(
+            AT_FDCWD,
+            source.as_str(),
+            dest,
+            name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    match placed {
+        Ok(name) => Ok(Some(name)),
+        // No /proc (or one we may not look into, hidepid), or no hard links here.
+        Err((
+            Errno::ENOENT
+            | Errno::EACCES
+            | Errno::EPERM
+            | Errno::EOPNOTSUPP
+            | Errno::EXDEV
+            | Errno::EMLINK,
+            _,
+        )) => Ok(None),
+        Err((e, name)) => Err(MailboxError::nix(
+            "cannot link into",
+            dest_path.join(name),
+            e,
+        )),
+    }
+}
+
+/// Calls `place` with the final name made from `unique` (size, RFC 822 size, flags) and,
+/// while it answers EEXIST, with names made from fresh unique parts. Returns the name
+/// used, or the other error `place` gave with the name it was for.
+fn under_a_free_name(
+    dest_path: &Path,
+    flags: &str,
+    message: &Message,
+    mut unique: String,
+    mut place: impl FnMut(&str) -> Result<(), Errno>,
+) -> Result<Result<String, (Errno, String)>, MailboxError> {
     for _ in 0..NAME_ATTEMPTS {
-        let unique = unique_name().map_err(|e| MailboxError::io("cannot name", dest_path, e))?;
         let mut name = final_name(&unique, message.size(), message.rfc822_size());
         if !flags.is_empty() {
             name = with_flags(&name, flags);
         }
-        match linkat(
-            AT_FDCWD,
-            source.as_str(),
-            dest,
-            name.as_str(),
-            AtFlags::AT_SYMLINK_FOLLOW,
-        ) {
-            Ok(()) => return Ok(Some(name)),
-            Err(Errno::EEXIST) => continue,
-            // No /proc (or one we may not look into, hidepid), or no hard links here.
-            Err(
-                Errno::ENOENT
-                | Errno::EACCES
-                | Errno::EPERM
-                | Errno::EOPNOTSUPP
-                | Errno::EXDEV
-                | Errno::EMLINK,
-            ) => {
-                return Ok(None);
+        match place(&name) {
+            Ok(()) => return Ok(Ok(name)),
+            Err(Errno::EEXIST) => {
+                unique =
+                    unique_name().map_err(|e| MailboxError::io("cannot name", dest_path, e))?;
             }
-            Err(e) => {
-                return Err(MailboxError::nix(
-                    "cannot link into",
-                    dest_path.join(&name),
-                    e,
-                ));
-            }
+            Err(e) => return Ok(Err((e, name))),
         }
     }
     Err(MailboxError::NoUniqueName {
@@ -400,39 +419,16 @@ fn move_into(
     flags: &str,
     message: &Message,
 ) -> Result<String, MailboxError> {
-    let mut unique = tmp_name.to_string();
-    for _ in 0..NAME_ATTEMPTS {
-        let mut name = final_name(&unique, message.size(), message.rfc822_size());
-        if !flags.is_empty() {
-            name = with_flags(&name, flags);
-        }
-        let linked = linkat(&target.tmp, tmp_name, dest, name.as_str(), AtFlags::empty());
-        let result = match linked {
+    let placed = under_a_free_name(dest_path, flags, message, tmp_name.to_string(), |name| {
+        match linkat(&target.tmp, tmp_name, dest, name, AtFlags::empty()) {
             // No hard links here: rename, but never over an existing message.
             Err(Errno::EPERM | Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EMLINK) => {
-                rename_noreplace(target.tmp.as_fd(), tmp_name, dest, &name)
+                rename_noreplace(target.tmp.as_fd(), tmp_name, dest, name)
             }
             other => other,
-        };
-        match result {
-            Ok(()) => return Ok(name),
-            Err(Errno::EEXIST) => {
-                unique =
-                    unique_name().map_err(|e| MailboxError::io("cannot name", dest_path, e))?;
-            }
-            Err(e) => {
-                return Err(MailboxError::nix(
-                    "cannot link into",
-                    dest_path.join(&name),
-                    e,
-                ));
-            }
         }
-    }
-    Err(MailboxError::NoUniqueName {
-        path: dest_path.to_path_buf(),
-        attempts: NAME_ATTEMPTS,
-    })
+    })?;
+    placed.map_err(|(e, name)| MailboxError::nix("cannot link into", dest_path.join(name), e))
 }
 
 /// `renameat2(RENAME_NOREPLACE)`; where the file system does not support the flag, a check

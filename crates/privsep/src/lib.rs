@@ -271,6 +271,16 @@ pub fn private_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
+/// The first thing a program an MTA starts does: closes the descriptors it inherited, sets
+/// the private umask, and ignores SIGXFSZ and SIGPIPE (each above says why). Best effort:
+/// a failure here leaves the process no worse than it was started.
+pub fn clean_start() {
+    let _ = close_inherited_descriptors();
+    private_umask();
+    let _ = ignore_sigxfsz();
+    let _ = ignore_sigpipe();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

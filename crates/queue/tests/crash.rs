@@ -7,6 +7,8 @@
 //! state a crash can leave on disk is recovered correctly, given the file system's ordering
 //! promises), not the disk; the durability of the syncs themselves is argued in NOTES.md.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -67,30 +69,6 @@ fn assert_spool_clean(root: &std::path::Path) {
     }
 }
 
-/// Spare files anywhere in the spool.
-fn spares(root: &std::path::Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(root).expect("reads") {
-        let entry = entry.expect("entry");
-        if !entry.file_type().expect("type").is_dir() {
-            continue;
-        }
-        let all = entry.file_name() == "spare";
-        n += std::fs::read_dir(entry.path())
-            .expect("reads")
-            .filter(|e| {
-                all || e
-                    .as_ref()
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".spare")
-            })
-            .count();
-    }
-    n
-}
-
 #[test]
 fn an_accept_stopped_at_any_step_is_absent_or_whole() {
     accept_stopped_at_every_step(false);
@@ -117,7 +95,7 @@ fn make_spares(dir: &std::path::Path) {
             .remove_delivered(id, &delivered, Timestamp::now())
             .expect("removes")
     );
-    assert_eq!(spares(dir), 2);
+    assert_eq!(common::spares(dir), 2);
 }
 
 fn accept_stopped_at_every_step(with_spares: bool) {

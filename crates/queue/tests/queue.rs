@@ -4,6 +4,8 @@
 //!
 //! Each test owns a fresh temporary spool; nothing here needs privileges.
 
+mod common;
+
 use std::io::Read;
 use std::sync::Arc;
 
@@ -542,34 +544,10 @@ fn remove_delivered_removes_only_what_is_complete_and_owes_nothing() {
     assert!(queue.message(id).is_ok());
 }
 
-/// Spare files anywhere in the spool: in spare/, or named `*.spare` in a bucket.
-fn spares(root: &std::path::Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(root).expect("reads") {
-        let entry = entry.expect("entry");
-        if !entry.file_type().expect("type").is_dir() {
-            continue;
-        }
-        let all = entry.file_name() == "spare";
-        n += std::fs::read_dir(entry.path())
-            .expect("reads")
-            .filter(|e| {
-                all || e
-                    .as_ref()
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".spare")
-            })
-            .count();
-    }
-    n
-}
-
 #[test]
 fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spares = || spares(dir.path());
+    let spares = || common::spares(dir.path());
     let long: Vec<u8> = body(1).into_iter().cycle().take(50_000).collect();
     {
         let queue = Queue::open(dir.path()).expect("opens");
@@ -605,7 +583,7 @@ fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
 #[test]
 fn after_a_deferral_only_files_that_never_left_the_process_become_spares() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spares = || spares(dir.path());
+    let spares = || common::spares(dir.path());
     let now = Timestamp::now();
     let later = [(
         0,

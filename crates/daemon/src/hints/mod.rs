@@ -466,29 +466,13 @@ pub fn serve(
     if !hints.settings.enabled {
         return;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<QueueId>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<QueueId>();
     hints.set_kick(tx);
-    tokio::spawn(async move {
-        while let Some(id) = rx.recv().await {
-            let engine = engine.clone();
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            // The others started by the same arrival go in the same batch (a message gone
-            // since it was listed, delivered by its own retry or a queue run, is skipped).
-            let mut batch = vec![id];
-            while batch.len() < KICK_BATCH {
-                match rx.try_recv() {
-                    Ok(id) => batch.push(id),
-                    Err(_) => break,
-                }
-            }
-            tokio::task::spawn_blocking(move || {
-                engine.attempt_batch(&batch, true);
-                drop(permit);
-            });
-        }
-    });
+    // The others started by the same arrival go in the same batch (a message gone since it
+    // was listed, delivered by its own retry or a queue run, is skipped).
+    tokio::spawn(crate::daemon::attempt_as_they_come(
+        rx, engine, slots, KICK_BATCH, true,
+    ));
     let every = std::time::Duration::from_secs(hints.settings.tidy_interval.max(60));
     tokio::spawn(async move {
         loop {

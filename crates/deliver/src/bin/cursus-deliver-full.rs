@@ -17,10 +17,7 @@ use cursus_deliver::{Args, run};
 use cursus_mail::codes;
 
 fn main() -> ExitCode {
-    let _ = cursus_privsep::close_inherited_descriptors();
-    cursus_privsep::private_umask();
-    let _ = cursus_privsep::ignore_sigxfsz();
-    let _ = cursus_privsep::ignore_sigpipe();
+    cursus_privsep::clean_start();
 
     if let Some(refusal) = installation_refusal() {
         cursus_deliver::input::drain(&mut std::io::stdin().lock());
