@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use cursus_mail::dsn::{self, Action, RecipientReport, Templates};
 use cursus_mail::{EnhancedStatus, Sender};
-use cursus_queue::{Envelope, Notify, Queue, QueueId, QueuedMessage, Recipient, RecipientState};
+use cursus_queue::{
+    Envelope, Notify, Queue, QueueId, QueuedMessage, Recipient, RecipientState, Relay,
+};
 use jiff::Timestamp;
 
 use crate::config::BounceSettings;
@@ -185,8 +187,18 @@ pub fn report_for(
     let rcpt = message.envelope.recipients.get(index)?;
     let (action, status, text) = match state {
         RecipientState::Failed { status, text, .. } => (Action::Failed, *status, text.clone()),
-        RecipientState::Delivered { status, text, .. } => {
-            (Action::Delivered, *status, text.clone())
+        RecipientState::Delivered {
+            status,
+            text,
+            relay,
+            ..
+        } => {
+            let action = if *relay == Relay::WithoutDsn {
+                Action::Relayed
+            } else {
+                Action::Delivered
+            };
+            (action, *status, text.clone())
         }
         RecipientState::Deferred { status, text, .. } => (Action::Delayed, *status, text.clone()),
         RecipientState::Pending => return None,

@@ -20,7 +20,7 @@ use std::time::Instant;
 use cursus_lda::protocol::Envelope as LdaEnvelope;
 use cursus_mail::dsn::{self, RecipientReport};
 use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind, codes};
-use cursus_queue::{Queue, QueueId, QueuedMessage, Recipient, RecipientState};
+use cursus_queue::{Queue, QueueId, QueuedMessage, Recipient, RecipientState, Relay};
 use jiff::Timestamp;
 
 use crate::bounce::{self, Bounces};
@@ -50,6 +50,8 @@ struct Waiting {
     started: Instant,
     /// The length of the journal `message` was read from (Queue::message_seen).
     journal_len: u64,
+    /// Recipients delivered only to other servers, and how (for the DSN they are owed).
+    relays: Vec<(usize, Relay)>,
 }
 
 /// The delivery side of the daemon.
@@ -227,6 +229,7 @@ impl Engine {
             groups: Vec::new(),
             started,
             journal_len,
+            relays: Vec::new(),
         };
         if remote.is_empty() || self.outbound.is_none() {
             self.conclude(waiting, Vec::new());
@@ -289,6 +292,13 @@ impl Engine {
                 .map(|(_, list)| crate::remote::GroupResult::all(list.len(), o.clone()))
                 .collect()
         });
+        // Recipients with no local delivery: their DSN depends on where they went.
+        let remote_only: Vec<usize> = w
+            .outcomes
+            .iter()
+            .filter(|(_, o)| o.is_none())
+            .map(|(i, _)| *i)
+            .collect();
         let mut lines = Vec::new();
         for ((_, list), answer) in groups.into_iter().zip(answers) {
             for (p, mut o) in list.into_iter().zip(answer.outcomes) {
@@ -302,6 +312,17 @@ impl Engine {
                         &answer.relay,
                         &mut o,
                     );
+                }
+                if o.kind == OutcomeKind::Delivered && remote_only.contains(&p.index) {
+                    let how = if p.next_hop.lmtp {
+                        // A mail store: delivered, as by the LDA.
+                        Relay::No
+                    } else if answer.dsn {
+                        Relay::DsnPassed
+                    } else {
+                        Relay::WithoutDsn
+                    };
+                    note_relay(&mut w.relays, p.index, how);
                 }
                 lines.push(remote_line(
                     w.id,
@@ -333,6 +354,7 @@ impl Engine {
             message,
             outcomes,
             journal_len,
+            relays,
             ..
         } = w;
         let outcomes: Vec<(usize, Outcome)> = outcomes
@@ -353,7 +375,7 @@ impl Engine {
         let seen = Some((&message, journal_len));
         match self
             .queue
-            .remove_delivered_seen(id, &outcomes, Timestamp::now(), seen)
+            .remove_delivered_seen(id, &outcomes, &relays, Timestamp::now(), seen)
         {
             Ok(true) => {
                 lines.push(format!("{id}: removed"));
@@ -368,7 +390,7 @@ impl Engine {
         }
         // The state record() returns is the journal's, so no second read is needed.
         let now = Timestamp::now();
-        match self.queue.record(id, &outcomes, now) {
+        match self.queue.record_relayed(id, &outcomes, &relays, now) {
             Ok(after) => {
                 self.warn_delays(&message, &after, &outcomes, now);
                 self.finish_with(after);
@@ -585,6 +607,21 @@ impl Engine {
             }
             Err(e) => log::line(&format!("{id}: cannot queue the delay notification: {e}")),
         }
+    }
+}
+
+/// Notes how a recipient's delivery left (several deliveries of one recipient, an alias
+/// list: a final delivery here owes "delivered", else one without DSN owes "relayed").
+fn note_relay(relays: &mut Vec<(usize, Relay)>, index: usize, how: Relay) {
+    let weight = |r: Relay| match r {
+        Relay::No => 2,
+        Relay::WithoutDsn => 1,
+        Relay::DsnPassed => 0,
+    };
+    match relays.iter_mut().find(|(i, _)| *i == index) {
+        Some((_, r)) if weight(how) > weight(*r) => *r = how,
+        Some(_) => {}
+        None => relays.push((index, how)),
     }
 }
 

@@ -14,15 +14,26 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// An SMTP server that accepts everything and keeps each message's text.
+/// An SMTP server that accepts everything and keeps each message's text (its EHLO
+/// reply offers only 8BITMIME).
 fn sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let (port, seen, _) = sink_with(b"250-sink.test\r\n250 8BITMIME\r\n");
+    (port, seen)
+}
+
+/// A sink answering EHLO with `ehlo`; also keeps every command line.
+#[allow(clippy::type_complexity)]
+fn sink_with(ehlo: &'static [u8]) -> (u16, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let commands = Arc::new(Mutex::new(Vec::new()));
     let kept = seen.clone();
+    let heard = commands.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let kept = kept.clone();
+            let heard = heard.clone();
             std::thread::spawn(move || {
                 let mut out = stream.try_clone().expect("clone");
                 let mut lines = BufReader::new(stream);
@@ -33,9 +44,13 @@ fn sink() -> (u16, Arc<Mutex<Vec<String>>>) {
                     if lines.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
                     }
+                    heard
+                        .lock()
+                        .expect("lock")
+                        .push(line.trim_end().to_string());
                     let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
                     let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-sink.test\r\n250 8BITMIME\r\n",
+                        "EHLO" => ehlo,
                         "DATA" => {
                             let _ = out.write_all(b"354 go on\r\n");
                             let mut text = String::new();
@@ -65,10 +80,15 @@ fn sink() -> (u16, Arc<Mutex<Vec<String>>>) {
             });
         }
     });
-    (port, seen)
+    (port, seen, commands)
 }
 
 fn start(dir: &Path, port: u16, dead: u16, sink: u16) -> Daemon {
+    start_with(dir, port, dead, sink, dead)
+}
+
+/// `dsn_sink`: where mail for dsn.test goes.
+fn start_with(dir: &Path, port: u16, dead: u16, sink: u16, dsn_sink: u16) -> Daemon {
     let script = dir.join("explain");
     // Through install(1): a writable descriptor of this threaded process could leak into
     // another test's fork and make the exec fail with ETXTBSY.
@@ -97,6 +117,9 @@ fn start(dir: &Path, port: u16, dead: u16, sink: u16) -> Daemon {
          [[router]]\nname = \"senders\"\ndriver = \"manualroute\"\n\
          domains = [\"sender.test\"]\nhosts = [\"127.0.0.1\"]\nport = {sink}\n\
          transport = \"remote\"\n\
+         [[router]]\nname = \"dsnhost\"\ndriver = \"manualroute\"\n\
+         domains = [\"dsn.test\"]\nhosts = [\"127.0.0.1\"]\nport = {dsn_sink}\n\
+         transport = \"remote\"\n\
          [[transport]]\nname = \"remote\"\ndriver = \"smtp\"\n",
             script.display()
         ),
@@ -105,6 +128,11 @@ fn start(dir: &Path, port: u16, dead: u16, sink: u16) -> Daemon {
 
 /// One message over raw SMTP; the queue id from the 250 reply.
 fn send(port: u16, to: &str) -> String {
+    send_with(port, to, "")
+}
+
+/// With RCPT parameters (` NOTIFY=SUCCESS`).
+fn send_with(port: u16, to: &str, params: &str) -> String {
     let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -124,7 +152,7 @@ fn send(port: u16, to: &str) -> String {
     for command in [
         "EHLO client.test".to_string(),
         "MAIL FROM:<ann@sender.test>".to_string(),
-        format!("RCPT TO:<{to}>"),
+        format!("RCPT TO:<{to}>{params}"),
         "DATA".to_string(),
     ] {
         out.write_all(format!("{command}\r\n").as_bytes())
@@ -191,5 +219,58 @@ fn delay_notice_once_and_unknown_user_text_from_the_script() {
     assert!(
         seen.lock().expect("lock").is_empty(),
         "a second notice for the same age"
+    );
+}
+
+/// RFC 3461 §4.2: a NOTIFY=SUCCESS recipient relayed to a server without DSN gets its
+/// sender a "relayed" notice (the last word it will have); relayed to a server with DSN,
+/// the request goes on in the RCPT command and no notice comes from here.
+#[test]
+fn success_notices_relayed_or_passed_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (sink_port, seen) = sink();
+    let (dsn_port, dsn_seen, dsn_commands) =
+        sink_with(b"250-dsn.test\r\n250-8BITMIME\r\n250 DSN\r\n");
+    let (port, dead) = (free_port(), free_port());
+    let _daemon = start_with(dir, port, dead, sink_port, dsn_port);
+
+    // To a server without DSN: the message, then the sender's "relayed" notice.
+    send_with(port, "bob@sender.test", " NOTIFY=SUCCESS");
+    wait_for("the message and the notice", dir, || {
+        seen.lock().expect("lock").len() >= 2
+    });
+    let texts = seen.lock().expect("lock").clone();
+    let notice = texts
+        .iter()
+        .find(|t| t.contains("Subject: Successful Mail Delivery Report"))
+        .unwrap_or_else(|| panic!("no notice in {texts:?}"));
+    assert!(notice.contains("Action: relayed"), "{notice}");
+    assert!(notice.contains("<bob@sender.test>"), "{notice}");
+    assert!(
+        notice.contains("does not send delivery receipts"),
+        "{notice}"
+    );
+    seen.lock().expect("lock").clear();
+
+    // To a server with DSN: NOTIFY goes on, and no notice comes from here.
+    send_with(port, "carol@dsn.test", " NOTIFY=SUCCESS");
+    wait_for("the message", dir, || {
+        !dsn_seen.lock().expect("lock").is_empty()
+    });
+    let rcpt = dsn_commands
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|c| c.starts_with("RCPT"))
+        .cloned()
+        .expect("a RCPT command");
+    assert!(rcpt.contains("NOTIFY=SUCCESS"), "{rcpt}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "a notice for a recipient whose server took the request on"
     );
 }

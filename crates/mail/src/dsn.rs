@@ -24,6 +24,8 @@ pub enum Action {
     Failed,
     Delayed,
     Delivered,
+    /// Handed to a server that does not send delivery reports (RFC 3461 §4.2).
+    Relayed,
 }
 
 impl Action {
@@ -32,7 +34,13 @@ impl Action {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
             Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
         }
+    }
+
+    /// Delivered or relayed: the message left our hands for good.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Action::Delivered | Action::Relayed)
     }
 }
 
@@ -154,6 +162,13 @@ pub fn explain(status: EnhancedStatus, action: &Action) -> (&'static str, &'stat
         return (
             "The message was delivered.",
             "Nothing: this is the receipt you asked for.",
+        );
+    }
+    if *action == Action::Relayed {
+        return (
+            "The message was passed on to the recipient's mail server, which does not send \
+             delivery receipts.",
+            "Nothing: this is the last receipt you will get for this recipient.",
         );
     }
     if *action == Action::Delayed {
@@ -313,7 +328,7 @@ fn recipient_text(x: &RecipientReport) -> String {
 
 /// The first part: the administrator's template or the built-in text.
 fn human_text(r: &Report<'_>, failed: bool) -> String {
-    let delivered_only = r.recipients.iter().all(|x| x.action == Action::Delivered);
+    let delivered_only = r.recipients.iter().all(|x| x.action.is_success());
     let recipients: Vec<String> = r.recipients.iter().map(recipient_text).collect();
     let recipients = recipients.join("\n");
     let subject = original_subject(r.original)
@@ -391,7 +406,7 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         .collect();
     let subject = if !failed.is_empty() {
         "Undelivered Mail Returned to Sender"
-    } else if r.recipients.iter().all(|x| x.action == Action::Delivered) {
+    } else if r.recipients.iter().all(|x| x.action.is_success()) {
         "Successful Mail Delivery Report"
     } else {
         "Delayed Mail (still being retried)"

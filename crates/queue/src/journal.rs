@@ -26,7 +26,7 @@ use crate::codec::{DecodeError, Invalid, Reader, Writer};
 use crate::crc::Crc32;
 use crate::envelope::Envelope;
 use crate::id::QueueId;
-use crate::state::{QueuedMessage, RecipientState};
+use crate::state::{QueuedMessage, RecipientState, Relay};
 
 /// The largest payload written or read (an envelope with thousands of recipients fits).
 pub const MAX_RECORD: usize = 16 << 20;
@@ -58,6 +58,13 @@ pub enum Change {
     Failed {
         status: EnhancedStatus,
         text: String,
+    },
+    /// Delivered to another server (RFC 3461 §4.2): with `dsn_passed`, one that took the
+    /// DSN request on.
+    Relayed {
+        status: EnhancedStatus,
+        text: String,
+        dsn_passed: bool,
     },
 }
 
@@ -139,6 +146,15 @@ impl Record {
                             put_status(&mut w, *status);
                             w.str(text);
                         }
+                        Change::Relayed {
+                            status,
+                            text,
+                            dsn_passed,
+                        } => {
+                            w.u8(4);
+                            put_status(&mut w, *status);
+                            w.str(text).u8(u8::from(*dsn_passed));
+                        }
                     }
                 }
             }
@@ -194,6 +210,15 @@ impl Record {
                         3 => Change::Failed {
                             status: get_status(&mut r)?,
                             text: r.str()?,
+                        },
+                        4 => Change::Relayed {
+                            status: get_status(&mut r)?,
+                            text: r.str()?,
+                            dsn_passed: match r.u8()? {
+                                0 => false,
+                                1 => true,
+                                _ => return Err(Invalid("relay flag")),
+                            },
                         },
                         _ => return Err(Invalid("outcome kind")),
                     };
@@ -339,9 +364,26 @@ pub fn apply(message: &mut QueuedMessage, record: Record) -> Result<(), DecodeEr
                     continue;
                 }
                 *state = match change {
-                    Change::Delivered { status, text } => {
-                        RecipientState::Delivered { at, status, text }
-                    }
+                    Change::Delivered { status, text } => RecipientState::Delivered {
+                        at,
+                        status,
+                        text,
+                        relay: Relay::No,
+                    },
+                    Change::Relayed {
+                        status,
+                        text,
+                        dsn_passed,
+                    } => RecipientState::Delivered {
+                        at,
+                        status,
+                        text,
+                        relay: if dsn_passed {
+                            Relay::DsnPassed
+                        } else {
+                            Relay::WithoutDsn
+                        },
+                    },
                     Change::Failed { status, text } => RecipientState::Failed { at, status, text },
                     Change::Deferred {
                         status,
@@ -433,7 +475,18 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        for record in sample() {
+        let relayed = [false, true].map(|dsn_passed| Record::Outcomes {
+            at: t(1_700_000_007_000_000),
+            changes: vec![(
+                0,
+                Change::Relayed {
+                    status: codes::DELIVERED,
+                    text: "mx.example[192.0.2.1]:25: 250 ok".into(),
+                    dsn_passed,
+                },
+            )],
+        });
+        for record in sample().into_iter().chain(relayed) {
             assert_eq!(Record::decode(&record.encode()), Ok(record.clone()));
         }
     }

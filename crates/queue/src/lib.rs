@@ -35,4 +35,4 @@ pub use fault::{FaultHook, Step};
 pub use id::{InvalidQueueId, QueueId};
 pub use queue::{Due, DueIter, EXPIRED, ListIter, Options, Queue, Recovery, Stats};
 pub use schedule::{RetryPolicy, Schedule};
-pub use state::{QueuedMessage, RecipientState};
+pub use state::{QueuedMessage, RecipientState, Relay};

@@ -47,7 +47,7 @@ use crate::id::QueueId;
 use crate::journal::{self, Change, MAX_RECORD, Record};
 use crate::schedule::Schedule;
 use crate::spool::{self, Layout};
-use crate::state::{QueuedMessage, RecipientState};
+use crate::state::{QueuedMessage, RecipientState, Relay};
 
 /// RFC 3463: "delivery time expired".
 pub const EXPIRED: EnhancedStatus = EnhancedStatus::new(5, 4, 7);
@@ -67,6 +67,24 @@ const MAX_SPARE_BYTES: u64 = 256 << 10;
 /// Room a message written into a spare must leave free on the file system beyond its own
 /// size (what a new file and its journal would have needed), else the accept is refused.
 const MIN_FREE: u64 = 64 << 10;
+
+/// The journal change for a delivery of recipient `index`: relayed when `relays` says so.
+fn delivered(index: usize, outcome: &Outcome, relays: &[(usize, Relay)]) -> Change {
+    let (status, text) = (outcome.status, outcome.text.clone());
+    match relays.iter().find(|(i, _)| *i == index).map(|(_, r)| *r) {
+        None | Some(Relay::No) => Change::Delivered { status, text },
+        Some(Relay::WithoutDsn) => Change::Relayed {
+            status,
+            text,
+            dsn_passed: false,
+        },
+        Some(Relay::DsnPassed) => Change::Relayed {
+            status,
+            text,
+            dsn_passed: true,
+        },
+    }
+}
 
 /// The spare files: the path and allocated bytes of each, their sum (with the room
 /// reserved by renames under way), and how many renames are under way (see `retire`).
@@ -779,6 +797,19 @@ impl Queue {
         outcomes: &[(usize, Outcome)],
         now: Timestamp,
     ) -> Result<QueuedMessage, QueueError> {
+        self.record_relayed(id, outcomes, &[], now)
+    }
+
+    /// [`Queue::record`], saying for the deliveries in `relays` (by envelope index) that
+    /// they went to another server, with or without the DSN extension: that decides the
+    /// notice a NOTIFY=SUCCESS recipient is owed ("relayed", or none).
+    pub fn record_relayed(
+        &self,
+        id: QueueId,
+        outcomes: &[(usize, Outcome)],
+        relays: &[(usize, Relay)],
+        now: Timestamp,
+    ) -> Result<QueuedMessage, QueueError> {
         let schedule = &self.options.schedule;
         self.append(id, |message| {
             let mut changes = Vec::with_capacity(outcomes.len());
@@ -791,10 +822,7 @@ impl Queue {
                     return Err(QueueError::AlreadyFinal { id, index: *index });
                 }
                 let change = match outcome.kind {
-                    OutcomeKind::Delivered => Change::Delivered {
-                        status: outcome.status,
-                        text: outcome.text.clone(),
-                    },
+                    OutcomeKind::Delivered => delivered(*index, outcome, relays),
                     OutcomeKind::Permanent => Change::Failed {
                         status: outcome.status,
                         text: outcome.text.clone(),
@@ -890,7 +918,7 @@ impl Queue {
         outcomes: &[(usize, Outcome)],
         now: Timestamp,
     ) -> Result<bool, QueueError> {
-        self.remove_delivered_seen(id, outcomes, now, None)
+        self.remove_delivered_seen(id, outcomes, &[], now, None)
     }
 
     /// [`Queue::remove_delivered`] given the state the caller read with
@@ -901,6 +929,7 @@ impl Queue {
         &self,
         id: QueueId,
         outcomes: &[(usize, Outcome)],
+        relays: &[(usize, Relay)],
         now: Timestamp,
         seen: Option<(&QueuedMessage, u64)>,
     ) -> Result<bool, QueueError> {
@@ -930,13 +959,7 @@ impl Queue {
                 Some(state) if !state.is_final() => {}
                 _ => return Ok(false),
             }
-            changes.push((
-                *index as u32,
-                Change::Delivered {
-                    status: outcome.status,
-                    text: outcome.text.clone(),
-                },
-            ));
+            changes.push((*index as u32, delivered(*index, outcome, relays)));
         }
         // Spares only for a message delivered at its first attempt: every delivery that
         // ever had the file has just answered, so nothing can still be reading it when a

@@ -11,6 +11,22 @@ use jiff::Timestamp;
 use crate::envelope::Envelope;
 use crate::id::QueueId;
 
+/// How a delivery left this system, for the DSN it may owe (RFC 3461 §4.2, RFC 3464
+/// Action).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Relay {
+    /// Delivered here (a mailbox, or a mail store over LMTP): NOTIFY=SUCCESS is owed a
+    /// "delivered" notice.
+    #[default]
+    No,
+    /// Handed to a server without the DSN extension: NOTIFY=SUCCESS is owed a "relayed"
+    /// notice, since no receipt will come from there.
+    WithoutDsn,
+    /// Handed to a server with DSN, NOTIFY passed on: the receipt is that server's to
+    /// send, none is owed here.
+    DsnPassed,
+}
+
 /// Where one recipient stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecipientState {
@@ -29,6 +45,7 @@ pub enum RecipientState {
         at: Timestamp,
         status: EnhancedStatus,
         text: String,
+        relay: Relay,
     },
     /// Final: failed for good (a permanent error, or expiry).
     Failed {
@@ -102,7 +119,9 @@ impl QueuedMessage {
             .enumerate()
             .filter(|(_, (state, rcpt))| match state {
                 RecipientState::Failed { .. } => rcpt.wants_failure_notice(),
-                RecipientState::Delivered { .. } => rcpt.wants_success_notice(),
+                RecipientState::Delivered { relay, .. } => {
+                    *relay != Relay::DsnPassed && rcpt.wants_success_notice()
+                }
                 _ => false,
             })
             .map(|(i, _)| i)

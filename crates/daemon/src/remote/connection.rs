@@ -178,6 +178,11 @@ impl Connection {
         self.client.used_helo()
     }
 
+    /// Whether the server offered the DSN extension (RFC 3461) in this session.
+    pub fn offers_dsn(&self) -> bool {
+        self.client.capabilities().dsn
+    }
+
     /// Whether it can take another message.
     pub fn is_ready(&self) -> bool {
         self.client.is_ready()

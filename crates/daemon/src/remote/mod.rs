@@ -94,6 +94,8 @@ pub struct GroupResult {
     pub tls: String,
     /// Whether a cached connection was used.
     pub reused: bool,
+    /// Whether the server offered DSN (so NOTIFY and ORCPT went on with the message).
+    pub dsn: bool,
 }
 
 impl GroupResult {
@@ -104,6 +106,7 @@ impl GroupResult {
             relay: "-".into(),
             tls: "none".into(),
             reused: false,
+            dsn: false,
         }
     }
 }
@@ -368,12 +371,7 @@ impl Outbound {
     /// One group: a connection (cached or new), then the transactions.
     async fn deliver(self: Arc<Self>, message: OutgoingMessage, hop: NextHop) -> GroupResult {
         let n = message.recipients.len();
-        let all = |o: Outcome| GroupResult {
-            outcomes: vec![o; n],
-            relay: "-".into(),
-            tls: "none".into(),
-            reused: false,
-        };
+        let all = |o: Outcome| GroupResult::all(n, o);
         let key = key(&hop);
         let slot = self.slot(&key);
         let (mut conn, mut reused) = loop {
@@ -434,6 +432,7 @@ impl Outbound {
                             relay: "-".into(),
                             tls: "none".into(),
                             reused,
+                            dsn: false,
                         };
                     }
                 };
@@ -458,6 +457,7 @@ impl Outbound {
                             relay: "-".into(),
                             tls: "none".into(),
                             reused: false,
+                            dsn: false,
                         };
                     }
                 }
@@ -489,6 +489,7 @@ impl Outbound {
             relay: conn.relay.clone(),
             tls: conn.tls.clone(),
             reused,
+            dsn: conn.offers_dsn(),
         };
         if conn.is_ready() && conn.messages() < self.settings.messages_per_connection {
             self.idle
