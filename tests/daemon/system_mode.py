@@ -361,6 +361,35 @@ driver = "smtp"
         T.check(good, "the accepted recipient gets the message")
         T.check(bounced, "the unknown recipient is bounced to the submitting user", f"exit {p.returncode}")
 
+        # Over quota in system mode: the daemon (as cursus) cannot look into ~/Maildir, so
+        # cursus-lda's child tells it when cur/ was last touched: read an hour ago, the
+        # message waits (4.2.2); not read for 10 days, it bounces (5.2.2).
+        sm2 = users["cursus-sm2"]
+        md2 = os.path.join(sm2.pw_dir, "Maildir")
+        size_file = os.path.join(md2, "maildirsize")
+        write(size_file, "10S\n", 0o600)
+        os.chown(size_file, sm2.pw_uid, sm2.pw_gid)
+
+        def quota_line(mid, timeout=15):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                lines = [ln for ln in log_text().splitlines() if "to=<cursus-sm2@localhost>" in ln and ("dsn=4.2.2" in ln or "dsn=5.2.2" in ln)]
+                if len(lines) >= mid:
+                    return lines[mid - 1]
+                time.sleep(0.1)
+            return ""
+
+        now = time.time()
+        os.utime(os.path.join(md2, "cur"), (now - 3600, now - 3600))
+        send(port, "someone@x.test", ["cursus-sm2@localhost"], "quota-read")
+        line = quota_line(1)
+        T.check("status=deferred" in line and "being read" in line, "over quota, cur/ read an hour ago: deferred 4.2.2 (seen by cursus-lda)", line)
+        os.utime(os.path.join(md2, "cur"), (now - 10 * 86400, now - 10 * 86400))
+        send(port, "someone@x.test", ["cursus-sm2@localhost"], "quota-unread")
+        line = quota_line(2)
+        T.check("status=bounced" in line and "not been read" in line, "over quota, cur/ untouched for 10 days: bounced 5.2.2", line)
+        os.unlink(size_file)
+
         # mailq: a message stays queued (its smarthost, 127.0.0.1:9, refuses connections);
         # root (the administrator) lists it from the spool; an ordinary user cannot read the
         # spool and gets the listing from the daemon's showq socket.

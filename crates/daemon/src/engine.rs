@@ -454,9 +454,9 @@ impl Engine {
                         // A cursus-lda child reads the file and may outlive our wait.
                         self.queue.handed_out(id);
                     }
-                    let mut o = self.local.deliver(&user, &destination, &envelope, file);
+                    let (mut o, read) = self.local.deliver(&user, &destination, &envelope, file);
                     if let Some(h) = &self.hints {
-                        h.local(id, &address, &destination, &mut o);
+                        h.local(id, &address, &destination, read, &mut o);
                     }
                     (address, router, transport, o)
                 }

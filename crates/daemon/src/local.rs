@@ -137,14 +137,16 @@ impl Local {
         }
     }
 
-    /// Delivers the message in `message` to `destination` as `user`.
+    /// Delivers the message in `message` to `destination` as `user`; with the outcome,
+    /// when the LDA said it, when a Maildir found over quota was last read (seconds since
+    /// 1970; see the hints).
     pub fn deliver(
         &self,
         user: &str,
         destination: &Destination,
         envelope: &Envelope,
         message: &File,
-    ) -> Outcome {
+    ) -> (Outcome, Option<i64>) {
         match self {
             Local::Service {
                 socket,
@@ -163,7 +165,7 @@ impl Local {
                 };
                 let mut client = match self.take_client(socket.as_deref(), pool, *max_idle) {
                     Ok(c) => c,
-                    Err(outcome) => return outcome,
+                    Err(outcome) => return (outcome, None),
                 };
                 match client.call(&request, Some(message.as_fd())) {
                     Ok(answer) => {
@@ -177,7 +179,13 @@ impl Local {
                         }
                         drop(state);
                         pool.freed.notify_one();
-                        answer_outcome(answer)
+                        let read = match &answer {
+                            Answer::OverQuota { mailbox_read, .. } => {
+                                Some(i64::from(*mailbox_read))
+                            }
+                            _ => None,
+                        };
+                        (answer_outcome(answer), read)
                     }
                     Err(e) => {
                         if socket.is_none() {
@@ -185,7 +193,9 @@ impl Local {
                             pool.lock().broken += 1;
                             pool.freed.notify_all();
                         }
-                        Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda: {e}"))
+                        let o =
+                            Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda: {e}"));
+                        (o, None)
                     }
                 }
             }
@@ -196,11 +206,12 @@ impl Local {
                 policy,
             } => {
                 if user != me {
-                    return Outcome::permanent(
+                    let o = Outcome::permanent(
                         codes::DELIVERY_NOT_AUTHORIZED,
                         ExitCode::NoPerm,
                         format!("single-user mode delivers only as {me}, not as {user}"),
                     );
+                    return (o, None);
                 }
                 let job = Job {
                     user,
@@ -217,7 +228,11 @@ impl Local {
                     message,
                     command_timeout: Duration::from_secs(600),
                 };
-                store::deliver(&job, &mut |line| crate::log::line(&line))
+                // The hints look at the Maildir themselves: it is ours.
+                (
+                    store::deliver(&job, &mut |line| crate::log::line(&line)),
+                    None,
+                )
             }
         }
     }
@@ -226,7 +241,10 @@ impl Local {
 /// The outcome an LDA answer stands for.
 pub fn answer_outcome(answer: Answer) -> Outcome {
     match answer {
-        Answer::Outcome { kind, status, text } => {
+        Answer::Outcome { kind, status, text }
+        | Answer::OverQuota {
+            kind, status, text, ..
+        } => {
             let exit = match kind {
                 cursus_mail::OutcomeKind::Delivered => ExitCode::Ok,
                 cursus_mail::OutcomeKind::Temporary => ExitCode::TempFail,

@@ -228,7 +228,7 @@ pub fn request_command(
 pub fn exit_status(answer: &Answer) -> u8 {
     use cursus_mail::OutcomeKind;
     match answer {
-        Answer::Outcome { kind, .. } => match kind {
+        Answer::Outcome { kind, .. } | Answer::OverQuota { kind, .. } => match kind {
             OutcomeKind::Delivered => 0,
             OutcomeKind::Temporary => 75,
             OutcomeKind::Permanent => 69,
@@ -249,6 +249,19 @@ pub fn describe(answer: &Answer) -> String {
                 OutcomeKind::Permanent => "permanent",
             };
             format!("{word} {status} {text}")
+        }
+        Answer::OverQuota {
+            kind,
+            status,
+            text,
+            mailbox_read,
+        } => {
+            let outcome = describe(&Answer::Outcome {
+                kind: *kind,
+                status: *status,
+                text: text.clone(),
+            });
+            format!("{outcome}\nmailbox last read {mailbox_read}")
         }
         Answer::Error { code, text } => format!("error {code:?}: {text}"),
         Answer::Pong => "pong".to_string(),

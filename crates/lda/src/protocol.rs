@@ -11,7 +11,8 @@
 //! u32 length     bytes that follow (version..end), 2 ..= MAX_FRAME - 4
 //! u8  version    VERSION (1)
 //! u8  type       0x01 deliver, 0x02 filter, 0x03 read-forward, 0x04 ping (requests)
-//!                0x81 outcome, 0x82 filter, 0x83 forward, 0x84 pong, 0x85 error (answers)
+//!                0x81 outcome, 0x82 filter, 0x83 forward, 0x84 pong, 0x85 error,
+//!                0x86 outcome over quota with the Maildir's last read time (answers)
 //! ... payload    string: u16 length + UTF-8; optional: u8 0/1 then the value;
 //!                list: u16 count then the items; bool: u8 0/1
 //! ```
@@ -288,6 +289,15 @@ pub enum Answer {
         code: ErrorCode,
         text: String,
     },
+    /// An outcome for a Maildir over quota, with when the mailbox was last read (its cur/
+    /// modification time, seconds since 1970): only the LDA, as the user, can look; the
+    /// daemon's hints defer or bounce by it.
+    OverQuota {
+        kind: OutcomeKind,
+        status: EnhancedStatus,
+        text: String,
+        mailbox_read: u32,
+    },
 }
 
 mod kind {
@@ -300,6 +310,7 @@ mod kind {
     pub const FORWARD: u8 = 0x83;
     pub const PONG: u8 = 0x84;
     pub const ERROR: u8 = 0x85;
+    pub const OVER_QUOTA: u8 = 0x86;
 }
 
 // ---- encoding ----
@@ -524,25 +535,44 @@ fn write_decision(w: &mut Writer, d: &FilterDecision) -> Result<(), FrameError> 
 
 /// Encodes an answer as one frame. An outcome's status class must agree with its kind
 /// and its text must be one line.
+fn write_outcome(
+    w: &mut Writer,
+    kind: OutcomeKind,
+    status: EnhancedStatus,
+    text: &str,
+) -> Result<(), FrameError> {
+    if status.class() != outcome_class(kind) {
+        return Err(FrameError::InvalidValue {
+            field: "status",
+            why: format!("{status} does not agree with {kind:?}"),
+        });
+    }
+    check_line("outcome text", text)?;
+    w.u8(match kind {
+        OutcomeKind::Delivered => 1,
+        OutcomeKind::Temporary => 2,
+        OutcomeKind::Permanent => 3,
+    });
+    w.str("status", &status.to_string())?;
+    w.str("outcome text", text)
+}
+
 pub fn encode_answer(answer: &Answer) -> Result<Vec<u8>, FrameError> {
     let mut w;
     match answer {
         Answer::Outcome { kind, status, text } => {
-            if status.class() != outcome_class(*kind) {
-                return Err(FrameError::InvalidValue {
-                    field: "status",
-                    why: format!("{status} does not agree with {kind:?}"),
-                });
-            }
-            check_line("outcome text", text)?;
             w = Writer::new(kind::OUTCOME);
-            w.u8(match kind {
-                OutcomeKind::Delivered => 1,
-                OutcomeKind::Temporary => 2,
-                OutcomeKind::Permanent => 3,
-            });
-            w.str("status", &status.to_string())?;
-            w.str("outcome text", text)?;
+            write_outcome(&mut w, *kind, *status, text)?;
+        }
+        Answer::OverQuota {
+            kind,
+            status,
+            text,
+            mailbox_read,
+        } => {
+            w = Writer::new(kind::OVER_QUOTA);
+            write_outcome(&mut w, *kind, *status, text)?;
+            w.u32(*mailbox_read);
         }
         Answer::Filter {
             needs_message,
@@ -813,6 +843,34 @@ fn read_decision(r: &mut Reader<'_>) -> Result<FilterDecision, FrameError> {
     })
 }
 
+fn read_outcome(r: &mut Reader<'_>) -> Result<(OutcomeKind, EnhancedStatus, String), FrameError> {
+    let kind = match r.u8("outcome kind")? {
+        1 => OutcomeKind::Delivered,
+        2 => OutcomeKind::Temporary,
+        3 => OutcomeKind::Permanent,
+        v => {
+            return Err(FrameError::InvalidValue {
+                field: "outcome kind",
+                why: format!("unknown kind {v}"),
+            });
+        }
+    };
+    let status_text = r.str("status")?;
+    let status = EnhancedStatus::parse(&status_text).ok_or_else(|| FrameError::InvalidValue {
+        field: "status",
+        why: format!("{status_text:?} is not an enhanced status code"),
+    })?;
+    if status.class() != outcome_class(kind) {
+        return Err(FrameError::InvalidValue {
+            field: "status",
+            why: format!("{status} does not agree with {kind:?}"),
+        });
+    }
+    let text = r.str("outcome text")?;
+    check_line("outcome text", &text)?;
+    Ok((kind, status, text))
+}
+
 /// Decodes one answer from the front of `input`.
 pub fn decode_answer(input: &[u8]) -> Result<Decoded<Answer>, FrameError> {
     let (frame_type, mut r, consumed) = match open_frame(input)? {
@@ -821,32 +879,18 @@ pub fn decode_answer(input: &[u8]) -> Result<Decoded<Answer>, FrameError> {
     };
     let value = match frame_type {
         kind::OUTCOME => {
-            let kind = match r.u8("outcome kind")? {
-                1 => OutcomeKind::Delivered,
-                2 => OutcomeKind::Temporary,
-                3 => OutcomeKind::Permanent,
-                v => {
-                    return Err(FrameError::InvalidValue {
-                        field: "outcome kind",
-                        why: format!("unknown kind {v}"),
-                    });
-                }
-            };
-            let status_text = r.str("status")?;
-            let status =
-                EnhancedStatus::parse(&status_text).ok_or_else(|| FrameError::InvalidValue {
-                    field: "status",
-                    why: format!("{status_text:?} is not an enhanced status code"),
-                })?;
-            if status.class() != outcome_class(kind) {
-                return Err(FrameError::InvalidValue {
-                    field: "status",
-                    why: format!("{status} does not agree with {kind:?}"),
-                });
-            }
-            let text = r.str("outcome text")?;
-            check_line("outcome text", &text)?;
+            let (kind, status, text) = read_outcome(&mut r)?;
             Answer::Outcome { kind, status, text }
+        }
+        kind::OVER_QUOTA => {
+            let (kind, status, text) = read_outcome(&mut r)?;
+            let mailbox_read = r.u32("mailbox read")?;
+            Answer::OverQuota {
+                kind,
+                status,
+                text,
+                mailbox_read,
+            }
         }
         kind::FILTER_ANSWER => {
             let needs_message = r.bool("needs message")?;

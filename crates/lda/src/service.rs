@@ -466,7 +466,11 @@ impl<'a> Connection<'a> {
             } => {
                 let started = Instant::now();
                 let answer = self.deliver(user, destination, envelope, *options, message);
-                if let Answer::Outcome { kind, status, text } = &answer {
+                if let Answer::Outcome { kind, status, text }
+                | Answer::OverQuota {
+                    kind, status, text, ..
+                } = &answer
+                {
                     log(&format!(
                         "deliver user={user} to={} destination={}:{} status={} dsn={status} delay={:.3} ({text})",
                         envelope.final_recipient,
@@ -544,7 +548,15 @@ impl<'a> Connection<'a> {
                 command_timeout: timeout,
             };
             let outcome = store::deliver(&job, &mut |line| log(&line));
-            outcome_answer(&outcome)
+            match over_quota_read(destination, &outcome) {
+                Some(mailbox_read) => Answer::OverQuota {
+                    kind: outcome.kind,
+                    status: outcome.status,
+                    text: outcome.text.clone(),
+                    mailbox_read,
+                },
+                None => outcome_answer(&outcome),
+            }
         })
     }
 
@@ -642,6 +654,30 @@ impl<'a> Connection<'a> {
             )),
         }
     }
+}
+
+/// For a Maildir over quota (5.2.2, or 4.2.2 by configuration): when it was last read,
+/// the modification time of its cur/ (where a reader moves what it has seen). Looked at
+/// here, as the user, since the daemon may not enter the user's home. `None` otherwise, or
+/// when cur/ cannot be seen. The user controls this time for their own mailbox only, which
+/// decides nothing but whether their own mail waits or bounces.
+fn over_quota_read(destination: &Destination, outcome: &Outcome) -> Option<u32> {
+    let full = codes::MAILBOX_FULL;
+    if outcome.status != full && outcome.status != full.as_temporary() {
+        return None;
+    }
+    let Destination::Maildir(path) = destination else {
+        return None;
+    };
+    let modified = std::fs::symlink_metadata(std::path::Path::new(path.as_str()).join("cur"))
+        .ok()?
+        .modified()
+        .ok()?;
+    let secs = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    u32::try_from(secs).ok()
 }
 
 fn status_word(kind: OutcomeKind) -> &'static str {

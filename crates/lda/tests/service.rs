@@ -1081,3 +1081,45 @@ fn a_policy_file_others_can_write_is_never_trusted() {
     assert!(err.contains("writable by group or others"), "{err}");
     assert!(!dir.path().join("sock").exists());
 }
+
+/// A Maildir over quota: the answer says when the mailbox was last read (its cur/ time),
+/// which the daemon, not allowed into the home, needs to defer or bounce.
+#[test]
+fn over_quota_answers_say_when_the_maildir_was_last_read() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    assert_eq!(
+        outcome(&deliver(&svc, USER, &dest)).0,
+        OutcomeKind::Delivered
+    );
+    let md = a.home.join("Maildir");
+    let size = md.join("maildirsize");
+    fs::write(&size, "10S\n").expect("maildirsize");
+    std::os::unix::fs::chown(&size, Some(a.uid), Some(a.gid)).expect("chown");
+    let ok = std::process::Command::new("touch")
+        .arg("-d")
+        .arg("@1700000000")
+        .arg(md.join("cur"))
+        .status();
+    assert!(ok.expect("touch").success());
+    match deliver(&svc, USER, &dest) {
+        Answer::OverQuota {
+            kind,
+            status,
+            mailbox_read,
+            text,
+        } => {
+            assert_eq!(kind, OutcomeKind::Permanent, "{text}");
+            assert_eq!(status.to_string(), "5.2.2");
+            assert_eq!(mailbox_read, 1_700_000_000);
+        }
+        other => panic!("expected an over-quota answer, got {other:?}"),
+    }
+    assert_eq!(
+        files_in(&md.join("new")).len(),
+        1,
+        "nothing stored over quota"
+    );
+}

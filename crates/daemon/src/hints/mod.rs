@@ -331,12 +331,15 @@ impl Hints {
     /// After a local delivery to `address` in `destination`: over quota into a Maildir
     /// someone reads is deferred (4.2.2, the `quota` retry rule schedules it), into one
     /// nobody reads is bounced (5.2.2); when reading cannot be observed the outcome
-    /// stands as the store gave it.
+    /// stands as the store gave it. `read`: when the mailbox was last read as cursus-lda
+    /// saw it (in system mode the daemon may not look into the user's home); else the
+    /// Maildir's cur/ is looked at here.
     pub fn local(
         &self,
         id: QueueId,
         address: &str,
         destination: &Destination,
+        read: Option<i64>,
         outcome: &mut Outcome,
     ) {
         let over_quota = match outcome.kind {
@@ -348,10 +351,10 @@ impl Hints {
             return;
         }
         let now = self.now();
-        let observed = match destination {
+        let observed = read.or_else(|| match destination {
             Destination::Maildir(path) => mailbox_read(Path::new(path.as_str())),
             _ => None,
-        };
+        });
         if let Some(read) = observed {
             self.with("write address", |s| {
                 s.address_mailbox_read(address, read, now)

@@ -368,7 +368,13 @@ fn over_quota_is_deferred_while_the_maildir_is_read_and_bounced_when_not() {
     // Read an hour ago: deferred, and the `quota` retry rule schedules it.
     clock.set(read + HOUR);
     let mut o = full();
-    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    h.local(
+        QueueId::generate(),
+        "u@localhost",
+        &destination,
+        None,
+        &mut o,
+    );
     assert_eq!(o.kind, OutcomeKind::Temporary);
     assert_eq!(o.status.to_string(), "4.2.2");
     assert_eq!(
@@ -377,17 +383,35 @@ fn over_quota_is_deferred_while_the_maildir_is_read_and_bounced_when_not() {
     );
     assert!(o.text.contains("being read (last 1h ago)"), "{}", o.text);
     let mut o = full_temporary();
-    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    h.local(
+        QueueId::generate(),
+        "u@localhost",
+        &destination,
+        None,
+        &mut o,
+    );
     assert_eq!(o.kind, OutcomeKind::Temporary);
     // Not read for 8 days (the default is 7): bounced with 5.2.2.
     clock.set(read + 8 * 86_400);
     let mut o = full_temporary();
-    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    h.local(
+        QueueId::generate(),
+        "u@localhost",
+        &destination,
+        None,
+        &mut o,
+    );
     assert_eq!(o.kind, OutcomeKind::Permanent);
     assert_eq!(o.status.to_string(), "5.2.2");
     assert!(o.text.contains("not been read for 8d"), "{}", o.text);
     let mut o = full();
-    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    h.local(
+        QueueId::generate(),
+        "u@localhost",
+        &destination,
+        None,
+        &mut o,
+    );
     assert_eq!(o.kind, OutcomeKind::Permanent);
     assert!(o.text.ends_with("not been read for 8d"), "{}", o.text);
     // Cannot be seen (an mbox, or a Maildir the daemon may not look into): the last
@@ -396,21 +420,48 @@ fn over_quota_is_deferred_while_the_maildir_is_read_and_bounced_when_not() {
         .parse::<cursus_lda::Destination>()
         .expect("dest");
     let mut o = full_temporary();
-    h.local(QueueId::generate(), "u@localhost", &gone, &mut o);
+    h.local(QueueId::generate(), "u@localhost", &gone, None, &mut o);
     assert_eq!(
         o.kind,
         OutcomeKind::Permanent,
         "the observation stored earlier"
     );
     let mut o = full_temporary();
-    h.local(QueueId::generate(), "v@localhost", &gone, &mut o);
+    h.local(QueueId::generate(), "v@localhost", &gone, None, &mut o);
     assert_eq!(o.kind, OutcomeKind::Temporary);
     let mut o = full();
-    h.local(QueueId::generate(), "v@localhost", &gone, &mut o);
+    h.local(QueueId::generate(), "v@localhost", &gone, None, &mut o);
     assert_eq!(o.kind, OutcomeKind::Permanent);
+    // What cursus-lda saw (system mode: the daemon may not look into the home) counts
+    // for a mailbox the daemon cannot see: read an hour ago, deferred; 8 days, bounced.
+    let mut o = full();
+    let now = read + 8 * 86_400;
+    h.local(
+        QueueId::generate(),
+        "w@localhost",
+        &gone,
+        Some(now - HOUR),
+        &mut o,
+    );
+    assert_eq!(o.kind, OutcomeKind::Temporary, "{}", o.text);
+    let mut o = full_temporary();
+    h.local(
+        QueueId::generate(),
+        "w@localhost",
+        &gone,
+        Some(now - 8 * 86_400),
+        &mut o,
+    );
+    assert_eq!(o.kind, OutcomeKind::Permanent, "{}", o.text);
     // Anything else is left alone.
     let mut o = Outcome::delivered("ok");
-    h.local(QueueId::generate(), "u@localhost", &destination, &mut o);
+    h.local(
+        QueueId::generate(),
+        "u@localhost",
+        &destination,
+        None,
+        &mut o,
+    );
     assert_eq!(o.kind, OutcomeKind::Delivered);
 }
 

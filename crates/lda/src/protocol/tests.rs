@@ -88,6 +88,12 @@ fn answers() -> Vec<Answer> {
             status: codes::DELIVERY_NOT_AUTHORIZED,
             text: "refused by policy".into(),
         },
+        Answer::OverQuota {
+            kind: OutcomeKind::Permanent,
+            status: codes::MAILBOX_FULL,
+            text: "mailbox over quota".into(),
+            mailbox_read: 1_700_000_000,
+        },
         Answer::Filter {
             needs_message: false,
             decisions: vec![
