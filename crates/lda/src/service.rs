@@ -669,15 +669,8 @@ fn over_quota_read(destination: &Destination, outcome: &Outcome) -> Option<u32> 
     let Destination::Maildir(path) = destination else {
         return None;
     };
-    let modified = std::fs::symlink_metadata(std::path::Path::new(path.as_str()).join("cur"))
-        .ok()?
-        .modified()
-        .ok()?;
-    let secs = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    u32::try_from(secs).ok()
+    let read = cursus_mailbox::maildir::last_read(Path::new(path.as_str()))?;
+    u32::try_from(read).ok()
 }
 
 fn status_word(kind: OutcomeKind) -> &'static str {

@@ -180,6 +180,21 @@ pub fn deliver_maildir(
     Ok(Stored::new(dest_path.join(final_name), notes))
 }
 
+/// When the Maildir at `maildir` was last read, in seconds since 1970: the modification
+/// time of its `cur/`, where a reader moves what it has seen (not followed if a symbolic
+/// link). `None` when it cannot be seen.
+pub fn last_read(maildir: &Path) -> Option<i64> {
+    let modified = std::fs::symlink_metadata(maildir.join("cur"))
+        .ok()?
+        .modified()
+        .ok()?;
+    let secs = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    i64::try_from(secs).ok()
+}
+
 /// The classic way (where the file system or the kernel has no O_TMPFILE, or /proc is not
 /// mounted): a file in `tmp/`, linked into `dest`, then unlinked from `tmp/`.
 fn deliver_through_tmp(

@@ -495,18 +495,9 @@ fn bounce(status: EnhancedStatus, why: &str, last: &Outcome) -> Outcome {
     )
 }
 
-/// When the Maildir at `maildir` was last read: its cur/ directory's modification time.
-/// `None` when it cannot be seen.
+/// When the Maildir at `maildir` was last read (cursus_mailbox::maildir::last_read).
 pub fn mailbox_read(maildir: &Path) -> Option<i64> {
-    let modified = std::fs::metadata(maildir.join("cur"))
-        .ok()?
-        .modified()
-        .ok()?;
-    let secs = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    i64::try_from(secs).ok()
+    cursus_mailbox::maildir::last_read(maildir)
 }
 
 #[cfg(test)]
