@@ -653,8 +653,10 @@ async fn serve(
 }
 
 /// Attempts the messages whose ids arrive on `ids`, within the delivery slots: each id
-/// with the others already waiting behind it (up to `most`) as one batch
-/// (Engine::attempt_batch; `force` as there).
+/// with some of the others already waiting behind it as one batch (Engine::attempt_batch;
+/// `force` as there). The waiting ones are shared out over the free slots (at most `most`
+/// a batch), so that a burst of local deliveries, which a batch makes one after another,
+/// still runs on every slot.
 pub(crate) async fn attempt_as_they_come(
     mut ids: mpsc::UnboundedReceiver<QueueId>,
     engine: Arc<Engine>,
@@ -667,8 +669,10 @@ pub(crate) async fn attempt_as_they_come(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        let free = slots.available_permits() + 1;
+        let share = (ids.len() + 1).div_ceil(free).clamp(1, most);
         let mut batch = vec![id];
-        while batch.len() < most {
+        while batch.len() < share {
             match ids.try_recv() {
                 Ok(id) => batch.push(id),
                 Err(_) => break,
