@@ -653,6 +653,18 @@ fn remote_line(
     message: &QueuedMessage,
     started: Instant,
 ) -> String {
+    format!(
+        "{id}: to=<{}>, router={}, transport={}, relay={relay}, conn={}, tls={tls}, {}",
+        part.address,
+        part.router,
+        part.transport,
+        if reused { "reused" } else { "new" },
+        outcome_tail(o, message, started)
+    )
+}
+
+/// The end of a delivery's log line: `delay=, delays=, dsn=, status= (text)`.
+fn outcome_tail(o: &Outcome, message: &QueuedMessage, started: Instant) -> String {
     let status = match o.kind {
         OutcomeKind::Delivered => "sent",
         OutcomeKind::Temporary => "deferred",
@@ -662,11 +674,7 @@ fn remote_line(
         .duration_since(message.envelope.received)
         .as_secs_f64();
     format!(
-        "{id}: to=<{}>, router={}, transport={}, relay={relay}, conn={}, tls={tls}, delay={age:.2}, delays={:.3}, dsn={}, status={status} ({})",
-        part.address,
-        part.router,
-        part.transport,
-        if reused { "reused" } else { "new" },
+        "delay={age:.2}, delays={:.3}, dsn={}, status={status} ({})",
         started.elapsed().as_secs_f64(),
         o.status,
         o.text
@@ -682,18 +690,8 @@ fn log_outcome(
     message: &QueuedMessage,
     started: Instant,
 ) {
-    let status = match o.kind {
-        OutcomeKind::Delivered => "sent",
-        OutcomeKind::Temporary => "deferred",
-        OutcomeKind::Permanent => "bounced",
-    };
-    let age = Timestamp::now()
-        .duration_since(message.envelope.received)
-        .as_secs_f64();
     log::line(&format!(
-        "{id}: to=<{to}>, router={router}, transport={transport}, delay={age:.2}, delays={:.3}, dsn={}, status={status} ({})",
-        started.elapsed().as_secs_f64(),
-        o.status,
-        o.text
+        "{id}: to=<{to}>, router={router}, transport={transport}, {}",
+        outcome_tail(o, message, started)
     ));
 }

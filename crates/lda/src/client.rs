@@ -238,31 +238,33 @@ pub fn exit_status(answer: &Answer) -> u8 {
     }
 }
 
+fn outcome_words(
+    kind: cursus_mail::OutcomeKind,
+    status: &impl std::fmt::Display,
+    text: &str,
+) -> String {
+    use cursus_mail::OutcomeKind;
+    let word = match kind {
+        OutcomeKind::Delivered => "delivered",
+        OutcomeKind::Temporary => "temporary",
+        OutcomeKind::Permanent => "permanent",
+    };
+    format!("{word} {status} {text}")
+}
+
 /// An answer as text, one item per line.
 pub fn describe(answer: &Answer) -> String {
-    use cursus_mail::OutcomeKind;
     match answer {
-        Answer::Outcome { kind, status, text } => {
-            let word = match kind {
-                OutcomeKind::Delivered => "delivered",
-                OutcomeKind::Temporary => "temporary",
-                OutcomeKind::Permanent => "permanent",
-            };
-            format!("{word} {status} {text}")
-        }
+        Answer::Outcome { kind, status, text } => outcome_words(*kind, status, text),
         Answer::OverQuota {
             kind,
             status,
             text,
             mailbox_read,
-        } => {
-            let outcome = describe(&Answer::Outcome {
-                kind: *kind,
-                status: *status,
-                text: text.clone(),
-            });
-            format!("{outcome}\nmailbox last read {mailbox_read}")
-        }
+        } => format!(
+            "{}\nmailbox last read {mailbox_read}",
+            outcome_words(*kind, status, text)
+        ),
         Answer::Error { code, text } => format!("error {code:?}: {text}"),
         Answer::Pong => "pong".to_string(),
         Answer::Filter {

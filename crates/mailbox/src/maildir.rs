@@ -158,7 +158,7 @@ pub fn deliver_maildir(
             &dest_path,
             &flags,
             message,
-            opts,
+            opts.fsync,
             &mut notes,
         )?,
     };
@@ -203,10 +203,10 @@ fn deliver_through_tmp(
     dest_path: &Path,
     flags: &str,
     message: &Message,
-    opts: &MaildirOptions,
+    fsync: bool,
     notes: &mut Vec<String>,
 ) -> Result<String, MailboxError> {
-    let (tmp_name, tmp_path) = write_tmp(target, message, opts.fsync)?;
+    let (tmp_name, tmp_path) = write_tmp(target, message, fsync)?;
     let moved = move_into(target, &tmp_name, dest_fd, dest_path, flags, message);
     let final_name = match moved {
         Ok(name) => name,
@@ -248,11 +248,7 @@ fn write_unnamed(
         Err(e) => return Err(MailboxError::nix("cannot create in", dest_path, e)),
     };
     let file = std::fs::File::from(fd);
-    let mut writer = BufWriter::with_capacity(64 * 1024, &file);
-    let written = message.write_to(&mut writer).and_then(|()| writer.flush());
-    let _ = writer.into_parts();
-    written
-        .and_then(|()| if fsync { file.sync_all() } else { Ok(()) })
+    write_and_sync(&file, message, fsync)
         .map_err(|e| MailboxError::io("cannot write", dest_path, e))?;
     Ok(Some(file))
 }
@@ -414,14 +410,20 @@ fn write_tmp(
 
 /// Writes every byte (checked), fsyncs (checked), closes (checked): qmail's NFS rules.
 fn write_file(file: std::fs::File, message: &Message, fsync: bool) -> std::io::Result<()> {
-    let mut writer = BufWriter::with_capacity(64 * 1024, &file);
+    write_and_sync(&file, message, fsync)?;
+    nix::unistd::close(OwnedFd::from(file)).map_err(std::io::Error::from)
+}
+
+/// Writes every byte of `message` (checked) and, with `fsync`, syncs the file.
+fn write_and_sync(file: &std::fs::File, message: &Message, fsync: bool) -> std::io::Result<()> {
+    let mut writer = BufWriter::with_capacity(64 * 1024, file);
     let written = message.write_to(&mut writer).and_then(|()| writer.flush());
     let _ = writer.into_parts();
     written?;
     if fsync {
         file.sync_all()?;
     }
-    nix::unistd::close(OwnedFd::from(file)).map_err(std::io::Error::from)
+    Ok(())
 }
 
 /// Links the tmp file into `new/` or `cur/` under its final name (a new unique name on
@@ -522,16 +524,8 @@ mod tests {
         let m = message();
         let mut notes = Vec::new();
         let new = dir.path().join("new");
-        let name = deliver_through_tmp(
-            &target,
-            target.new.as_fd(),
-            &new,
-            "",
-            &m,
-            &MaildirOptions::default(),
-            &mut notes,
-        )
-        .expect("delivers");
+        let name = deliver_through_tmp(&target, target.new.as_fd(), &new, "", &m, true, &mut notes)
+            .expect("delivers");
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(names(&new), vec![name.clone()]);
         assert!(names(&dir.path().join("tmp")).is_empty());

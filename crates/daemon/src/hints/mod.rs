@@ -28,6 +28,7 @@ pub mod decision;
 mod explain;
 pub mod store;
 
+use cursus_mailbox::maildir::last_read;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -352,7 +353,7 @@ impl Hints {
         }
         let now = self.now();
         let observed = read.or_else(|| match destination {
-            Destination::Maildir(path) => mailbox_read(Path::new(path.as_str())),
+            Destination::Maildir(path) => last_read(Path::new(path.as_str())),
             _ => None,
         });
         if let Some(read) = observed {
@@ -493,11 +494,6 @@ fn bounce(status: EnhancedStatus, why: &str, last: &Outcome) -> Outcome {
         ExitCode::NoPerm,
         cursus_mail::status::one_line(format!("{why}; last error: {} {}", last.status, last.text)),
     )
-}
-
-/// When the Maildir at `maildir` was last read (cursus_mailbox::maildir::last_read).
-pub fn mailbox_read(maildir: &Path) -> Option<i64> {
-    cursus_mailbox::maildir::last_read(maildir)
 }
 
 #[cfg(test)]

@@ -351,7 +351,7 @@ fn over_quota_is_deferred_while_the_maildir_is_read_and_bounced_when_not() {
     for sub in ["cur", "new", "tmp"] {
         std::fs::create_dir_all(maildir.join(sub)).expect("mkdir");
     }
-    let read = super::mailbox_read(&maildir).expect("cur/ is visible");
+    let read = cursus_mailbox::maildir::last_read(&maildir).expect("cur/ is visible");
     let (h, clock) = hints("");
     let destination = format!("maildir:{}", maildir.display())
         .parse::<cursus_lda::Destination>()
