@@ -227,6 +227,20 @@ schedule = "F,1s,1s"
             tail = rf"[^\n]*status={status}[^\n]*" if status else r"[^\n]*"
             return wait_for(rf"{re.escape(qid)}: to=<{re.escape(rcpt)}>, {tail}", timeout)
 
+        def recorded(qid, words, timeout=15):
+            """Waits until mailq shows `qid` with `words`: the attempt's outcome is in the
+            journal (the log line comes first, and `sendmail -q` skips a message whose
+            attempt is still being recorded)."""
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                out = subprocess.run([CURSUS, "sendmail", "-bp"], capture_output=True, text=True,
+                                     env={**os.environ, "CURSUS_DATA_DIR": data}, timeout=30).stdout
+                block = out.split(qid, 1)[1].split("\n\n", 1)[0] if qid in out else ""
+                if all(w in block for w in words):
+                    return True
+                time.sleep(0.1)
+            return False
+
         def notice_for(user, words, timeout=15):
             new = os.path.join(data, "mail", user, "Maildir", "new")
             deadline = time.time() + timeout
@@ -314,6 +328,7 @@ schedule = "F,1s,1s"
         check(l and "status=deferred" in l.group(0) and "dsn=4.2.2" in l.group(0)
               and "being read" in l.group(0),
               "over quota, cur/ fresh: deferred 4.2.2 (the mailbox is being read)")
+        check(recorded(q6, ["4.2.2"]), "the deferral is recorded (mailq)")
         old_time = time.time() - 8 * 86400
         os.utime(os.path.join(quota_maildir, "cur"), (old_time, old_time))
         procs[-1].send_signal(signal.SIGUSR1)
