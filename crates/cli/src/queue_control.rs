@@ -67,11 +67,8 @@ pub fn run(args: &QueueArgs) -> u8 {
                 eprintln!("cursus queue: no mail queue at {}", root.display());
                 return exit::UNAVAILABLE;
             }
-            return match crate::queue_list::render(&root) {
-                Ok(text) => {
-                    print!("{text}");
-                    exit::OK
-                }
+            return match crate::queue_list::write(&root) {
+                Ok(_) => exit::OK,
                 Err(e) => {
                     eprintln!("cursus queue: {}: {e}", root.display());
                     exit::UNAVAILABLE

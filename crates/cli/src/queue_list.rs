@@ -12,9 +12,12 @@ pub fn spool_dir() -> PathBuf {
     crate::queue_control::data_dir(None).join("queue")
 }
 
-/// The listing, as the queue crate renders it (`cursus_queue::mailq`).
-pub fn render(root: &Path) -> std::io::Result<String> {
-    cursus_queue::mailq::render(root)
+/// Writes the listing to standard output as the spool is read (`cursus_queue::mailq`).
+/// Nothing is written when the first bucket cannot be read.
+pub fn write(root: &Path) -> std::io::Result<usize> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    cursus_queue::mailq::write(root, &mut out)
 }
 
 /// Prints the queue; the exit status.
@@ -24,15 +27,14 @@ pub fn run(name: &str) -> u8 {
         eprintln!("{name}: no mail queue at {}", root.display());
         return crate::sendmail::exit::UNAVAILABLE;
     }
-    match render(&root) {
-        Ok(text) => {
-            print!("{text}");
-            crate::sendmail::exit::OK
-        }
+    match write(&root) {
+        Ok(_) => crate::sendmail::exit::OK,
+        // The reader went away (`mailq | head`): not a failure of the queue.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => crate::sendmail::exit::OK,
         Err(e) => {
-            // Not ours to read (system mode): ask the daemon (its showq socket).
-            if let Some(text) = root.parent().and_then(|d| showq(&d.join("showq.sock"))) {
-                print!("{text}");
+            // Not ours to read (system mode): ask the daemon (its showq socket). Nothing
+            // was printed: the first bucket read is where the spool's permission stops us.
+            if let Some(true) = root.parent().and_then(|d| showq(&d.join("showq.sock"))) {
                 return crate::sendmail::exit::OK;
             }
             eprintln!("{name}: {}: {e}", root.display());
@@ -41,12 +43,12 @@ pub fn run(name: &str) -> u8 {
     }
 }
 
-/// The listing from the running daemon's showq socket, if it answers.
-fn showq(path: &Path) -> Option<String> {
-    use std::io::Read;
+/// Copies the listing from the running daemon's showq socket to standard output: None
+/// when no daemon answers, Some(false) when it closed without a word.
+fn showq(path: &Path) -> Option<bool> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(60)));
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    (!text.is_empty()).then_some(text)
+    let stdout = std::io::stdout();
+    let copied = std::io::copy(&mut stream, &mut stdout.lock()).ok()?;
+    Some(copied > 0)
 }

@@ -177,24 +177,31 @@ fn join(ids: &[QueueId]) -> String {
 pub async fn serve_showq(queue_root: std::path::PathBuf, listener: UnixListener) {
     let busy = Arc::new(Semaphore::new(2));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let Ok(permit) = busy.clone().acquire_owned().await else {
             return;
         };
         let root = queue_root.clone();
-        tokio::spawn(async move {
-            let text = tokio::task::spawn_blocking(move || cursus_queue::mailq::render(&root))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r);
-            let text = match text {
-                Ok(t) => t,
-                Err(e) => format!("cursusd: cannot list the queue: {e}\n"),
-            };
-            let _ = stream.write_all(text.as_bytes()).await;
-            let _ = stream.shutdown().await;
+        // The listing is written as the spool is read, from a blocking thread onto the
+        // socket made blocking, so a large queue is never held in memory; a reader that
+        // stops reading for a minute is dropped.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        tokio::task::spawn_blocking(move || {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(60)));
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, &stream);
+            if let Err(e) = cursus_queue::mailq::write(&root, &mut out) {
+                let _ = std::io::Write::write_fmt(
+                    &mut out,
+                    format_args!("cursusd: cannot list the queue: {e}\n"),
+                );
+            }
+            drop(out);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             drop(permit);
         });
     }

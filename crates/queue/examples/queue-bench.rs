@@ -3,8 +3,9 @@
 //!
 //! Usage: `cargo run --release -p cursus-queue --example queue-bench -- [N] [THREADS,...]
 //! [RECOVER]` (defaults 5000, 1,8 and 200000; RECOVER 0 skips the recovery part). Spools
-//! are temporary directories under $TMPDIR, removed at the end. Trusts nothing; panics with
-//! a message on any error, which is fine for a benchmark.
+//! are temporary directories under $TMPDIR, removed at the end. With QUEUE_BENCH_COLD set
+//! (root only) the page cache is emptied before the open, the replay and the listing.
+//! Trusts nothing; panics with a message on any error, which is fine for a benchmark.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,8 +70,19 @@ fn accept_run(n: usize, threads: usize) {
 }
 
 fn recover_run(n: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
+    // QUEUE_BENCH_SPOOL: a spool kept between runs (filled when it has no journal yet), so
+    // that warm and cold figures, and a daemon's start, can be measured on one fixture.
+    let kept = std::env::var_os("QUEUE_BENCH_SPOOL").map(std::path::PathBuf::from);
+    let temporary = match kept {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().expect("tempdir")),
+    };
+    let root = kept
+        .clone()
+        .unwrap_or_else(|| temporary.as_ref().expect("made").path().to_path_buf());
+    let filled = kept.is_some() && Queue::open(&root).is_ok_and(|q| q.recovery().messages > 0);
+    let dir = Spool(root);
+    if !filled {
         // Fill without syncs (a benchmark fixture, not a durability claim).
         let queue = Arc::new(
             Queue::open_with(
@@ -104,6 +116,10 @@ fn recover_run(n: usize) {
             started.elapsed().as_secs_f64()
         );
     }
+    let cold = std::env::var_os("QUEUE_BENCH_COLD").is_some();
+    if cold {
+        drop_caches();
+    }
     let started = Instant::now();
     let queue = Queue::open(dir.path()).expect("reopens");
     println!(
@@ -117,11 +133,15 @@ fn recover_run(n: usize) {
         "list    first {first}: {:.4} s (streams; no journal read beyond those)",
         started.elapsed().as_secs_f64()
     );
+    if cold {
+        drop_caches();
+    }
     let started = Instant::now();
     let loaded = queue.load_all().expect("loads");
     println!(
-        "replay  n={loaded}: {:.2} s (every journal read, sizes checked; warm cache)",
-        started.elapsed().as_secs_f64()
+        "replay  n={loaded}: {:.2} s (every journal read, sizes checked; {} cache)",
+        started.elapsed().as_secs_f64(),
+        if cold { "cold" } else { "warm" }
     );
     let started = Instant::now();
     let due = queue.due(jiff::Timestamp::now()).count();
@@ -129,10 +149,57 @@ fn recover_run(n: usize) {
         "due     n={due}: {:.2} s (all loaded: one pass over the timeline)",
         started.elapsed().as_secs_f64()
     );
+    if cold {
+        drop_caches();
+    }
+    let mut sink = FirstWrite::default();
+    let started = Instant::now();
+    let listed = cursus_queue::mailq::write(dir.path(), &mut sink).expect("lists");
+    println!(
+        "mailq   n={listed}: first line after {:.4} s, all {:.2} s, {} MB written ({} cache)",
+        sink.first.map_or(0.0, |t| (t - started).as_secs_f64()),
+        started.elapsed().as_secs_f64(),
+        sink.bytes / 1_000_000,
+        if cold { "cold" } else { "warm" }
+    );
     let started = Instant::now();
     drop(queue);
-    drop(dir);
+    drop(temporary);
     println!("cleanup: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Where the recovery part's spool is.
+struct Spool(std::path::PathBuf);
+
+impl Spool {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+/// A sink that notes when the listing's first bytes came.
+#[derive(Default)]
+struct FirstWrite {
+    first: Option<Instant>,
+    bytes: usize,
+}
+
+impl std::io::Write for FirstWrite {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.first.get_or_insert_with(Instant::now);
+        self.bytes += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Empties the page cache (root only), for the cold-cache figures.
+fn drop_caches() {
+    // Written-back pages first, so that dropping the cache drops them too.
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").expect("drop_caches (root only)");
 }
 
 fn main() {

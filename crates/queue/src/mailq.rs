@@ -3,19 +3,27 @@
 //! last record is ignored, as recovery does). Used by `mailq` when it can read the spool,
 //! and by cursusd's `showq` socket for users who cannot.
 //!
+//! The listing is written as it is read, one message at a time: a queue of a million
+//! messages lists in bounded memory and its first lines appear at once.
+//!
 //! Trusts the spool's owner; reads only. An unreadable bucket is an error, never an empty
-//! queue.
+//! queue; nothing has been written when that error comes from the first bucket read.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::state::RecipientState;
 
-/// One line per message and recipient, in arrival order within each bucket.
-pub fn render(root: &Path) -> std::io::Result<String> {
-    let mut out = String::new();
+const HEADER: &str =
+    "-Queue ID-            --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+
+/// Writes one line per message and recipient, in arrival order within each bucket, then
+/// the total; "Mail queue is empty" when there is nothing. Returns the number of messages.
+/// The header is written with the first message, so an error before it leaves `out`
+/// untouched.
+pub fn write(root: &Path, out: &mut dyn Write) -> std::io::Result<usize> {
     let mut count = 0usize;
     let mut bytes = 0u64;
-    out.push_str("-Queue ID-            --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
     for bucket in 0..=255u8 {
         let dir = root.join(format!("{bucket:02x}"));
         let mut journals: Vec<PathBuf> = match std::fs::read_dir(&dir) {
@@ -29,6 +37,8 @@ pub fn render(root: &Path) -> std::io::Result<String> {
         };
         journals.sort();
         for path in journals {
+            // Gone since the directory was read (delivered), or torn beyond its first
+            // record: not listed, as the queue itself would not list it.
             let Ok(text) = std::fs::read(&path) else {
                 continue;
             };
@@ -39,44 +49,55 @@ pub fn render(root: &Path) -> std::io::Result<String> {
             if m.is_removable() {
                 continue;
             }
+            if count == 0 {
+                out.write_all(HEADER.as_bytes())?;
+            }
             count += 1;
             bytes += m.size;
             let arrival = m
                 .envelope
                 .received
                 .to_zoned_datetime(jiff::tz::TimeZone::system())
-                .strftime("%a %b %e %H:%M:%S")
-                .to_string();
+                .strftime("%a %b %e %H:%M:%S");
             let mark = if m.held { "!" } else { "" };
-            out.push_str(&format!(
-                "{:<21} {:>8} {:<20} {}\n",
+            writeln!(
+                out,
+                "{:<21} {:>8} {:<20} {}",
                 format!("{}{mark}", m.id),
                 m.size,
-                arrival,
+                arrival.to_string(),
                 m.envelope.sender.address().unwrap_or("MAILER-DAEMON")
-            ));
+            )?;
             for (state, rcpt) in m.recipients.iter().zip(&m.envelope.recipients) {
                 match state {
                     RecipientState::Deferred { status, text, .. } => {
-                        out.push_str(&format!("{:52}({status} {text})\n", ""));
-                        out.push_str(&format!("{:52}{}\n", "", rcpt.address));
+                        writeln!(out, "{:52}({status} {text})", "")?;
+                        writeln!(out, "{:52}{}", "", rcpt.address)?;
                     }
-                    RecipientState::Pending => {
-                        out.push_str(&format!("{:52}{}\n", "", rcpt.address));
-                    }
+                    RecipientState::Pending => writeln!(out, "{:52}{}", "", rcpt.address)?,
                     _ => {}
                 }
             }
-            out.push('\n');
+            out.write_all(b"\n")?;
         }
     }
     if count == 0 {
-        return Ok("Mail queue is empty\n".to_string());
+        out.write_all(b"Mail queue is empty\n")?;
+    } else {
+        writeln!(
+            out,
+            "-- {} Kbytes in {count} Request{}.",
+            bytes.div_ceil(1024),
+            if count == 1 { "" } else { "s" }
+        )?;
     }
-    out.push_str(&format!(
-        "-- {} Kbytes in {count} Request{}.\n",
-        bytes.div_ceil(1024),
-        if count == 1 { "" } else { "s" }
-    ));
-    Ok(out)
+    out.flush()?;
+    Ok(count)
+}
+
+/// The whole listing as one string (tests and small queues; [`write`] streams).
+pub fn render(root: &Path) -> std::io::Result<String> {
+    let mut out = Vec::new();
+    write(root, &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
