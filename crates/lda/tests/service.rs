@@ -4,7 +4,6 @@
 //! credential changes and foreign ownership are what is being tested.
 
 use std::fs;
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cursus_lda::client::Client;
 use cursus_lda::protocol::{Answer, DeliverOptions, Envelope, ErrorCode, Request, encode_request};
-use cursus_lda::{Destination, MailPath};
+use cursus_lda::Destination;
 use cursus_mail::OutcomeKind;
 
 const USER: &str = "cursus-l1";
@@ -801,25 +800,78 @@ fn many_users_delivered_concurrently() {
 }
 
 #[test]
-fn a_policy_edit_applies_to_new_connections() {
+fn a_policy_edit_applies_to_the_next_request_on_an_open_connection() {
     root_only!();
     let a = fresh_home(USER, "Maildir");
     let svc = Service::start(POLICY, &[]);
     let dest = format!("maildir:{}/Maildir", a.home.display());
-    assert_eq!(
-        outcome(&deliver(&svc, USER, &dest)).0,
-        OutcomeKind::Delivered
+    let message = svc.message(MESSAGE);
+    // One connection for the whole test, as cursusd keeps its connections open.
+    let mut client = svc.client();
+    let mut ask = || outcome(
+        &client
+            .call(&deliver_request(USER, &dest), Some(message.as_fd()))
+            .expect("answer"),
     );
+    assert_eq!(ask().0, OutcomeKind::Delivered);
+    write_policy(svc.path(), "min_uid = 1000\n");
+    let (kind, status, text) = ask();
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Permanent, "5.7.1"),
+        "the removed destination is still allowed on an open connection: {text}"
+    );
+    // A broken edit refuses everything (temporary: mail waits) rather than keep the
+    // previous policy in force, and says so in the answer and in the log.
+    write_policy(svc.path(), format!("{POLICY}\nmin_uid = \"x\"\n"));
+    let (kind, status, text) = ask();
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Temporary, "4.3.5"),
+        "{text}"
+    );
+    assert!(text.contains("does not load"), "{text}");
+    assert!(svc.log().contains("does not load"), "{}", svc.log());
+    // Fixed: the next request delivers again.
+    write_policy(svc.path(), POLICY);
+    let (kind, _, text) = ask();
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    assert_eq!(files_in(&a.home.join("Maildir/new")).len(), 2);
+    // A new connection sees the current policy too.
     write_policy(svc.path(), "min_uid = 1000\n");
     let (kind, status, _) = outcome(&deliver(&svc, USER, &dest));
     assert_eq!((kind, status.as_str()), (OutcomeKind::Permanent, "5.7.1"));
-    // A broken edit keeps the previous policy.
-    write_policy(svc.path(), "min_uid = \"x\"\n");
-    let (kind, _, _) = outcome(&deliver(&svc, USER, &dest));
-    assert_eq!(kind, OutcomeKind::Permanent);
-    assert!(svc.log().contains("policy edit refused"), "{}", svc.log());
-    let _ = MailPath::parse("/");
-    let _ = std::io::stderr().flush();
+    assert!(svc.log().contains("policy reloaded"), "{}", svc.log());
+}
+
+#[test]
+fn a_policy_edit_reaches_a_socket_pair_connection() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let dir = tempfile::tempdir().expect("tmp");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    write_policy(dir.path(), POLICY);
+    let (mut client, mut child) = socket_pair_service(dir.path());
+    let msg_path = dir.path().join("msg");
+    fs::write(&msg_path, MESSAGE).expect("msg");
+    let msg = fs::File::open(&msg_path).expect("open");
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let mut ask = || outcome(
+        &client
+            .call(&deliver_request(USER, &dest), Some(msg.as_fd()))
+            .expect("answer"),
+    );
+    assert_eq!(ask().0, OutcomeKind::Delivered);
+    write_policy(dir.path(), "min_uid = 1000\n");
+    let (kind, status, text) = ask();
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Permanent, "5.7.1"),
+        "{text}"
+    );
+    assert_eq!(files_in(&a.home.join("Maildir/new")).len(), 1);
+    drop(client);
+    let _ = child.wait();
 }
 
 fn envelope_for(user: &str) -> Envelope {
@@ -955,17 +1007,13 @@ fn read_forward_returns_entries_and_refuses_an_unsafe_file() {
     assert_eq!(ask(), Answer::Forward { entries: vec![] });
 }
 
-#[test]
-fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
-    root_only!();
-    let a = fresh_home(USER, "x");
-    let dir = tempfile::tempdir().expect("tmp");
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    let policy = dir.path().join("policy.toml");
-    write_policy(dir.path(), POLICY);
+/// Starts `cursus-lda serve` on one end of a socket pair, as cursusd does, with the policy
+/// in `dir`; returns a client on the other end.
+fn socket_pair_service(dir: &Path) -> (Client, Child) {
+    let policy = dir.join("policy.toml");
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
     // The service gets its end as descriptor 3, as cursusd will pass it.
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg("exec \"$0\" serve --connection-fd 3 --policy \"$1\" 3<&0 0</dev/null")
         .arg(env!("CARGO_BIN_EXE_cursus-lda"))
@@ -974,7 +1022,17 @@ fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve");
-    let mut client = Client::from_stream(ours);
+    (Client::from_stream(ours), child)
+}
+
+#[test]
+fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
+    root_only!();
+    let a = fresh_home(USER, "x");
+    let dir = tempfile::tempdir().expect("tmp");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    write_policy(dir.path(), POLICY);
+    let (mut client, mut child) = socket_pair_service(dir.path());
     assert_eq!(
         client.call(&Request::Ping, None).expect("pong"),
         Answer::Pong
