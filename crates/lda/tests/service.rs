@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cursus_lda::Destination;
 use cursus_lda::client::Client;
 use cursus_lda::protocol::{Answer, DeliverOptions, Envelope, ErrorCode, Request, encode_request};
-use cursus_lda::Destination;
 use cursus_mail::OutcomeKind;
 
 const USER: &str = "cursus-l1";
@@ -424,6 +424,52 @@ fn command_exit_codes_output_and_time_limit() {
 }
 
 #[test]
+fn the_answer_carries_the_first_4_kb_of_command_output_escaped_into_one_line() {
+    root_only!();
+    let _ = account(USER);
+    let svc = command_service(&[]);
+    // A status line, a forged log line, a terminal escape, then 10 000 more bytes.
+    let prog = script(
+        &svc,
+        "chatty",
+        "cat >/dev/null; printf '4.2.1 try later\\nfake: status=sent\\033[2J\\n'; \
+         head -c 10000 /dev/zero | tr '\\0' y; exit 75",
+    );
+    let (kind, status, text) = outcome(&deliver(&svc, USER, &format!("command:{prog}")));
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Temporary, "4.2.1"),
+        "{text}"
+    );
+    assert!(
+        text.starts_with(&format!(
+            "{prog} exited 75 (temporary failure): try later\\nfake: status=sent\\x1b[2J\\nyyy"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("yyy [output after 4096 bytes dropped]"),
+        "{text}"
+    );
+    let ys = text.matches('y').count();
+    assert!(
+        (4096 - 40..4096).contains(&ys),
+        "the first 4 KB of output, not a line of it: {ys} bytes of it kept"
+    );
+    assert!(text.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{text}");
+    // The service's log line for it is one line: nothing the command printed starts another.
+    let log = svc.log();
+    assert!(!log.lines().any(|l| l.starts_with("fake:")), "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("status=deferred"))
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
 fn virtual_mailboxes_only_as_their_named_user() {
     root_only!();
     let v = account(VMAIL);
@@ -808,11 +854,13 @@ fn a_policy_edit_applies_to_the_next_request_on_an_open_connection() {
     let message = svc.message(MESSAGE);
     // One connection for the whole test, as cursusd keeps its connections open.
     let mut client = svc.client();
-    let mut ask = || outcome(
-        &client
-            .call(&deliver_request(USER, &dest), Some(message.as_fd()))
-            .expect("answer"),
-    );
+    let mut ask = || {
+        outcome(
+            &client
+                .call(&deliver_request(USER, &dest), Some(message.as_fd()))
+                .expect("answer"),
+        )
+    };
     assert_eq!(ask().0, OutcomeKind::Delivered);
     write_policy(svc.path(), "min_uid = 1000\n");
     let (kind, status, text) = ask();
@@ -856,11 +904,13 @@ fn a_policy_edit_reaches_a_socket_pair_connection() {
     fs::write(&msg_path, MESSAGE).expect("msg");
     let msg = fs::File::open(&msg_path).expect("open");
     let dest = format!("maildir:{}/Maildir", a.home.display());
-    let mut ask = || outcome(
-        &client
-            .call(&deliver_request(USER, &dest), Some(msg.as_fd()))
-            .expect("answer"),
-    );
+    let mut ask = || {
+        outcome(
+            &client
+                .call(&deliver_request(USER, &dest), Some(msg.as_fd()))
+                .expect("answer"),
+        )
+    };
     assert_eq!(ask().0, OutcomeKind::Delivered);
     write_policy(dir.path(), "min_uid = 1000\n");
     let (kind, status, text) = ask();
