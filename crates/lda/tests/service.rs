@@ -1110,62 +1110,103 @@ fn a_socket_pair_inherited_from_the_parent_is_served_until_it_closes() {
     }
 }
 
+/// The race itself, end to end: while deliveries to ~/mbox run, an attacker (the user)
+/// keeps exchanging ~/mbox, a single-link file the user owns, with a symlink to a file the
+/// user can write outside the allowed destination (renameat2 RENAME_EXCHANGE: the name
+/// always exists, the real file always has one link). Some deliveries must land in the real
+/// mailbox (so the window is reached, not refused for another reason) and some must be
+/// refused because of the swap; the file behind the symlink never changes. The window
+/// opened deterministically is `store.rs`'s `an_mbox_swapped_for_a_symlink_between_walk_
+/// and_open_is_refused`.
 #[test]
 fn a_mailbox_swapped_for_a_symlink_while_deliveries_run_never_writes_through_it() {
     root_only!();
-    let a = fresh_home(USER, "x");
-    let b = fresh_home(OTHER, "x");
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let a = fresh_home(USER, "mbox.alt");
     let svc = Service::start(POLICY, &[]);
-    let victim = b.home.join("mbox");
-    fs::write(
-        &victim,
-        "From x  Thu Jan  1 00:00:00 1970\n\nvictim's mail\n",
-    )
-    .expect("victim");
-    chown(&victim, &b);
+    // The victim: the user's own file, which the user may write, outside the policy.
+    let victim = a.home.join("x-own");
+    fs::write(&victim, "the user's own file, not a mailbox\n").expect("victim");
+    chown(&victim, &a);
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).expect("chmod");
     let before = fs::read(&victim).expect("read");
     let mbox = a.home.join("mbox");
-    let real = a.home.join("mbox.real");
-    let link = a.home.join("mbox.link");
-    fs::write(&real, "").expect("real");
-    chown(&real, &a);
-    std::os::unix::fs::symlink(&victim, &link).expect("ln");
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let delivered = std::thread::scope(|s| {
-        // The attacker flips ~/mbox between a real file and a symlink to the victim as fast
-        // as it can, with rename(2) so the name always exists.
+    let alt = a.home.join("mbox.alt");
+    fs::write(&mbox, "").expect("mbox");
+    chown(&mbox, &a);
+    fs::set_permissions(&mbox, fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::symlink(&victim, &alt).expect("ln");
+    std::os::unix::fs::lchown(&alt, Some(a.uid), Some(a.gid)).expect("lchown");
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicUsize::new(0);
+    let message = svc.message(MESSAGE);
+    let dest = format!("mbox:{}", mbox.display());
+    let (mut landed, mut refused, mut other) = (0usize, 0usize, Vec::new());
+    std::thread::scope(|s| {
         s.spawn(|| {
-            let mut flip = false;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (from, keep) = if flip { (&link, &real) } else { (&real, &link) };
-                let tmp = a.home.join("mbox.tmp");
-                if flip {
-                    let _ = fs::remove_file(&tmp);
-                    let _ = std::os::unix::fs::symlink(&victim, &tmp);
-                } else {
-                    let _ = fs::hard_link(keep, &tmp).or_else(|_| fs::copy(from, &tmp).map(|_| ()));
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                renameat2(
+                    AT_FDCWD,
+                    &mbox,
+                    AT_FDCWD,
+                    &alt,
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .expect("exchange");
+                swaps.fetch_add(1, Ordering::Relaxed);
+                // Vary how long each state lasts so the swap falls at every step of a
+                // delivery, from the policy check to the lock.
+                n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let spin = (n >> 16) % 400;
+                let until = Instant::now() + Duration::from_micros(u64::from(spin));
+                while Instant::now() < until {
+                    std::hint::spin_loop();
                 }
-                let _ = fs::rename(&tmp, &mbox);
-                flip = !flip;
             }
         });
-        let mut delivered = 0;
-        for _ in 0..150 {
-            let (kind, _, _) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
+        let mut client = svc.client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (landed < 5 || refused < 5) && Instant::now() < deadline {
+            let answer = client
+                .call(&deliver_request(USER, &dest), Some(message.as_fd()))
+                .expect("answer");
+            let (kind, _, text) = outcome(&answer);
             if kind == OutcomeKind::Delivered {
-                delivered += 1;
+                landed += 1;
+            } else if text.contains("symbolic link") || text.contains("changed") {
+                refused += 1;
+            } else {
+                other.push(text);
             }
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        delivered
+        stop.store(true, Ordering::Relaxed);
     });
+    eprintln!(
+        "{landed} deliveries landed, {refused} refused because of the swap, {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
     assert_eq!(
         fs::read(&victim).expect("read"),
         before,
-        "the victim's mailbox changed"
+        "the victim changed"
     );
-    eprintln!("{delivered} of 150 deliveries landed while the mailbox was being swapped");
-    for p in [&mbox, &real, &link] {
+    assert!(other.is_empty(), "refused for another reason: {other:?}");
+    assert!(
+        landed >= 5,
+        "the race window was never passed: {landed} landed"
+    );
+    assert!(refused >= 5, "the swap was never seen: {refused} refused");
+    // Every delivery that said so is in the real mailbox, whichever name it has now.
+    let real = [&mbox, &alt]
+        .into_iter()
+        .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .expect("the real mailbox");
+    let stored = fs::read_to_string(real).expect("read");
+    assert_eq!(stored.matches("\nbody line\n").count(), landed, "{stored}");
+    assert_eq!(fs::metadata(real).expect("stat").nlink(), 1);
+    for p in [&mbox, &alt, &victim] {
         let _ = fs::remove_file(p);
     }
 }
