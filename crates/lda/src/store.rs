@@ -500,4 +500,50 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn read_refinement_reads_only_a_safe_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (uid, _) = me();
+        let path = |n: &str| dir.path().join(n);
+        let safe = path("safe");
+        fs::write(&safe, "remove = []\n").expect("write");
+        fs::set_permissions(&safe, fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            read_refinement(&safe, uid),
+            Ok(Some("remove = []\n".to_string()))
+        );
+        assert_eq!(read_refinement(&path("missing"), uid), Ok(None));
+        // ~/.config is a file, not a directory: no refinement either.
+        assert_eq!(read_refinement(&safe.join("below"), uid), Ok(None));
+
+        let writable = path("writable");
+        fs::write(&writable, "").expect("write");
+        fs::set_permissions(&writable, fs::Permissions::from_mode(0o620)).expect("chmod");
+        symlink(&safe, path("link")).expect("ln");
+        nix::unistd::mkfifo(
+            &path("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        fs::create_dir(path("dir")).expect("mkdir");
+        let big = path("big");
+        fs::write(&big, vec![b'#'; MAX_REFINEMENT as usize + 1]).expect("write");
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let cases: &[(&std::path::Path, u32, &str)] = &[
+            (&safe, uid.wrapping_add(1), "owned by uid"),
+            (&writable, uid, "writable by group or others (mode 620)"),
+            (&path("link"), uid, "symbolic link"),
+            // Opened O_NONBLOCK: a FIFO without a writer does not hang the child.
+            (&path("fifo"), uid, "not a regular file"),
+            (&path("dir"), uid, "not a regular file"),
+            (&big, uid, &format!("larger than {MAX_REFINEMENT} bytes")),
+        ];
+        for (file, uid, why) in cases {
+            match read_refinement(file, *uid) {
+                Err(got) => assert!(got.contains(why), "{}: {got}", file.display()),
+                other => panic!("{}: {other:?}", file.display()),
+            }
+        }
+    }
 }

@@ -532,56 +532,80 @@ fn a_symlinked_maildir_pointing_into_etc_is_refused() {
     fs::remove_file(a.home.join("Maildir")).expect("rm");
 }
 
+/// ~/Maildir/new as a symlink to a directory the user could write anyway (their own, and
+/// a world-writable one): only the symlink check stands between the delivery and it, so
+/// the refusal must name the symlink and nothing may appear there.
 #[test]
-fn a_symlinked_new_directory_into_another_users_home_is_refused() {
+fn a_symlinked_new_directory_is_refused_even_when_the_user_could_write_its_target() {
     root_only!();
-    let a = fresh_home(USER, "Maildir");
-    let b = fresh_home(OTHER, "Maildir");
+    let a = fresh_home(USER, "x-own-dir");
     let svc = Service::start(POLICY, &[]);
-    let victim = b.home.join("Maildir/new");
-    mkdir_as(&b.home.join("Maildir"), &b);
-    mkdir_as(&victim, &b);
-    mkdir_as(&a.home.join("Maildir"), &a);
-    mkdir_as(&a.home.join("Maildir/tmp"), &a);
-    mkdir_as(&a.home.join("Maildir/cur"), &a);
-    std::os::unix::fs::symlink(&victim, a.home.join("Maildir/new")).expect("ln");
-    let before = snapshot(&b.home.join("Maildir"));
-    let (kind, _, text) = outcome(&deliver(
-        &svc,
-        USER,
-        &format!("maildir:{}/Maildir", a.home.display()),
-    ));
-    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
-    assert_eq!(snapshot(&b.home.join("Maildir")), before);
+    let own = a.home.join("x-own-dir");
+    mkdir_as(&own, &a);
+    let open = svc.path().join("open-to-all");
+    fs::create_dir(&open).expect("mkdir");
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
+    for target in [&own, &open] {
+        let _ = fs::remove_dir_all(a.home.join("Maildir"));
+        for d in ["Maildir", "Maildir/tmp", "Maildir/cur"] {
+            mkdir_as(&a.home.join(d), &a);
+        }
+        std::os::unix::fs::symlink(target, a.home.join("Maildir/new")).expect("ln");
+        let before = snapshot(target);
+        let (kind, _, text) = outcome(&deliver(
+            &svc,
+            USER,
+            &format!("maildir:{}/Maildir", a.home.display()),
+        ));
+        assert_ne!(kind, OutcomeKind::Delivered, "{}: {text}", target.display());
+        assert!(
+            text.contains("symbolic link"),
+            "{}: {text}",
+            target.display()
+        );
+        assert_eq!(snapshot(target), before, "{}", target.display());
+        assert!(
+            files_in(&a.home.join("Maildir/tmp")).is_empty(),
+            "a file left in tmp/"
+        );
+    }
+    fs::remove_dir_all(a.home.join("Maildir")).expect("rm");
+    fs::remove_dir_all(&own).expect("rm");
 }
 
+/// ~/mbox as a symlink to a file the user owns and may write: the user could append to it
+/// themselves, but the delivery must not (that is how mail lands in ~/.bashrc or a file
+/// the user's programs trust), and the refusal names the symlink. And a hard link to it:
+/// refused for its link count.
 #[test]
-fn symlinked_and_hard_linked_mboxes_are_refused() {
+fn symlinked_and_hard_linked_mboxes_are_refused_even_to_the_users_own_files() {
     root_only!();
     let a = fresh_home(USER, "x");
-    let b = fresh_home(OTHER, "x");
     let svc = Service::start(POLICY, &[]);
-    let victim = b.home.join("mbox");
-    fs::write(&victim, "From x  Thu Jan  1 00:00:00 1970\n\nold\n").expect("victim");
-    chown(&victim, &b);
-    let mbox = a.home.join("mbox");
-    let _ = fs::remove_file(&mbox);
-    std::os::unix::fs::symlink(&victim, &mbox).expect("ln");
-    let before = fs::read(&victim).expect("read");
-    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
-    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
-    assert_eq!(fs::read(&victim).expect("read"), before);
-    fs::remove_file(&mbox).expect("rm");
-
-    // A hard link to a file of the user's own (another user's file cannot be linked
-    // across the protected_hardlinks sysctl, but the check must not rely on that).
     let own = a.home.join("x-own");
     fs::write(&own, "secret\n").expect("own");
     chown(&own, &a);
-    fs::hard_link(&own, &mbox).expect("link");
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mbox = a.home.join("mbox");
+    let _ = fs::remove_file(&mbox);
+    std::os::unix::fs::symlink(&own, &mbox).expect("ln");
+    let before = snapshot(&a.home);
     let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
     assert_ne!(kind, OutcomeKind::Delivered, "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
     assert_eq!(fs::read_to_string(&own).expect("read"), "secret\n");
+    assert_eq!(snapshot(&a.home), before, "a file in the home changed");
+    fs::remove_file(&mbox).expect("rm");
+
+    // A hard link to the user's own file (another user's file cannot be linked across the
+    // protected_hardlinks sysctl, but the check must not rely on that).
+    fs::hard_link(&own, &mbox).expect("link");
+    let before = snapshot(&a.home);
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("mbox:{}", mbox.display())));
+    assert_ne!(kind, OutcomeKind::Delivered, "{text}");
+    assert!(text.contains("hard links"), "{text}");
+    assert_eq!(fs::read_to_string(&own).expect("read"), "secret\n");
+    assert_eq!(snapshot(&a.home), before, "a file in the home changed");
     fs::remove_file(&mbox).expect("rm");
     fs::remove_file(&own).expect("rm");
 }
@@ -800,6 +824,85 @@ fn an_unsafe_refinement_file_is_ignored_and_a_safe_one_applies() {
         "{text}"
     );
     fs::remove_dir_all(a.home.join(".config")).expect("rm");
+}
+
+/// Every kind of unsafe refinement file is ignored (the delivery goes on under the system
+/// policy, which the refinement would have narrowed) and the log line says which and why.
+#[test]
+fn refinement_files_owned_by_another_user_symlinked_fifos_or_oversize_are_ignored() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let b = account(OTHER);
+    let svc = Service::start(POLICY, &[]);
+    let config = a.home.join(".config/cursus");
+    mkdir_as(&a.home.join(".config"), &a);
+    mkdir_as(&config, &a);
+    let file = config.join("lda-policy.toml");
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let refinement = "remove = [\"home-maildir\"]\n";
+    let safe_elsewhere = a.home.join("x-own");
+    let place = |how: &str| {
+        let _ = fs::remove_file(&file);
+        match how {
+            "another user's" => {
+                fs::write(&file, refinement).expect("write");
+                chown(&file, &b);
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+            }
+            "symlink" => {
+                // To a file that would itself be safe: the link is the problem.
+                fs::write(&safe_elsewhere, refinement).expect("write");
+                chown(&safe_elsewhere, &a);
+                fs::set_permissions(&safe_elsewhere, fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+                std::os::unix::fs::symlink(&safe_elsewhere, &file).expect("ln");
+            }
+            "fifo" => {
+                nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .expect("mkfifo");
+                chown(&file, &a);
+            }
+            "oversize" => {
+                let mut text = refinement.to_string();
+                text.push_str(&"# padding\n".repeat(7000));
+                fs::write(&file, text).expect("write");
+                chown(&file, &a);
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+            }
+            _ => {
+                fs::write(&file, refinement).expect("write");
+                chown(&file, &a);
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+            }
+        }
+    };
+    let cases = [
+        (
+            "another user's",
+            format!("it is owned by uid {}, not the user", b.uid),
+        ),
+        ("symlink", "it is a symbolic link".to_string()),
+        ("fifo", "it is not a regular file".to_string()),
+        ("oversize", "it is larger than 65536 bytes".to_string()),
+    ];
+    for (how, why) in cases {
+        place(how);
+        let (kind, _, text) = outcome(&deliver(&svc, USER, &dest));
+        assert_eq!(kind, OutcomeKind::Delivered, "{how}: {text}");
+        let expected = format!("ignoring {} of user {USER}: {why}", file.display());
+        let log = svc.log();
+        assert!(log.contains(&expected), "{how}: no `{expected}` in\n{log}");
+    }
+    // The same refinement, safe, applies: the test's file really narrows the policy.
+    place("safe");
+    let (kind, status, text) = outcome(&deliver(&svc, USER, &dest));
+    assert_eq!(
+        (kind, status.as_str()),
+        (OutcomeKind::Permanent, "5.7.1"),
+        "{text}"
+    );
+    fs::remove_dir_all(a.home.join(".config")).expect("rm");
+    let _ = fs::remove_file(&safe_elsewhere);
 }
 
 #[test]
