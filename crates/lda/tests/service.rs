@@ -399,6 +399,42 @@ fn commands_run_as_the_user_with_a_clean_environment() {
     assert!(msg.starts_with("Return-Path: <a@example.org>\n"), "{msg}");
 }
 
+/// The credential drop as the user's program sees it: every uid and gid field (real,
+/// effective, saved, filesystem) the user's, the user's group alone, no capability.
+#[test]
+fn a_command_runs_with_only_the_users_credentials_and_no_capability() {
+    root_only!();
+    let a = fresh_home(USER, "cmd-out");
+    mkdir_as(&a.home.join("cmd-out"), &a);
+    let svc = command_service(&[]);
+    let out = a.home.join("cmd-out/status");
+    let prog = script(
+        &svc,
+        "status",
+        &format!(
+            "cat >/dev/null; grep -E '^(Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs):' /proc/self/status > {}",
+            out.display()
+        ),
+    );
+    let (kind, _, text) = outcome(&deliver(&svc, USER, &format!("command:{prog}")));
+    assert_eq!(kind, OutcomeKind::Delivered, "{text}");
+    let status = fs::read_to_string(&out).expect("status");
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    let (u, g) = (a.uid, a.gid);
+    assert_eq!(field("Uid"), format!("{u} {u} {u} {u}"), "{status}");
+    assert_eq!(field("Gid"), format!("{g} {g} {g} {g}"), "{status}");
+    assert_eq!(field("Groups"), g.to_string(), "{status}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(field(set), "0000000000000000", "{set}: {status}");
+    }
+}
+
 #[test]
 fn command_exit_codes_output_and_time_limit() {
     root_only!();
