@@ -1,7 +1,8 @@
 //! The root service end to end, as root, with real users the test creates: every attack of
 //! the cursus-lda issue is tried and must be refused with nothing written, and every
-//! positive path delivers as the user. Skipped (with a note) when not run as root, since
-//! credential changes and foreign ownership are what is being tested.
+//! positive path delivers as the user. Not root: each test prints `SKIPPED: needs root` and
+//! passes, unless CI is set (then it fails), since credential changes and foreign ownership
+//! are what is being tested.
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -55,7 +56,17 @@ fn account(name: &str) -> Account {
 fn fresh_home(name: &str, also: &str) -> Account {
     let a = account(name);
     for entry in [
-        "Maildir", "Mail", "mbox", "cmd-out", ".config", "x-own", also,
+        "Maildir",
+        "Mail",
+        "mbox",
+        "mbox.alt",
+        "cmd-out",
+        ".config",
+        ".dovecot.sieve",
+        ".forward",
+        "x-own",
+        "x-own-dir",
+        also,
     ] {
         let path = a.home.join(entry);
         match fs::symlink_metadata(&path) {
@@ -240,10 +251,27 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 /// The tests share the test users' homes, so they run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Not root: the test cannot run. It says so on stderr (visible with `--nocapture`, and in
+/// the summary through the panic below when it matters) and passes, except under CI (the
+/// `CI` variable set), where the tests run as root and a skip would hide every attack test.
+fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    // libtest names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a service test");
+    eprintln!("SKIPPED: needs root: {test} (credential changes and foreign ownership are what it tests)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root and CI is set: run the tests as root"
+    );
+    true
+}
+
 macro_rules! root_only {
     () => {
-        if !is_root() {
-            eprintln!("skipped: the service tests need root (CI runs them as root)");
+        if skip_unless_root() {
             return;
         }
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -652,6 +680,32 @@ fn destinations_and_users_outside_the_policy_are_refused() {
     let a = fresh_home(USER, "x");
     let b = fresh_home(OTHER, "Maildir");
     let svc = Service::start(POLICY, &[]);
+    // ~/.bashrc exists for the mbox case to aim at (useradd -m copies it from /etc/skel
+    // where there is one).
+    let bashrc = a.home.join(".bashrc");
+    if !bashrc.exists() {
+        fs::write(&bashrc, "# the user's shell start-up file\n").expect("bashrc");
+        chown(&bashrc, &a);
+    }
+    let before_bashrc = fs::read(&bashrc).expect("read");
+    let before_home = snapshot(&a.home);
+    // /root's own entries only: below it, cargo's and rustup's caches change as others build.
+    let root_entries = || -> Vec<(PathBuf, bool, u64, i64)> {
+        let mut v: Vec<_> = fs::read_dir("/root")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let m = fs::symlink_metadata(e.path()).ok()?;
+                let file = m.is_file();
+                let (len, mtime) = if file { (m.len(), m.mtime()) } else { (0, 0) };
+                Some((e.path(), file, len, mtime))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before_root = root_entries();
     let cases = [
         (USER, format!("maildir:{}/Maildir", b.home.display())),
         (USER, "maildir:/tmp/cursus-lda-anywhere".to_string()),
@@ -670,6 +724,10 @@ fn destinations_and_users_outside_the_policy_are_refused() {
     }
     assert!(!Path::new("/tmp/cursus-lda-anywhere").exists());
     assert!(!b.home.join("Maildir").exists());
+    assert_eq!(fs::read(&bashrc).expect("read"), before_bashrc, "~/.bashrc changed");
+    assert_eq!(snapshot(&a.home), before_home, "the user's home changed");
+    assert_eq!(root_entries(), before_root, "/root changed");
+    assert!(!Path::new("/root/Maildir").exists() || before_root.iter().any(|e| e.0.ends_with("Maildir")));
     let (kind, status, _) = outcome(&deliver(
         &svc,
         "no-such-user-xyz",
@@ -750,6 +808,25 @@ fn garbage_truncated_and_oversize_frames_close_the_connection() {
     c.send_raw(&ping[..3], None).expect("send");
     c.shutdown_write().expect("shutdown");
     assert!(matches!(c.read_answer(), Ok(Answer::Error { .. })));
+    // Truncated with the message descriptor attached: half a deliver frame and its fd,
+    // then end of stream. An error, and nothing is delivered.
+    let a = fresh_home(USER, "Maildir");
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let frame = encode_request(&deliver_request(USER, &dest)).expect("frame");
+    let message = svc.message(MESSAGE);
+    let mut c = svc.client();
+    c.send_raw(&frame[..frame.len() / 2], Some(message.as_fd()))
+        .expect("send");
+    c.shutdown_write().expect("shutdown");
+    match c.read_answer() {
+        Ok(Answer::Error { code, text }) => {
+            assert_eq!(code, ErrorCode::Malformed, "{text}");
+            assert!(text.contains("inside a frame"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.read_answer().is_err(), "the connection must be closed");
+    assert!(!a.home.join("Maildir").exists(), "a truncated request delivered");
     // The service still serves others.
     assert_eq!(
         svc.client().call(&Request::Ping, None).expect("pong"),
@@ -1130,6 +1207,7 @@ fn the_users_filter_runs_as_the_user_and_answers_with_decisions() {
         Answer::Outcome { kind, .. } => assert_eq!(kind, OutcomeKind::Temporary),
         other => panic!("{other:?}"),
     }
+    fs::remove_file(&script).expect("the test's script is removed, not left at 0666");
     // Never as root.
     let answer = svc
         .client()
@@ -1212,6 +1290,107 @@ fn socket_pair_service(dir: &Path) -> (Client, Child) {
         .spawn()
         .expect("serve");
     (Client::from_stream(ours), child)
+}
+
+/// `cursus-lda request ...` by hand: what it prints and its exit status for each request.
+#[test]
+fn the_request_command_sends_deliver_filter_and_read_forward() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let message = svc.path().join("cli-msg");
+    fs::write(&message, MESSAGE).expect("msg");
+    let request = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cursus-lda"))
+            .arg("request")
+            .arg("--socket")
+            .arg(&svc.socket)
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let recipient = format!("{USER}@example.org");
+    let msg = message.to_str().expect("utf8");
+    let dest = format!("maildir:{}/Maildir", a.home.display());
+    let deliver = |dest: &str| {
+        request(&[
+            "deliver",
+            "--user",
+            USER,
+            "--destination",
+            dest,
+            "--sender",
+            "a@example.org",
+            "--recipient",
+            &recipient,
+            "--return-path",
+            "--message",
+            msg,
+        ])
+    };
+    let (code, out, err) = deliver(&dest);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("delivered 2.0.0 delivered to "), "{out}");
+    let files = files_in(&a.home.join("Maildir/new"));
+    assert_eq!(files.len(), 1);
+    let stored = fs::read_to_string(&files[0]).expect("read");
+    assert!(stored.starts_with("Return-Path: <a@example.org>\n"), "{stored}");
+    // Refused by the policy: permanent, exit 69.
+    let (code, out, _) = deliver("maildir:/tmp/cursus-lda-cli-anywhere");
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.starts_with("permanent 5.7.1 "), "{out}");
+    assert!(!Path::new("/tmp/cursus-lda-cli-anywhere").exists());
+
+    // filter, at rcpt (no message) and at data (with one).
+    let script = a.home.join(".dovecot.sieve");
+    fs::write(&script, "require \"fileinto\";\nif header :contains \"subject\" \"hello\" { fileinto \"Greetings\"; }\n")
+        .expect("script");
+    chown(&script, &a);
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, out, err) = request(&["filter", "--user", USER, "--recipient", &recipient]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "filter needs_message=true", "{out}");
+    let (code, out, err) = request(&[
+        "filter",
+        "--user",
+        USER,
+        "--recipient",
+        &recipient,
+        "--message",
+        msg,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("filter needs_message=false\nFileInto"), "{out}");
+    assert!(out.contains("Greetings"), "{out}");
+    fs::remove_file(&script).expect("rm");
+
+    // read-forward.
+    let forward = a.home.join(".forward");
+    fs::write(&forward, "joe@example.org\n").expect("fwd");
+    chown(&forward, &a);
+    fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, out, err) = request(&["read-forward", "--user", USER]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "forward 1 entries\nAddress(\"joe@example.org\")", "{out}");
+    // Unsafe .forward: an error answer, exit 1.
+    fs::set_permissions(&forward, fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (code, out, _) = request(&["read-forward", "--user", USER]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("error Refused"), "{out}");
+    fs::remove_file(&forward).expect("rm");
+    // No service there: exit 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_cursus-lda"))
+        .args(["request", "--socket"])
+        .arg(svc.path().join("no-such.sock"))
+        .arg("ping")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
