@@ -399,10 +399,8 @@ mod tests {
 
         fn deliver(&self, destination: &str) -> Outcome {
             let home = self.dir.path().to_str().expect("utf8");
-            let destination: Destination = format!("{destination}")
-                .replace("~", home)
-                .parse()
-                .expect("destination");
+            let destination: Destination =
+                destination.replace("~", home).parse().expect("destination");
             let envelope = Envelope {
                 sender: Some("a@example.org".into()),
                 original_recipient: "u@example.org".into(),

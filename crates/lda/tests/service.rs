@@ -251,9 +251,8 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 /// The tests share the test users' homes, so they run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Not root: the test cannot run. It says so on stderr (visible with `--nocapture`, and in
-/// the summary through the panic below when it matters) and passes, except under CI (the
-/// `CI` variable set), where the tests run as root and a skip would hide every attack test.
+/// Not root: the test cannot run. It says so on stderr and passes, except under CI (the `CI`
+/// variable set), where the tests run as root and a skip would hide every attack test.
 fn skip_unless_root() -> bool {
     if is_root() {
         return false;
@@ -261,7 +260,12 @@ fn skip_unless_root() -> bool {
     // libtest names each test's thread after the test.
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a service test");
-    eprintln!("SKIPPED: needs root: {test} (credential changes and foreign ownership are what it tests)");
+    // Written to the stderr handle, not with eprintln!, which libtest captures and shows
+    // only for failures: the skip must be seen in a normal run.
+    let line = format!(
+        "SKIPPED: needs root: {test} (credential changes and foreign ownership are what it tests)\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     assert!(
         std::env::var_os("CI").is_none(),
         "{test} needs root and CI is set: run the tests as root"
@@ -724,10 +728,17 @@ fn destinations_and_users_outside_the_policy_are_refused() {
     }
     assert!(!Path::new("/tmp/cursus-lda-anywhere").exists());
     assert!(!b.home.join("Maildir").exists());
-    assert_eq!(fs::read(&bashrc).expect("read"), before_bashrc, "~/.bashrc changed");
+    assert_eq!(
+        fs::read(&bashrc).expect("read"),
+        before_bashrc,
+        "~/.bashrc changed"
+    );
     assert_eq!(snapshot(&a.home), before_home, "the user's home changed");
     assert_eq!(root_entries(), before_root, "/root changed");
-    assert!(!Path::new("/root/Maildir").exists() || before_root.iter().any(|e| e.0.ends_with("Maildir")));
+    assert!(
+        !Path::new("/root/Maildir").exists()
+            || before_root.iter().any(|e| e.0.ends_with("Maildir"))
+    );
     let (kind, status, _) = outcome(&deliver(
         &svc,
         "no-such-user-xyz",
@@ -826,7 +837,10 @@ fn garbage_truncated_and_oversize_frames_close_the_connection() {
         other => panic!("{other:?}"),
     }
     assert!(c.read_answer().is_err(), "the connection must be closed");
-    assert!(!a.home.join("Maildir").exists(), "a truncated request delivered");
+    assert!(
+        !a.home.join("Maildir").exists(),
+        "a truncated request delivered"
+    );
     // The service still serves others.
     assert_eq!(
         svc.client().call(&Request::Ping, None).expect("pong"),
@@ -1339,7 +1353,10 @@ fn the_request_command_sends_deliver_filter_and_read_forward() {
     let files = files_in(&a.home.join("Maildir/new"));
     assert_eq!(files.len(), 1);
     let stored = fs::read_to_string(&files[0]).expect("read");
-    assert!(stored.starts_with("Return-Path: <a@example.org>\n"), "{stored}");
+    assert!(
+        stored.starts_with("Return-Path: <a@example.org>\n"),
+        "{stored}"
+    );
     // Refused by the policy: permanent, exit 69.
     let (code, out, _) = deliver("maildir:/tmp/cursus-lda-cli-anywhere");
     assert_eq!(code, Some(69), "{out}");
@@ -1365,7 +1382,10 @@ fn the_request_command_sends_deliver_filter_and_read_forward() {
         msg,
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.starts_with("filter needs_message=false\nFileInto"), "{out}");
+    assert!(
+        out.starts_with("filter needs_message=false\nFileInto"),
+        "{out}"
+    );
     assert!(out.contains("Greetings"), "{out}");
     fs::remove_file(&script).expect("rm");
 
@@ -1376,7 +1396,11 @@ fn the_request_command_sends_deliver_filter_and_read_forward() {
     fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).expect("chmod");
     let (code, out, err) = request(&["read-forward", "--user", USER]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert_eq!(out.trim(), "forward 1 entries\nAddress(\"joe@example.org\")", "{out}");
+    assert_eq!(
+        out.trim(),
+        "forward 1 entries\nAddress(\"joe@example.org\")",
+        "{out}"
+    );
     // Unsafe .forward: an error answer, exit 1.
     fs::set_permissions(&forward, fs::Permissions::from_mode(0o666)).expect("chmod");
     let (code, out, _) = request(&["read-forward", "--user", USER]);
