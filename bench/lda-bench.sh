@@ -74,7 +74,11 @@ lda_row() { # clients
     line=$("$LDA" bench --socket "$W/lda.sock" --clients "$1" --count "$N" --user "$U" \
         --destination "maildir:$H/Maildir" --message "$W/msg-2k.eml")
     new=$(find "$H/Maildir/new" -type f | wc -l)
-    rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<< "$line")
+    # rate= counts delivered answers only (failures are reported, never counted as speed);
+    # the files in new/ must agree with deliveries=.
+    delivered=$(sed -n 's/.*deliveries=\([0-9]*\).*/\1/p' <<< "$line")
+    [ "$delivered" = "$new" ] || echo "warning: $delivered delivered answers but $new files in new/" >&2
+    rate=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' <<< "$line")
     fail=$(sed -n 's/.*failures=\([0-9]*\).*/\1/p' <<< "$line")
     echo "$rate $new $fail"
 }

@@ -238,7 +238,9 @@ impl Local {
     }
 }
 
-/// The outcome an LDA answer stands for.
+/// The outcome an LDA answer stands for. The answer's text may be long (a command's first
+/// 4 KB of output, escaped into one line); the outcome keeps what fits one log and bounce
+/// line (`one_line`), and cursus-lda's own log line has the rest.
 pub fn answer_outcome(answer: Answer) -> Outcome {
     match answer {
         Answer::Outcome { kind, status, text }
@@ -253,7 +255,7 @@ pub fn answer_outcome(answer: Answer) -> Outcome {
             Outcome {
                 kind,
                 status,
-                text,
+                text: cursus_mail::status::one_line(text),
                 exit,
             }
         }
@@ -265,5 +267,29 @@ pub fn answer_outcome(answer: Answer) -> Outcome {
             codes::SYSTEM_STATUS,
             format!("cursus-lda answered out of turn: {other:?}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_answer_text_becomes_one_short_log_line() {
+        let text = format!(
+            "/usr/bin/x exited 75 (temporary failure): {}",
+            "y".repeat(16_000)
+        );
+        let outcome = answer_outcome(Answer::Outcome {
+            kind: cursus_mail::OutcomeKind::Temporary,
+            status: codes::SYSTEM_STATUS.as_temporary(),
+            text,
+        });
+        assert!(outcome.text.len() <= 200, "{}", outcome.text.len());
+        assert!(
+            outcome
+                .text
+                .starts_with("/usr/bin/x exited 75 (temporary failure): yyy")
+        );
     }
 }

@@ -1,13 +1,15 @@
-//! The command line of cursus-lda: `policy check` and `policy explain`, defined once here
-//! so `--help` and the cursus-lda(8) man page come from the same text.
+//! The command line of cursus-lda: the root service (`serve`), requests sent to it by hand
+//! (`request`) and the administrator's policy tools (`policy check`, `explain`,
+//! `generate`), defined once here so `--help` and the cursus-lda(8) man pages come from the
+//! same text.
 //!
 //! Trusts the administrator who runs it; reads the named policy files and looks the user up
-//! in the user database (nix `User::from_name`). Fails with a message on stderr and exit
-//! status 1 for a bad policy or a refused destination, 2 for anything that stopped the
-//! command from answering. The root service is not here yet.
+//! in the user database (nix `User::from_name`). Fails with a message on stderr and the exit
+//! status each subcommand documents (see [`AFTER_HELP`]).
 //!
-//! Attacks stopped: none of its own (it is a diagnostic tool); `explain` runs exactly the
-//! checks the service will, so an administrator sees the same decision a request would get.
+//! Attacks stopped: none of its own (the service's are in `service.rs`); `explain` runs
+//! exactly the checks the service will, so an administrator sees the same decision a request
+//! would get.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,56 @@ use crate::policy::{self, Policy, Request};
 /// Where the system policy lives when `--policy` is not given.
 pub const SYSTEM_POLICY: &str = "/etc/cursus/lda-policy.toml";
 
-const AFTER_HELP: &str = "\
+/// The DESCRIPTION of cursus-lda(8) and of `cursus-lda --help`.
+const LONG_ABOUT: &str = "\
+cursus-lda is the local delivery agent of Cursus, and the only Cursus program that keeps \
+root. The MTA (cursusd) asks it to \"deliver this message to this destination as this \
+user\"; cursus-lda checks every request against its own destination policy \
+(cursus-lda-policy(5)), never the MTA's configuration, becomes the user, and only then \
+opens anything the user controls.
+
+Service. `cursus-lda serve` runs as root, single-threaded and synchronous, with no \
+network, DNS, TLS, SQL or LDAP code. Each connection is served by a forked root process; \
+each request by a child forked from it that becomes the user (supplementary groups, gid, \
+uid, then proves that no way back to root and no capability remains), refines the policy \
+with the user's own file, reaches the mailbox without following a symbolic link, checks \
+owner, link count and file type after opening, and writes through the same mailbox code \
+as cursus-deliver. Commands run only when the policy lists them, directly (never through \
+a shell), with a cleared environment and a time limit (--command-timeout). A child that \
+overruns is killed and the answer is temporary.
+
+Socket and peer. With --socket PATH the service listens on a unix socket of mode 0600 \
+owned by the first --peer, and each connection's SO_PEERCRED uid must be root or a \
+--peer; any other is refused and logged. With --connection-fd FD it serves socket-pair \
+ends inherited from its parent (how cursusd, started as root, starts it) and exits when \
+the last one closes.
+
+Protocol. Versioned, length-prefixed binary frames of at most 64 KiB; the message \
+travels as a read-only file descriptor (SCM_RIGHTS), never as bytes in a frame. \
+Requests: deliver (user, destination KIND:PATH, envelope, options), filter (run the \
+user's Sieve script as the user; the answer is its decisions), read-forward (the user's \
+.forward read as the user, answered as data), ping. Answers: delivered, temporary or \
+permanent, an enhanced status code and one line of text (for a command, its status \
+followed by the first 4 KB of its output, escaped). A malformed, oversize, truncated or \
+out-of-order frame is answered with an error and the connection is closed; nothing is \
+written. `cursus-lda request` sends any request by hand.
+
+Policy. The file is looked at before every request (one stat) and reloaded when it \
+changed, on open connections too; while it does not load, every request is answered \
+temporary (4.3.5). `cursus-lda policy check`, `explain` and `generate` work on policy \
+files without the service.";
+
+/// The sections after OPTIONS and SUBCOMMANDS in cursus-lda(8) and `--help`.
+pub const AFTER_HELP: &str = "\
+FILES
+    /etc/cursus/lda-policy.toml       the system policy (--policy): owned by root, not
+                                      writable by group or others; missing: built-in
+                                      defaults (~/Maildir and below, /var/mail/USER)
+    ~/.config/cursus/lda-policy.toml  a user's refinement; ignored and logged unless a
+                                      regular file (not a symlink) the user owns, not
+                                      group- or world-writable, at most 64 KiB
+    /run/cursus/lda.sock              the default socket (--socket)
+
 The policy file (TOML) lists allowed destinations, one [[allow]] table each:
 
     min_uid = 1000                 # users below need a rule naming them
@@ -47,11 +98,29 @@ The policy file (TOML) lists allowed destinations, one [[allow]] table each:
 uid 0 is refused unless a rule names the user. A user's refinement file may
 `remove = [\"rule\", ...]` and add [[allow]] mailboxes under ~/ only.
 
-Exit status: 0 ok or allowed, 1 errors or refused, 2 could not answer.";
+LOGGING
+    One line per event on standard error (journald or the supervisor keeps it), each
+    starting `cursus-lda[PID]: `; a delivery's line reads
+    deliver user=USER to=ADDRESS destination=KIND:PATH status=sent|deferred|bounced
+    dsn=X.Y.Z delay=SECONDS (TEXT)
+    Refused peers, frame errors, policy reloads and ignored refinement files have a line
+    each too.
+
+EXIT STATUS
+    serve      runs until killed; 0 when the last inherited connection closed; 78 when
+               it cannot start (a policy that does not load, a socket it cannot bind, a
+               bad --peer or --connection-fd)
+    request    0 delivered or answered, 75 temporary, 69 permanent, 1 an error answer
+               (refused, malformed), 2 no answer (no service, unreadable message file)
+    policy     0 ok or allowed, 1 errors or refused, 2 could not answer
+
+SEE ALSO
+    cursus-lda-policy(5), cursus-lda-serve(8), cursus-lda-request(8),
+    cursus-lda-policy(8), cursusd(8), cursus-deliver(1)";
 
 /// cursus-lda: the local delivery agent that checks every delivery against its policy.
 #[derive(Debug, Parser)]
-#[command(name = "cursus-lda", version, about, long_about)]
+#[command(name = "cursus-lda", version, about, long_about = LONG_ABOUT)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct Args {
     #[command(subcommand)]

@@ -315,11 +315,12 @@ pub fn bench_command(args: &crate::cli::BenchArgs, out: &mut dyn Write, err: &mu
         },
     };
     let clients = args.clients.max(1);
+    let share_of = |i: usize| args.count / clients + usize::from(i < args.count % clients);
     let started = std::time::Instant::now();
     let failures: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|i| {
-                let share = args.count / clients + usize::from(i < args.count % clients);
+                let share = share_of(i);
                 let request = &request;
                 s.spawn(move || -> Result<usize, String> {
                     let file = std::fs::File::open(&args.message).map_err(|e| e.to_string())?;
@@ -341,22 +342,53 @@ pub fn bench_command(args: &crate::cli::BenchArgs, out: &mut dyn Write, err: &mu
             .collect();
         handles
             .into_iter()
-            .map(|h| match h.join() {
+            .enumerate()
+            .map(|(i, h)| match h.join() {
                 Ok(Ok(n)) => n,
+                // A client that stopped counts its whole share as failed (an upper bound:
+                // some of it may have been delivered before the error).
                 Ok(Err(e)) => {
                     let _ = writeln!(io::stderr(), "cursus-lda bench: {e}");
-                    args.count
+                    share_of(i)
                 }
-                Err(_) => args.count,
+                Err(_) => share_of(i),
             })
             .sum()
     });
     let seconds = started.elapsed().as_secs_f64();
+    let delivered = args.count.saturating_sub(failures);
     let _ = writeln!(
         out,
-        "clients={clients} deliveries={} seconds={seconds:.3} rate={:.0} failures={failures}",
-        args.count,
-        args.count as f64 / seconds
+        "{}",
+        bench_line(clients, args.count, delivered, seconds)
     );
     u8::from(failures > 0)
+}
+
+/// The benchmark's result line. The rate counts delivered messages only: a refused or
+/// deferred request is answered fast and must not make the service look faster.
+fn bench_line(clients: usize, requests: usize, delivered: usize, seconds: f64) -> String {
+    let failures = requests - delivered.min(requests);
+    format!(
+        "clients={clients} requests={requests} deliveries={delivered} seconds={seconds:.3} \
+         rate={:.0} failures={failures}",
+        delivered as f64 / seconds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_rate_counts_only_deliveries() {
+        assert_eq!(
+            bench_line(8, 2000, 1000, 2.0),
+            "clients=8 requests=2000 deliveries=1000 seconds=2.000 rate=500 failures=1000"
+        );
+        assert_eq!(
+            bench_line(1, 10, 10, 1.0),
+            "clients=1 requests=10 deliveries=10 seconds=1.000 rate=10 failures=0"
+        );
+    }
 }

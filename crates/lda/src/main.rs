@@ -1,8 +1,9 @@
-//! cursus-lda: the binary. For now the administrator's policy tools (`policy check`,
-//! `policy explain`); the root service will live behind another subcommand.
+//! cursus-lda: the binary, a thin `main` over `cli::run`: the root service (`serve`), requests
+//! by hand (`request`) and the policy tools (`policy check`, `explain`, `generate`).
 //!
-//! Trusts its arguments (it is run by the administrator); changes no credentials and writes
-//! no mailbox. Fails with exit status 1 (errors, refused) or 2 (could not answer).
+//! Trusts its arguments (it is run by root or the administrator); the credential changes and
+//! every check live in the library (`service.rs`, `store.rs`, cursus-privsep). Fails with
+//! the exit status each subcommand documents in cursus-lda(8) (EXIT STATUS).
 
 #![forbid(unsafe_code)]
 

@@ -41,6 +41,10 @@ pub const VERSION: u8 = 1;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The longest string field in bytes (paths and addresses fit; PATH_MAX is 4096).
 pub const MAX_STRING: usize = 4096;
+/// The longest outcome text in bytes: the status words, a program path of up to
+/// [`MAX_STRING`] bytes, and a command's first 4 KB of output escaped (up to 4 bytes each).
+/// Still under the u16 length of a string field and well inside [`MAX_FRAME`].
+pub const MAX_TEXT: usize = 24 * 1024;
 /// The most items in any list field.
 pub const MAX_LIST: usize = 64;
 
@@ -339,14 +343,18 @@ impl Writer {
     }
 
     fn str(&mut self, field: &'static str, s: &str) -> Result<(), FrameError> {
-        if s.len() > MAX_STRING {
+        self.str_up_to(field, s, MAX_STRING)
+    }
+
+    fn str_up_to(&mut self, field: &'static str, s: &str, max: usize) -> Result<(), FrameError> {
+        if s.len() > max {
             return Err(FrameError::StringTooLong {
                 field,
                 length: s.len(),
-                max: MAX_STRING,
+                max,
             });
         }
-        // MAX_STRING < u16::MAX, so the cast is exact.
+        // max is MAX_STRING or MAX_TEXT, both < u16::MAX, so the cast is exact.
         self.buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(s.as_bytes());
         Ok(())
@@ -554,7 +562,7 @@ fn write_outcome(
         OutcomeKind::Permanent => 3,
     });
     w.str("status", &status.to_string())?;
-    w.str("outcome text", text)
+    w.str_up_to("outcome text", text, MAX_TEXT)
 }
 
 pub fn encode_answer(answer: &Answer) -> Result<Vec<u8>, FrameError> {
@@ -656,13 +664,13 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, field: &'static str) -> Result<String, FrameError> {
+        self.str_up_to(field, MAX_STRING)
+    }
+
+    fn str_up_to(&mut self, field: &'static str, max: usize) -> Result<String, FrameError> {
         let length = usize::from(self.u16(field)?);
-        if length > MAX_STRING {
-            return Err(FrameError::StringTooLong {
-                field,
-                length,
-                max: MAX_STRING,
-            });
+        if length > max {
+            return Err(FrameError::StringTooLong { field, length, max });
         }
         let bytes = self.take(length, field)?;
         std::str::from_utf8(bytes)
@@ -866,7 +874,7 @@ fn read_outcome(r: &mut Reader<'_>) -> Result<(OutcomeKind, EnhancedStatus, Stri
             why: format!("{status} does not agree with {kind:?}"),
         });
     }
-    let text = r.str("outcome text")?;
+    let text = r.str_up_to("outcome text", MAX_TEXT)?;
     check_line("outcome text", &text)?;
     Ok((kind, status, text))
 }

@@ -8,7 +8,7 @@
 //! | process          | uid  | lives                 | does                                    |
 //! |------------------|------|-----------------------|-----------------------------------------|
 //! | listener         | root | while the service runs| accept, SO_PEERCRED, reload the policy  |
-//! | connection       | root | one connection        | frames in and out, user lookup, fork    |
+//! | connection       | root | one connection        | frames, policy reload, user lookup, fork|
 //! | delivery child   | user | one request           | refine, check, walk, write, answer      |
 //!
 //! Trusts the policy file (root's), the user database, the kernel's SO_PEERCRED; nothing
@@ -42,7 +42,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use cursus_mail::{ExitCode, Outcome, OutcomeKind, codes};
 use cursus_privsep::Forked;
@@ -90,15 +90,52 @@ pub fn log(line: &str) {
     let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// The loaded policy and what it was loaded from, to notice edits.
+/// The policy in force and the status of the file it came from, to notice edits: every
+/// request first compares the file's status with the one it was loaded from (one stat(2))
+/// and reloads when it changed, so an edit reaches open connections too, including the
+/// socket-pair connections cursusd starts the service with.
+///
+/// A file that no longer loads (a syntax error, or an owner or mode the service refuses)
+/// is not replaced by the last good policy: every delivery, filter and .forward request is
+/// answered temporary 4.3.5 until the file loads again, and each change is logged.
+///
+/// Attack stopped: an administrator who removes a destination and leaves a mistake in the
+/// file (or whose edit is caught half-written) would otherwise keep the removed destination
+/// allowed with no sign in the answers; refusing while the file is broken errs towards
+/// writing nothing, and deferred mail waits in the MTA's queue, nothing is lost. A file
+/// made writable by others (chmod, chown) is noticed at once: the stamp holds the mode,
+/// owner and change time as well as the content's size and modification time.
+#[derive(Debug, Clone)]
 struct Loaded {
-    policy: Policy,
-    stamp: Option<(u64, u64, SystemTime, u64)>,
+    policy: Result<Policy, String>,
+    stamp: Option<Stamp>,
 }
 
-fn stamp(path: &Path) -> Option<(u64, u64, SystemTime, u64)> {
+/// What identifies one version of the policy file: which file (device, inode), its content
+/// (size, modification time) and its trust (mode, owner, and the change time every chmod,
+/// chown or write moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    mode: u32,
+    uid: u32,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.modified().ok()?, m.len()))
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        mode: m.mode(),
+        uid: m.uid(),
+    })
 }
 
 /// Loads and validates the system policy file. It must belong to root (or to the user the
@@ -153,24 +190,42 @@ pub fn load_policy_or_defaults(path: &Path) -> Result<Policy, String> {
 }
 
 impl Loaded {
+    /// Loads the file (or the built-in defaults when there is none), stamping it first so
+    /// that an edit made while it is read is seen at the next request.
+    fn load(path: &Path) -> Loaded {
+        let stamp = stamp(path);
+        Loaded {
+            policy: load_policy_or_defaults(path),
+            stamp,
+        }
+    }
+
+    /// Reloads when the file changed since it was loaded: one stat(2) when it did not.
     fn refresh(&mut self, path: &Path) {
-        let now = stamp(path);
-        if now == self.stamp {
+        if stamp(path) == self.stamp {
             return;
         }
-        match load_policy(path) {
-            Ok(p) => {
-                log(&format!("policy reloaded from {}", path.display()));
-                self.policy = p;
-                self.stamp = now;
-            }
-            Err(e) => {
-                log(&format!(
-                    "policy edit refused, keeping the previous one: {e}"
-                ));
-                self.stamp = now;
-            }
+        *self = Loaded::load(path);
+        match &self.policy {
+            Ok(p) => log(&format!(
+                "policy reloaded from {} with {} rules",
+                path.display(),
+                p.rules.len()
+            )),
+            Err(e) => log(&format!(
+                "policy edit does not load, refusing every request (temporary) until it does: {e}"
+            )),
         }
+    }
+
+    /// The policy, or the temporary outcome that a broken policy file gives every request.
+    fn get(&self) -> Result<&Policy, Outcome> {
+        self.policy.as_ref().map_err(|e| {
+            Outcome::temporary(
+                codes::CONFIG_ERROR,
+                format!("the destination policy does not load: {e}"),
+            )
+        })
     }
 }
 
@@ -205,15 +260,15 @@ pub fn run(
     listener: Option<UnixListener>,
     inherited: Vec<UnixStream>,
 ) -> io::Result<()> {
-    let mut loaded = Loaded {
-        policy: load_policy_or_defaults(&settings.policy_path)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-        stamp: stamp(&settings.policy_path),
+    let mut loaded = Loaded::load(&settings.policy_path);
+    let rules = match &loaded.policy {
+        Ok(p) => p.rules.len(),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone())),
     };
     let mut children: Vec<Pid> = Vec::new();
     for stream in inherited {
         // Inherited from the parent that started us as root: trusted by construction.
-        spawn_connection(settings, &loaded.policy, stream, &mut children)?;
+        spawn_connection(settings, &loaded, stream, &mut children)?;
     }
     let Some(listener) = listener else {
         // Socket-pair mode: serve until every inherited connection has ended.
@@ -223,9 +278,8 @@ pub fn run(
         return Ok(());
     };
     log(&format!(
-        "listening, policy {} with {} rules",
+        "listening, policy {} with {rules} rules",
         settings.policy_path.display(),
-        loaded.policy.rules.len()
     ));
     loop {
         reap(&mut children, false);
@@ -269,7 +323,7 @@ pub fn run(
             continue;
         }
         loaded.refresh(&settings.policy_path);
-        spawn_connection(settings, &loaded.policy, stream, &mut children)?;
+        spawn_connection(settings, &loaded, stream, &mut children)?;
     }
 }
 
@@ -305,7 +359,7 @@ fn reap(children: &mut Vec<Pid>, block: bool) {
 
 fn spawn_connection(
     settings: &Settings,
-    policy: &Policy,
+    loaded: &Loaded,
     stream: UnixStream,
     children: &mut Vec<Pid>,
 ) -> io::Result<()> {
@@ -315,7 +369,7 @@ fn spawn_connection(
             Ok(())
         }
         Forked::Child => {
-            let code = match Connection::new(settings, policy, stream).serve() {
+            let code = match Connection::new(settings, loaded.clone(), stream).serve() {
                 Ok(()) => 0,
                 Err(e) => {
                     log(&format!("connection ended: {e}"));
@@ -327,20 +381,21 @@ fn spawn_connection(
     }
 }
 
-/// One connection, in its own root process.
+/// One connection, in its own root process. It keeps its own copy of the policy and
+/// refreshes it before each request.
 struct Connection<'a> {
     settings: &'a Settings,
-    policy: &'a Policy,
+    loaded: Loaded,
     stream: UnixStream,
     buf: Vec<u8>,
     fds: Vec<OwnedFd>,
 }
 
 impl<'a> Connection<'a> {
-    fn new(settings: &'a Settings, policy: &'a Policy, stream: UnixStream) -> Self {
+    fn new(settings: &'a Settings, loaded: Loaded, stream: UnixStream) -> Self {
         Connection {
             settings,
-            policy,
+            loaded,
             stream,
             buf: Vec::new(),
             fds: Vec::new(),
@@ -361,6 +416,9 @@ impl<'a> Connection<'a> {
                     return Ok(());
                 }
             };
+            // An edit of the policy file applies from the next request on, also on a
+            // connection that stays open for hours (cursusd's socket pairs).
+            self.loaded.refresh(&self.settings.policy_path);
             let answer = self.answer(&request, fd);
             self.send(&answer)?;
         }
@@ -507,6 +565,10 @@ impl<'a> Connection<'a> {
                 "no message descriptor",
             ));
         };
+        let policy = match self.loaded.get() {
+            Ok(p) => p,
+            Err(outcome) => return outcome_answer(&outcome),
+        };
         let account = match lookup(user) {
             Ok(a) => a,
             Err(outcome) => return outcome_answer(&outcome),
@@ -518,7 +580,7 @@ impl<'a> Connection<'a> {
             home: &account.home,
             destination,
         };
-        if let Decision::Refused { reason, .. } = policy::check(self.policy, &request)
+        if let Decision::Refused { reason, .. } = policy::check(policy, &request)
             && matches!(
                 reason,
                 Refusal::BadUserName
@@ -533,7 +595,6 @@ impl<'a> Connection<'a> {
                 format!("delivery not authorized by the destination policy: {reason}"),
             ));
         }
-        let policy = self.policy;
         let timeout = self.settings.command_timeout;
         self.in_child(&account, |account| {
             let job = Job {
@@ -561,17 +622,18 @@ impl<'a> Connection<'a> {
     }
 
     fn as_user(&self, user: &str, work: impl FnOnce(&Account) -> Answer) -> Answer {
+        let policy = match self.loaded.get() {
+            Ok(p) => p,
+            Err(outcome) => return outcome_answer(&outcome),
+        };
         match lookup(user) {
             Ok(account) if account.uid == 0 => Answer::Error {
                 code: ErrorCode::Refused,
                 text: "filters and .forward files are never read as root".to_string(),
             },
-            Ok(account) if account.uid < self.policy.min_uid => Answer::Error {
+            Ok(account) if account.uid < policy.min_uid => Answer::Error {
                 code: ErrorCode::Refused,
-                text: format!(
-                    "uid {} is below min_uid {}",
-                    account.uid, self.policy.min_uid
-                ),
+                text: format!("uid {} is below min_uid {}", account.uid, policy.min_uid),
             },
             Ok(account) => self.in_child(&account, work),
             Err(outcome) => outcome_answer(&outcome),

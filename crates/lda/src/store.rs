@@ -230,6 +230,8 @@ fn write(job: &Job<'_>, anchor: &MailPath, stored: &Message) -> Outcome {
             );
         }
     };
+    #[cfg(test)]
+    tests::between_walk_and_open();
     let through = reached.fd_path();
     let fsync = job.options.fsync;
     let sender = job.envelope.sender.as_deref();
@@ -319,5 +321,227 @@ impl Read for PositionalReader<'_> {
         let n = self.file.read_at(buf, self.offset)?;
         self.offset += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use cursus_mail::OutcomeKind;
+
+    thread_local! {
+        /// What a test does between the walk and the mailbox open: the race window of a
+        /// mailbox swapped between check and open, made deterministic.
+        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn between_walk_and_open() {
+        HOOK.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    fn me() -> (u32, String) {
+        let uid = nix::unistd::geteuid();
+        let name = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "root".into());
+        (uid.as_raw(), name)
+    }
+
+    /// A home with ~/mbox and ~/Maildir allowed for this process's own user (named, so
+    /// that root may run it too), a file of the user's outside them (`x-own`, writable by
+    /// the user: only the checks keep it safe), and a message.
+    struct Home {
+        dir: tempfile::TempDir,
+        policy: Policy,
+        message: File,
+        user: String,
+        uid: u32,
+    }
+
+    impl Home {
+        fn new() -> Home {
+            let dir = tempfile::tempdir().expect("tmp");
+            let (uid, user) = me();
+            let text = format!(
+                "min_uid = 1000\n\
+                 [[allow]]\nname = \"mbox\"\nkind = \"mbox\"\npath = \"~/mbox\"\nusers = [\"{user}\"]\n\
+                 [[allow]]\nname = \"maildir\"\nkind = \"maildir\"\npath = \"~/Maildir\"\nsubtree = true\nusers = [\"{user}\"]\n"
+            );
+            let policy = policy::parse_system(&text, "test").expect("policy");
+            fs::write(dir.path().join("x-own"), "the user's own file\n").expect("own");
+            fs::set_permissions(dir.path().join("x-own"), fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+            fs::create_dir(dir.path().join("x-own-dir")).expect("own dir");
+            fs::write(dir.path().join("msg"), "From: a@example.org\n\nbody\n").expect("msg");
+            let message = File::open(dir.path().join("msg")).expect("open");
+            Home {
+                dir,
+                policy,
+                message,
+                user,
+                uid,
+            }
+        }
+
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn deliver(&self, destination: &str) -> Outcome {
+            let home = self.dir.path().to_str().expect("utf8");
+            let destination: Destination =
+                destination.replace("~", home).parse().expect("destination");
+            let envelope = Envelope {
+                sender: Some("a@example.org".into()),
+                original_recipient: "u@example.org".into(),
+                final_recipient: "u@example.org".into(),
+                extension: None,
+            };
+            let job = Job {
+                user: &self.user,
+                uid: self.uid,
+                home,
+                system: &self.policy,
+                destination: &destination,
+                envelope: &envelope,
+                options: DeliverOptions {
+                    fsync: false,
+                    create_folders: false,
+                    return_path: true,
+                },
+                message: &self.message,
+                command_timeout: Duration::from_secs(5),
+            };
+            deliver(&job, &mut |_| {})
+        }
+    }
+
+    fn with_hook<T>(hook: impl FnMut() + 'static, run: impl FnOnce() -> T) -> T {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+        let result = run();
+        HOOK.with(|h| *h.borrow_mut() = None);
+        result
+    }
+
+    /// The policy check and the walk have passed for ~/mbox, a single-link file the user
+    /// owns; then, before the open, the user swaps ~/mbox for a symlink to a file they can
+    /// write outside the allowed destination. The open must not follow it.
+    #[test]
+    fn an_mbox_swapped_for_a_symlink_between_walk_and_open_is_refused() {
+        let home = Home::new();
+        fs::write(home.path("mbox"), "").expect("mbox");
+        let before = fs::read(home.path("x-own")).expect("read");
+        let (mbox, real, victim) = (
+            home.path("mbox"),
+            home.path("mbox.real"),
+            home.path("x-own"),
+        );
+        let mut swaps = 0;
+        let o = with_hook(
+            move || {
+                fs::rename(&mbox, &real).expect("rename");
+                symlink(&victim, &mbox).expect("ln");
+                swaps += 1;
+                assert_eq!(swaps, 1);
+            },
+            || home.deliver("mbox:~/mbox"),
+        );
+        assert_ne!(o.kind, OutcomeKind::Delivered, "{}", o.text);
+        assert!(o.text.contains("symbolic link"), "{}", o.text);
+        assert_eq!(fs::read(home.path("x-own")).expect("read"), before);
+        assert_eq!(fs::read(home.path("mbox.real")).expect("read"), b"");
+        // Without the swap the same delivery lands: the window was the only difference.
+        fs::remove_file(home.path("mbox")).expect("rm");
+        fs::rename(home.path("mbox.real"), home.path("mbox")).expect("mv");
+        let o = home.deliver("mbox:~/mbox");
+        assert_eq!(o.kind, OutcomeKind::Delivered, "{}", o.text);
+    }
+
+    /// The same window for a Maildir: its new/ (or the Maildir itself) swapped for a
+    /// symlink to a directory the user can write.
+    #[test]
+    fn a_maildir_or_its_new_swapped_for_a_symlink_between_walk_and_open_is_refused() {
+        for swapped in ["Maildir/new", "Maildir"] {
+            let home = Home::new();
+            for d in ["Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] {
+                fs::create_dir(home.path(d)).expect("mkdir");
+            }
+            let (name, aside, victim) = (
+                home.path(swapped),
+                home.path("swapped-aside"),
+                home.path("x-own-dir"),
+            );
+            let o = with_hook(
+                move || {
+                    fs::rename(&name, &aside).expect("rename");
+                    symlink(&victim, &name).expect("ln");
+                },
+                || home.deliver("maildir:~/Maildir"),
+            );
+            assert!(home.path("swapped-aside").is_dir(), "the swap did not run");
+            assert_ne!(o.kind, OutcomeKind::Delivered, "{swapped}: {}", o.text);
+            assert!(o.text.contains("symbolic link"), "{swapped}: {}", o.text);
+            assert_eq!(
+                fs::read_dir(home.path("x-own-dir")).expect("ls").count(),
+                0,
+                "{swapped}: written through the symlink"
+            );
+        }
+    }
+
+    #[test]
+    fn read_refinement_reads_only_a_safe_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (uid, _) = me();
+        let path = |n: &str| dir.path().join(n);
+        let safe = path("safe");
+        fs::write(&safe, "remove = []\n").expect("write");
+        fs::set_permissions(&safe, fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            read_refinement(&safe, uid),
+            Ok(Some("remove = []\n".to_string()))
+        );
+        assert_eq!(read_refinement(&path("missing"), uid), Ok(None));
+        // ~/.config is a file, not a directory: no refinement either.
+        assert_eq!(read_refinement(&safe.join("below"), uid), Ok(None));
+
+        let writable = path("writable");
+        fs::write(&writable, "").expect("write");
+        fs::set_permissions(&writable, fs::Permissions::from_mode(0o620)).expect("chmod");
+        symlink(&safe, path("link")).expect("ln");
+        nix::unistd::mkfifo(
+            &path("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        fs::create_dir(path("dir")).expect("mkdir");
+        let big = path("big");
+        fs::write(&big, vec![b'#'; MAX_REFINEMENT as usize + 1]).expect("write");
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let cases: &[(&std::path::Path, u32, &str)] = &[
+            (&safe, uid.wrapping_add(1), "owned by uid"),
+            (&writable, uid, "writable by group or others (mode 620)"),
+            (&path("link"), uid, "symbolic link"),
+            // Opened O_NONBLOCK: a FIFO without a writer does not hang the child.
+            (&path("fifo"), uid, "not a regular file"),
+            (&path("dir"), uid, "not a regular file"),
+            (&big, uid, &format!("larger than {MAX_REFINEMENT} bytes")),
+        ];
+        for (file, uid, why) in cases {
+            match read_refinement(file, *uid) {
+                Err(got) => assert!(got.contains(why), "{}: {got}", file.display()),
+                other => panic!("{}: {other:?}", file.display()),
+            }
+        }
     }
 }

@@ -8,7 +8,13 @@
 //! Attacks it stops:
 //! - A delivery agent started as root that keeps a way back to root (saved set-user-ID, a
 //!   supplementary group such as `mail` or `disk`): [`become_user`] clears supplementary
-//!   groups, sets real, effective and saved IDs, and then proves that `setuid(0)` fails.
+//!   groups, sets real, effective and saved IDs, and then proves ([`prove_dropped`]) that
+//!   `setuid(0)` and `setgid(0)` fail.
+//! - Capabilities kept across the uid change (a parent that set PR_SET_KEEPCAPS or the
+//!   SECBIT_KEEP_CAPS securebit, which fork and exec inherit): the permitted set survives
+//!   setuid, and a later capset(2) would make CAP_DAC_OVERRIDE or CAP_SETUID effective
+//!   again although `setuid(0)` fails at the check; [`prove_dropped`] requires the
+//!   permitted, effective and ambient sets in /proc/self/status to be empty.
 //! - A raw setuid in a threaded process changes one thread only (Linux per-thread
 //!   credentials): [`become_user`] refuses to run when the process has more than one thread.
 //! - Descriptors leaked by the parent (Exim passes its own, e.g. fd 251) reaching a user's
@@ -118,10 +124,15 @@ pub fn become_user(uid: u32, gid: u32) -> Result<(), PrivsepError> {
     nix::unistd::setgroups(&[gid]).map_err(call("setgroups"))?;
     nix::unistd::setresgid(gid, gid, gid).map_err(call("setresgid"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(call("setresuid"))?;
-    verify(uid, gid)
+    prove_dropped(uid.as_raw(), gid.as_raw())
 }
 
-fn verify(uid: Uid, gid: Gid) -> Result<(), PrivsepError> {
+/// Proves the process is `uid`/`gid` for good: real, effective and saved IDs, no other
+/// group, and (unless `uid` is root) `setuid(0)` and `setgid(0)` fail and no capability is
+/// permitted, effective or ambient. [`become_user`] calls it last; it is public so that a
+/// test can show each way back being caught.
+pub fn prove_dropped(uid: u32, gid: u32) -> Result<(), PrivsepError> {
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
     let r = nix::unistd::getresuid().map_err(call("getresuid"))?;
     let g = nix::unistd::getresgid().map_err(call("getresgid"))?;
     if [r.real, r.effective, r.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
@@ -138,12 +149,49 @@ fn verify(uid: Uid, gid: Gid) -> Result<(), PrivsepError> {
             detail: format!("groups {groups:?}"),
         });
     }
-    if !uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+    if uid.is_root() {
+        return Ok(());
+    }
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(PrivsepError::NotDropped {
             detail: "setuid(0) succeeded".into(),
         });
     }
+    if nix::unistd::setgid(Gid::from_raw(0)).is_ok() {
+        return Err(PrivsepError::NotDropped {
+            detail: "setgid(0) succeeded".into(),
+        });
+    }
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|e| PrivsepError::NotDropped {
+            detail: format!("cannot read /proc/self/status to check capabilities: {e}"),
+        })?;
+    for set in ["CapPrm", "CapEff", "CapAmb"] {
+        match capability_set(&status, set) {
+            Some(0) => {}
+            Some(bits) => {
+                return Err(PrivsepError::NotDropped {
+                    detail: format!("capabilities kept: {set} {bits:016x}"),
+                });
+            }
+            // CapAmb appeared in Linux 4.3; an older kernel has no ambient set to keep.
+            None if set == "CapAmb" => {}
+            None => {
+                return Err(PrivsepError::NotDropped {
+                    detail: format!("/proc/self/status has no {set} line"),
+                });
+            }
+        }
+    }
     Ok(())
+}
+
+/// A capability set's bits from /proc/self/status (`CapEff:\t0000000000000000`).
+fn capability_set(status: &str, name: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let value = l.strip_prefix(name)?.strip_prefix(':')?;
+        u64::from_str_radix(value.trim(), 16).ok()
+    })
 }
 
 /// Which side of a fork this is.
@@ -293,6 +341,16 @@ mod tests {
         assert_eq!(parse_stat_threads(b"4242 (x) S 1"), None);
         assert_eq!(parse_stat_threads(b"garbage"), None);
         assert!(threads_from_stat().is_some_and(|n| n >= 1));
+    }
+
+    #[test]
+    fn capability_sets_are_read_from_proc_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n\
+                      CapEff:\t0000000000000000\n";
+        assert_eq!(capability_set(status, "CapPrm"), Some(0x1ff_ffff_ffff));
+        assert_eq!(capability_set(status, "CapEff"), Some(0));
+        assert_eq!(capability_set(status, "CapAmb"), None);
+        assert_eq!(capability_set("CapEff:\tzz\n", "CapEff"), None);
     }
 
     #[test]
