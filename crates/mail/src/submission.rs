@@ -36,7 +36,11 @@ pub fn missing_fields(header: &[u8], values: &Completion<'_>) -> Vec<String> {
     let mut out = Vec::new();
     if !from {
         let address = one_line(values.from);
-        match values.full_name.map(one_line).filter(|n| !n.trim().is_empty()) {
+        match values
+            .full_name
+            .map(one_line)
+            .filter(|n| !n.trim().is_empty())
+        {
             Some(name) => {
                 let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
                 out.push(format!("From: \"{quoted}\" <{address}>"));
@@ -81,10 +85,7 @@ mod tests {
                     "Message-ID: <abc.1@host.example>",
                 ],
             ),
-            (
-                "from: a@b\nDATE: x\nMessage-Id: <m@b>\n\n",
-                &[],
-            ),
+            ("from: a@b\nDATE: x\nMessage-Id: <m@b>\n\n", &[]),
             (
                 "From: a@b\n\nDate: in the body\n",
                 &[
