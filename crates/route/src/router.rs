@@ -306,6 +306,15 @@ impl Router {
     fn is_local_domain(&self, domain: &str) -> bool {
         self.config.local_domains.iter().any(|d| d == domain)
     }
+
+    /// Whether `address` (qualified with `qualify_domain` when it has no domain) is in one
+    /// of the `local_domains`; mail for any other domain is relayed.
+    pub fn in_local_domain(&self, address: &str) -> bool {
+        let qualified = self.qualify(cursus_mail::address::strip_brackets(address));
+        qualified
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| self.is_local_domain(domain))
+    }
 }
 
 /// The state of routing one recipient.
