@@ -135,6 +135,8 @@ impl Backend for Reception {
         let Ok(fs) = nix::sys::statvfs::statvfs(self.queue.root()) else {
             return Ok(());
         };
+        // fsblkcnt_t and c_ulong are u64 here but narrower on some targets.
+        #[allow(clippy::useless_conversion)]
         let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
         if free >= needed {
             return Ok(());
