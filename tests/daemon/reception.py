@@ -14,7 +14,8 @@
    status=sent.
 5. verify_remote_recipients: off (the default) a relayed recipient is accepted once relaying
    is allowed; on, a relay-domain address no verification router accepts is 550 5.1.1 and a
-   failed lookup 451 4.3.0, while the known ones get 250.
+   failed lookup 451 4.3.0, while the known ones get 250. Either way a domain no router can
+   route is 550 5.4.4.
 
 usage: python3 tests/daemon/reception.py
 """
@@ -294,7 +295,7 @@ def rcpt_replies(d, addresses):
 
 
 def verify_remote(login):
-    addresses = ["known@relay.test", "list-x@relay.test", "nobody@relay.test", "x@broken.test", "me@localhost"]
+    addresses = ["known@relay.test", "list-x@relay.test", "nobody@relay.test", "x@broken.test", "me@localhost", "x@unroutable.example"]
     off = harness.Daemon("verify-off", routing=RELAY_ROUTING, mailboxes=f"@localhost {login}\n")
     on = harness.Daemon(
         "verify-on",
@@ -306,7 +307,9 @@ def verify_remote(login):
     try:
         off.start()
         r = rcpt_replies(off, addresses)
+        unroutable = r.pop("x@unroutable.example")
         T.check(all(code == 250 for code, _ in r.values()), "verify_remote_recipients off: every relayed recipient is accepted from a client that may relay", str(r))
+        T.check(unroutable[0] == 550 and unroutable[1][0].startswith("5.4.4"), "... but a domain no router can route is 550 5.4.4", str(unroutable))
         on.start()
         r = rcpt_replies(on, addresses)
         T.check(r["known@relay.test"][0] == 250 and r["list-x@relay.test"][0] == 250, "verify_remote_recipients on: addresses a verification router accepts get 250", str(r))
@@ -315,6 +318,8 @@ def verify_remote(login):
         code, text = r["x@broken.test"]
         T.check(code // 100 == 4 and text[0].startswith("4.3."), "... a failed lookup (missing aliases file): 4xx 4.3.x", f"{code} {text}")
         T.check(r["me@localhost"][0] == 250, "... local recipients as before", str(r["me@localhost"]))
+        code, text = r["x@unroutable.example"]
+        T.check(code == 550 and text[0].startswith("5.4.4"), "... a domain no router can route: 550 5.4.4", f"{code} {text}")
         ok = not T.failed
     finally:
         off.cleanup(keep=not ok)

@@ -123,7 +123,7 @@ pub const DAEMON: &[Parameter] = &[
         "verify_remote_recipients",
         "false",
         "false",
-        "Also verify recipients of domains that are not local_domains (relayed mail) at RCPT, with the routers marked verify = true: an address none of them accepts gets 550 5.1.1, a failed lookup 451 4.3.0. Off, such a recipient is accepted once the client may relay (loopback, the local socket) and a failure is reported by a bounce.",
+        "Also verify recipients of domains that are not local_domains (relayed mail) at RCPT, with the routers marked verify = true: an address none of them accepts gets 550 5.1.1, a failed lookup 451 4.3.0. Off, such a recipient is accepted once the client may relay (loopback, the local socket) and a failure is reported by a bounce. Either way a domain no router can route is 550 5.4.4, and a client that may not relay gets 554 5.7.1.",
     ),
     p(
         "smtp",

@@ -99,19 +99,32 @@ impl Backend for Reception {
             // Unverified relaying: the delivery finds out (and bounces).
             Verified::Deferred(_) if relayed && !check => Verdict::Accept,
             Verified::Refused(_) if client.local_submission => Verdict::Accept,
-            // Without verification the mailbox is not asked about; a malformed address
-            // (an empty domain) is still refused.
-            Verified::Refused(o) if !check && o.status != BAD_SYNTAX => Verdict::Accept,
-            // No verification router accepts an address of another domain: unknown there.
-            Verified::Refused(o) if relayed && o.status == UNROUTABLE => {
+            // No verification router accepts an address of another domain: a domain no
+            // router names is refused as unroutable (5.4.4, whatever the switches); in a
+            // domain routed here the address is unknown (5.1.1) when verifying, and left to
+            // the delivery when not.
+            Verified::Refused(o)
+                if relayed && o.status == UNROUTABLE && !self.routes.routes_domain(recipient) =>
+            {
+                Verdict::Refuse(Reply::new(
+                    550,
+                    o.status,
+                    format!("<{recipient}>: {}", o.text),
+                ))
+            }
+            Verified::Refused(o) if relayed && check && o.status == UNROUTABLE => {
                 Verdict::Refuse(Reply::new(
                     550,
                     EnhancedStatus::new(5, 1, 1),
                     format!(
-                        "<{recipient}>: Recipient address rejected: user unknown (no verification router accepts it)"
+                        "<{recipient}>: Recipient address rejected: user unknown (no \
+                         verification router accepts it)"
                     ),
                 ))
             }
+            // Without verification the mailbox is not asked about; a malformed address
+            // (an empty domain) is still refused.
+            Verified::Refused(o) if !check && o.status != BAD_SYNTAX => Verdict::Accept,
             Verified::Refused(o) => Verdict::Refuse(Reply::new(
                 if o.status.class() == 4 { 450 } else { 550 },
                 o.status,
