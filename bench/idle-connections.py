@@ -4,10 +4,13 @@
 usage: idle-connections.py HOST:PORT PID [N]
 
 Opens N TCP connections (each reads the 220 greeting, then says nothing), waits until the
-server has accepted them all, samples the server process's VmRSS (from /proc/PID/status)
+server has answered them all, samples the server process's VmRSS (from /proc/PID/status)
 before and with all connections open, and prints one line:
 
-    idle: connections=N open=M rss_before=X KiB rss_open=Y KiB per_connection=Z bytes
+    idle: connections=N greeted=G refused=R rss_before=X KiB rss_open=Y KiB per_connection=Z bytes
+
+Only a reply starting `220` counts as greeted; anything else (421 over the connection limit,
+a 554, or the server closing) counts as refused, so greeted=N means every connection is held.
 
 Needs a file descriptor limit above N (the caller raises `ulimit -n`).
 """
@@ -40,6 +43,7 @@ def main():
     sel = selectors.DefaultSelector()
     socks = []
     greeted = 0
+    refused = 0
     for i in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.connect((host, int(port)))
@@ -50,13 +54,16 @@ def main():
         if i % 500 == 499:
             for key, _ in sel.select(timeout=0):
                 try:
-                    if key.fileobj.recv(512):
-                        greeted += 1
+                    data = key.fileobj.recv(512)
                 except BlockingIOError:
-                    pass
+                    continue
+                if data.startswith(b"220"):
+                    greeted += 1
+                else:
+                    refused += 1
                 sel.unregister(key.fileobj)
     deadline = time.time() + 60
-    while greeted < n and time.time() < deadline:
+    while greeted + refused < n and time.time() < deadline:
         events = sel.select(timeout=1)
         if not events:
             continue
@@ -65,13 +72,16 @@ def main():
                 data = key.fileobj.recv(512)
             except BlockingIOError:
                 continue
-            if data:
+            # Only a 220 is a greeting: a 421 (connection limit), a 554 or a close is not.
+            if data.startswith(b"220"):
                 greeted += 1
+            else:
+                refused += 1
             sel.unregister(key.fileobj)
     time.sleep(1)
     rss_open = rss_kib(pid)
     print(
-        f"idle: connections={n} greeted={greeted} rss_before={before} KiB "
+        f"idle: connections={n} greeted={greeted} refused={refused} rss_before={before} KiB "
         f"rss_open={rss_open} KiB per_connection={(rss_open - before) * 1024 // max(n, 1)} bytes",
         flush=True,
     )

@@ -3,9 +3,12 @@
 
 The data directory (the queue) is one tmpfs and its mail/ directory (the Maildirs) another,
 so each can be filled on its own:
-1. queue full: the end of DATA is answered 452 4.3.1 (any 4xx with an enhanced code would
-   do), the session stays usable, nothing of the refused messages is left in the queue,
-   and after the space returns the same message is accepted and delivered once;
+1. queue full (queue_min_free = 1 MiB): MAIL with a SIZE that does not fit above the
+   reserve, DATA once the disk filled after MAIL, and MAIL on a full disk are answered
+   452 4.3.1 before any content is sent; a disk that fills while the content is on its way
+   gets 452 4.3.1 at the end of DATA; the session stays usable, nothing of the refused
+   messages is left in the queue, and after the space returns the same message is accepted
+   and delivered once;
 2. mailboxes full: messages are still accepted (the queue has room), their deliveries are
    deferred, nothing partial appears in new/; after the space returns a queue run
    (SIGUSR1, what `cursus sendmail -q` sends) delivers each exactly once and complete.
@@ -74,6 +77,16 @@ def transaction(c, mid, rcpt="full@localhost"):
     return replies
 
 
+def fill_to(path, keep_free):
+    """Writes `path` until the file system at its directory has about `keep_free` octets free."""
+    st = os.statvfs(os.path.dirname(path))
+    want = st.f_bavail * st.f_frsize - keep_free
+    with open(path, "wb") as f:
+        f.write(b"\0" * max(0, want))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def ids(d):
     return harness.message_ids(d.messages("full"))
 
@@ -81,7 +94,7 @@ def ids(d):
 def main():
     harness.need_root("mounts tmpfs file systems")
     pw = harness.ensure_user(harness.TEST_USER, system=True)
-    d = harness.Daemon("fulldisk")
+    d = harness.Daemon("fulldisk", smtp=["queue_min_free = 1048576"])
     mounted = []
     ok = False
     try:
@@ -98,9 +111,34 @@ def main():
         T.check(len(d.wait_files(1, "full")) == 1, "... delivered")
 
         # 1. The queue's file system is full.
+        # a. 3 MiB free, 1 MiB reserved: SIZE decides at MAIL.
         filler = os.path.join(d.data, "filler")
+        fill_to(filler, 3 * 1024 * 1024)
+        code, text = c.cmd("MAIL FROM:<a@x.test> SIZE=1000")
+        T.check(code == 250, "3 MiB free, 1 MiB reserved: MAIL SIZE=1000 is accepted", f"{code} {text}")
+        c.cmd("RSET")
+        code, text = c.cmd("MAIL FROM:<a@x.test> SIZE=4000000")
+        T.check(code == 452 and text[0].startswith("4.3.1"), "... MAIL SIZE=4000000 (more than is free above the reserve): 452 4.3.1", f"{code} {text}")
+        os.unlink(filler)
+        # b. The disk fills between MAIL and DATA: DATA is refused before any content.
+        T.check(c.code("MAIL FROM:<a@x.test>") == 250, "MAIL with room")
         n = fill(filler)
         print(f"filled the data directory's tmpfs with {n} bytes", flush=True)
+        T.check(c.code("RCPT TO:<full@localhost>") == 250, "... RCPT")
+        code, text = c.cmd("DATA")
+        T.check(code == 452 and text[0].startswith("4.3.1"), "the disk filled after MAIL: DATA gets 452 4.3.1 (no 354)", f"{code} {text}")
+        c.cmd("RSET")
+        # c. BDAT likewise, the chunk is read and discarded.
+        os.unlink(filler)
+        T.check(c.code("MAIL FROM:<a@x.test>") == 250, "MAIL with room (BDAT)")
+        fill(filler)
+        c.code("RCPT TO:<full@localhost>")
+        chunk = body("bdat-refused")
+        c.send(f"BDAT {len(chunk)} LAST\r\n".encode() + chunk)
+        code, text = c.reply()
+        T.check(code == 452 and text[0].startswith("4.3.1"), "the disk filled after MAIL: BDAT gets 452 4.3.1", f"{code} {text}")
+        c.cmd("RSET")
+        # d. A full disk: MAIL itself is refused.
         for i in range(3):
             r = transaction(c, "refused")
             code, text = r[-1]
@@ -109,7 +147,18 @@ def main():
                 f"queue full, attempt {i + 1}: a 4xx with an enhanced code ({code} {text})",
                 str(r),
             )
-        T.check(r[-1][0] == 452 and r[-1][1].startswith("4.3.1"), "queue full: the reply is 452 4.3.1", str(r))
+        T.check(len(r) == 1 and r[-1][0] == 452 and r[-1][1].startswith("4.3.1"), "queue full: MAIL is answered 452 4.3.1", str(r))
+        # e. The disk fills while the content is on its way: 452 4.3.1 at the end of DATA.
+        os.unlink(filler)
+        steps = [c.code("MAIL FROM:<a@x.test>"), c.code("RCPT TO:<full@localhost>"), c.code("DATA")]
+        fill(filler)
+        c.send(body("refused-late") + b".\r\n")
+        code, text = c.reply()
+        T.check(
+            steps == [250, 250, 354] and code == 452 and text[0].startswith("4.3.1"),
+            "the disk filled during DATA: 452 4.3.1 at the end of the message",
+            f"{steps} {code} {text}",
+        )
         T.check(c.code("NOOP") == 250, "the session stays usable on a full disk")
         T.check(d.proc.poll() is None, "cursusd is still running")
         leftovers = []

@@ -202,6 +202,23 @@ def main():
         T.check(rc == 0 and codes == ["220", "250", "250", "250", "354", "250", "221"], "-bs speaks SMTP on stdin/stdout", out + err)
         got = one(d, "bs")
         T.check(len(got) == 1 and b"local user" in got[0], "-bs message delivered, received as a local submission")
+        if got:
+            m = parse(got[0])
+            T.check(len(m.get_all("Date") or []) == 1, "-bs: the daemon completes Date (the front only relays)", str(m.get_all("Date")))
+            T.check(len(m.get_all("From") or []) == 1 and f"{login}@" in m["From"], f"-bs: the daemon completes From with the peer's login {login}", str(m.get_all("From")))
+            T.check((m.get_all("Message-ID") or []) == ["<bs@x.test>"], "-bs: a Message-ID given is kept, not doubled", str(m.get_all("Message-ID")))
+        dialog = (
+            b"HELO bs.example\r\nMAIL FROM:<bs2@x.test>\r\nRCPT TO:<bs2@localhost>\r\nDATA\r\n"
+            b"From: Someone <s@x.test>\r\nDate: Mon, 01 Jan 2024 00:00:00 +0000\r\nSubject: bs2\r\n\r\nno id\r\n.\r\nQUIT\r\n"
+        )
+        rc, out, err = f.run(["-bs"], dialog)
+        got = one(d, "bs2")
+        T.check(rc == 0 and len(got) == 1, "-bs: a second message delivered", out + err)
+        if got:
+            m = parse(got[0])
+            mid = m.get_all("Message-ID") or []
+            T.check(len(mid) == 1 and re.match(r"^<[^<>@\s]+@[^<>@\s]+>$", mid[0].strip()), "-bs: the daemon completes a missing Message-ID", str(mid))
+            T.check(m.get_all("From") == ["Someone <s@x.test>"] and m.get_all("Date") == ["Mon, 01 Jan 2024 00:00:00 +0000"], "-bs: From and Date given are kept as they are", f"{m.get_all('From')} {m.get_all('Date')}")
 
         # The sendmail name.
         rc, _, err = f.run(["byname@localhost"], b"Subject: name\n\nbody\n", name="sendmail")

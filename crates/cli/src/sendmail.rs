@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cursus_mail::header::{fields, is_field_start};
+use cursus_mail::submission::{Completion, missing_fields};
 use cursus_sieve::address::{Address, parse_list};
 
 /// sysexits the front uses.
@@ -216,7 +217,6 @@ pub fn complete(
     unique: &str,
 ) -> (Vec<u8>, Vec<String>) {
     let (header, body) = split_header(message);
-    let has = |name: &str| fields(&header).any(|f| f.is(name));
     let mut recipients = Vec::new();
     if options.from_headers {
         for f in fields(&header) {
@@ -230,27 +230,22 @@ pub fn complete(
         }
     }
     let mut out = Vec::new();
-    if !has("from") {
-        let address = options
-            .sender
-            .clone()
-            .unwrap_or_else(|| format!("{}@{}", who.login, who.hostname));
-        let name = options.full_name.clone().or_else(|| who.full_name.clone());
-        match name.filter(|n| !n.is_empty()) {
-            Some(n) => {
-                let quoted = n.replace('\\', "\\\\").replace('"', "\\\"");
-                out.extend_from_slice(format!("From: \"{quoted}\" <{address}>\n").as_bytes());
-            }
-            None => out.extend_from_slice(format!("From: {address}\n").as_bytes()),
-        }
-    }
-    if !has("date") {
-        out.extend_from_slice(
-            format!("Date: {}\n", now.strftime("%a, %d %b %Y %H:%M:%S %z")).as_bytes(),
-        );
-    }
-    if !has("message-id") {
-        out.extend_from_slice(format!("Message-ID: <{unique}@{}>\n", who.hostname).as_bytes());
+    let address = options
+        .sender
+        .clone()
+        .unwrap_or_else(|| format!("{}@{}", who.login, who.hostname));
+    let full_name = options.full_name.clone().or_else(|| who.full_name.clone());
+    let date = now.strftime("%a, %d %b %Y %H:%M:%S %z").to_string();
+    let message_id = format!("{unique}@{}", who.hostname);
+    let completion = Completion {
+        from: &address,
+        full_name: full_name.as_deref(),
+        date: &date,
+        message_id: &message_id,
+    };
+    for field in missing_fields(&header, &completion) {
+        out.extend_from_slice(field.as_bytes());
+        out.push(b'\n');
     }
     // The original header, without Bcc when -t took recipients from it.
     let mut skipping = false;

@@ -105,7 +105,8 @@ pub struct Config {
     pub limits: ServerLimits,
     /// Refuse unknown local recipients at RCPT (550 5.1.1).
     pub verify_local: bool,
-    /// Ask remote routers at RCPT too (the outbound issue uses it).
+    /// Verify recipients in domains that are not local (relayed) at RCPT too, with the
+    /// verification routers; off: any such recipient is accepted once relaying is allowed.
     pub verify_remote: bool,
     /// Seconds to wait before the greeting; a client that talks first is refused.
     pub greet_pause_ms: u64,
@@ -127,7 +128,16 @@ pub struct Config {
     pub hints: crate::hints::Settings,
     /// Delivery status notifications (`[bounce]`).
     pub bounce: BounceSettings,
+    /// The RFC 5321 §4.5.3.2 waits of the SMTP and LMTP servers (reads, and writes of the
+    /// replies); the RFC's unless configured.
+    pub timeouts: cursus_proto::Timeouts,
+    /// Octets that must stay free on the queue's file system: below it (plus a declared
+    /// SIZE), MAIL, DATA and BDAT get 452 4.3.1.
+    pub queue_min_free: u64,
 }
+
+/// The default of `smtp.queue_min_free`: Exim's check_spool_space default, 10 MiB.
+pub const QUEUE_MIN_FREE: u64 = 10 * 1024 * 1024;
 
 impl Config {
     /// The embedded default: single-user mode in `data_dir`.
@@ -152,6 +162,8 @@ impl Config {
             outbound: crate::remote::Settings::default(),
             hints: crate::hints::Settings::default(),
             bounce: BounceSettings::default(),
+            timeouts: cursus_proto::Timeouts::default(),
+            queue_min_free: QUEUE_MIN_FREE,
         }
     }
 
@@ -206,6 +218,35 @@ impl Config {
             set(&mut c.verify_local, smtp.verify_local_recipients);
             set(&mut c.verify_remote, smtp.verify_remote_recipients);
             set(&mut c.greet_pause_ms, smtp.greet_pause_ms);
+            set(&mut c.queue_min_free, smtp.queue_min_free);
+            let t = &mut c.timeouts;
+            for (name, value, slot) in [
+                ("initial_timeout", smtp.initial_timeout, &mut t.initial),
+                ("mail_timeout", smtp.mail_timeout, &mut t.mail),
+                ("rcpt_timeout", smtp.rcpt_timeout, &mut t.rcpt),
+                (
+                    "data_init_timeout",
+                    smtp.data_init_timeout,
+                    &mut t.data_initiation,
+                ),
+                (
+                    "data_block_timeout",
+                    smtp.data_block_timeout,
+                    &mut t.data_block,
+                ),
+                (
+                    "data_done_timeout",
+                    smtp.data_done_timeout,
+                    &mut t.data_termination,
+                ),
+            ] {
+                if let Some(secs) = value {
+                    if secs == 0 {
+                        err(format!("smtp.{name} must be at least 1 second"));
+                    }
+                    *slot = std::time::Duration::from_secs(secs);
+                }
+            }
             if c.limits.command_line < 512 {
                 err("smtp.command_line must be at least 512 (RFC 5321 §4.5.3.1.4)".to_string());
             }
@@ -383,6 +424,13 @@ struct RawSmtp {
     verify_local_recipients: Option<bool>,
     verify_remote_recipients: Option<bool>,
     greet_pause_ms: Option<u64>,
+    queue_min_free: Option<u64>,
+    initial_timeout: Option<u64>,
+    mail_timeout: Option<u64>,
+    rcpt_timeout: Option<u64>,
+    data_init_timeout: Option<u64>,
+    data_block_timeout: Option<u64>,
+    data_done_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -539,6 +587,26 @@ mod tests {
         let e = Config::parse("[hints]\nkeep = \"3x\"\n", "c.toml", Path::new("/d"))
             .expect_err("bad duration");
         assert!(e[0].message.starts_with("hints.keep:"), "{}", e[0]);
+    }
+
+    #[test]
+    fn reception_timeouts_and_the_queue_reserve_are_read_and_checked() {
+        let c = Config::parse("", "c.toml", Path::new("/d")).expect("empty");
+        assert_eq!(c.timeouts, cursus_proto::Timeouts::default());
+        assert_eq!(c.queue_min_free, QUEUE_MIN_FREE);
+        let c = Config::parse(
+            "[smtp]\nmail_timeout = 7\ndata_block_timeout = 2\nqueue_min_free = 0\n",
+            "c.toml",
+            Path::new("/d"),
+        )
+        .expect("parses");
+        assert_eq!(c.timeouts.mail, std::time::Duration::from_secs(7));
+        assert_eq!(c.timeouts.data_block, std::time::Duration::from_secs(2));
+        assert_eq!(c.timeouts.rcpt, std::time::Duration::from_secs(300));
+        assert_eq!(c.queue_min_free, 0);
+        let e = Config::parse("[smtp]\nrcpt_timeout = 0\n", "c.toml", Path::new("/d"))
+            .expect_err("zero");
+        assert!(e[0].message.contains("rcpt_timeout"), "{}", e[0]);
     }
 
     #[test]

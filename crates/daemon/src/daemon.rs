@@ -466,6 +466,8 @@ async fn serve(
         routes,
         hostname: config.hostname.clone(),
         verify_local: config.verify_local,
+        verify_remote: config.verify_remote,
+        queue_min_free: config.queue_min_free,
         first_attempt: first_tx,
     });
     let tls = certificates.as_ref().map(|c| c.server_config());

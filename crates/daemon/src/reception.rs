@@ -4,12 +4,18 @@
 //!
 //! Trusts the routers and the queue; nothing the client sent (the addresses were parsed by
 //! the session; the Received header's values are cleaned here). Fails with SMTP replies:
-//! 550 5.1.1 for unknown local users (when verification is on), 554 5.7.1 for relaying from
-//! a client that may not relay, 451/452 when the queue cannot take the message.
+//! 550 5.1.1 for unknown users (local domains with `verify_local_recipients`, other domains
+//! with `verify_remote_recipients`), 554 5.7.1 for relaying from a client that may not
+//! relay, 451/452 when the queue cannot take the message (452 4.3.1 also before the message
+//! when the queue's file system has less than `queue_min_free` free).
+//!
+//! Local submissions (SMTP on the submission socket: `cursus sendmail -bs`, programs) get
+//! the From, Date and Message-ID fields RFC 6409 §8 lets a submission server add, when the
+//! header lacks them (cursus_mail::header::submission_fields, shared with the CLI).
 //!
 //! Attacks stopped:
-//! - Open relay: mail for a domain this host does not handle is accepted only from loopback
-//!   addresses and the local submission socket.
+//! - Open relay: mail for a domain that is not a local domain is accepted only from loopback
+//!   addresses and the local submission socket (unless the routers deliver it here).
 //! - Header injection through the HELO name or the login: control characters are replaced
 //!   before they go into the Received header.
 //! - Loss of an accepted message: the queue id is returned (and 250 sent) only after the
@@ -17,7 +23,9 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use cursus_mail::submission::{Completion, missing_fields};
 use cursus_mail::{EnhancedStatus, Sender};
 use cursus_proto::{Body, Notify as ProtoNotify, Protocol, Reply, Ret as ProtoRet};
 use cursus_queue::{
@@ -35,6 +43,10 @@ pub struct Reception {
     pub routes: Arc<dyn Routes>,
     pub hostname: String,
     pub verify_local: bool,
+    /// Verify recipients of other domains too (relayed mail).
+    pub verify_remote: bool,
+    /// Octets to keep free on the queue's file system.
+    pub queue_min_free: u64,
     /// Queue ids for their first delivery attempt.
     pub first_attempt: UnboundedSender<QueueId>,
 }
@@ -59,19 +71,60 @@ fn clean(text: &str) -> String {
         .collect()
 }
 
+/// The routers' status when no router accepts an address of a domain that is not local.
+const UNROUTABLE: EnhancedStatus = EnhancedStatus::new(5, 4, 4);
+/// The routers' status for an address they cannot read.
+const BAD_SYNTAX: EnhancedStatus = EnhancedStatus::new(5, 1, 3);
+
 impl Backend for Reception {
     fn verify(&self, sender: &Sender, recipient: &str, client: &Client) -> Verdict {
-        match self.routes.verify(recipient, sender) {
+        let verified = self.routes.verify(recipient, sender);
+        let relayed = !self.routes.in_local_domain(recipient);
+        let check = if relayed {
+            self.verify_remote
+        } else {
+            self.verify_local
+        };
+        match verified {
+            // The routers deliver it here (a local user, or a virtual domain's mailbox).
             Verified::Local => Verdict::Accept,
-            Verified::Remote if may_relay(client) => Verdict::Accept,
-            Verified::Remote => Verdict::Refuse(Reply::new(
+            // Another domain, from a client that may not relay: whatever the routers say.
+            _ if relayed && !may_relay(client) => Verdict::Refuse(Reply::new(
                 554,
                 EnhancedStatus::new(5, 7, 1),
                 format!("<{recipient}>: Relay access denied"),
             )),
-            Verified::Refused(_) if !self.verify_local || client.local_submission => {
-                Verdict::Accept
+            // Relayed, or an address of a local domain redirected elsewhere.
+            Verified::Remote => Verdict::Accept,
+            // Unverified relaying: the delivery finds out (and bounces).
+            Verified::Deferred(_) if relayed && !check => Verdict::Accept,
+            Verified::Refused(_) if client.local_submission => Verdict::Accept,
+            // No verification router accepts an address of another domain: a domain no
+            // router names is refused as unroutable (5.4.4, whatever the switches); in a
+            // domain routed here the address is unknown (5.1.1) when verifying, and left to
+            // the delivery when not.
+            Verified::Refused(o)
+                if relayed && o.status == UNROUTABLE && !self.routes.routes_domain(recipient) =>
+            {
+                Verdict::Refuse(Reply::new(
+                    550,
+                    o.status,
+                    format!("<{recipient}>: {}", o.text),
+                ))
             }
+            Verified::Refused(o) if relayed && check && o.status == UNROUTABLE => {
+                Verdict::Refuse(Reply::new(
+                    550,
+                    EnhancedStatus::new(5, 1, 1),
+                    format!(
+                        "<{recipient}>: Recipient address rejected: user unknown (no \
+                         verification router accepts it)"
+                    ),
+                ))
+            }
+            // Without verification the mailbox is not asked about; a malformed address
+            // (an empty domain) is still refused.
+            Verified::Refused(o) if !check && o.status != BAD_SYNTAX => Verdict::Accept,
             Verified::Refused(o) => Verdict::Refuse(Reply::new(
                 if o.status.class() == 4 { 450 } else { 550 },
                 o.status,
@@ -85,6 +138,34 @@ impl Backend for Reception {
         }
     }
 
+    fn room_for(&self, size: u64) -> Result<(), Reply> {
+        let needed = self.queue_min_free.saturating_add(size);
+        if needed == 0 {
+            return Ok(());
+        }
+        // A file system that cannot say is given the benefit of the doubt: the write at
+        // the end of the message still answers 452 if it fails.
+        let Ok(fs) = nix::sys::statvfs::statvfs(self.queue.root()) else {
+            return Ok(());
+        };
+        // fsblkcnt_t and c_ulong are u64 here but narrower on some targets.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
+        if free >= needed {
+            return Ok(());
+        }
+        crate::log::line(&format!(
+            "refused a message: the queue's file system has {free} octets free, less than the \
+             {needed} needed (queue_min_free {} + SIZE {size})",
+            self.queue_min_free
+        ));
+        Err(Reply::new(
+            452,
+            EnhancedStatus::new(4, 3, 1),
+            "Insufficient system storage, try again later".to_string(),
+        ))
+    }
+
     fn accept(&self, incoming: Incoming, message: Vec<u8>) -> Result<String, Reply> {
         let now = Timestamp::now();
         let protocol = match (incoming.protocol, incoming.client.ip, incoming.tls) {
@@ -93,12 +174,12 @@ impl Backend for Reception {
             (_, _, true) => "ESMTPS",
             (_, _, false) => "ESMTP",
         };
-        let login = incoming.client.uid.and_then(|uid| {
+        let user = incoming.client.uid.and_then(|uid| {
             nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                 .ok()
                 .flatten()
-                .map(|u| u.name)
         });
+        let login = user.as_ref().map(|u| u.name.clone());
         // A recipient given twice (To and Cc of the same person, in any case) gets one
         // copy, as with Postfix and Exim; the first RCPT's DSN parameters count.
         let mut seen = std::collections::HashSet::new();
@@ -136,7 +217,15 @@ impl Backend for Reception {
             },
         };
         let received = received_header(&incoming, protocol, login.as_deref(), &self.hostname, now);
-        let reader = received.as_bytes().chain(&message[..]);
+        let completed = if incoming.client.local_submission && incoming.protocol == Protocol::Smtp {
+            self.completion(&incoming, user.as_ref(), &message, now)
+        } else {
+            String::new()
+        };
+        let reader = received
+            .as_bytes()
+            .chain(completed.as_bytes())
+            .chain(&message[..]);
         match self.queue.accept(&envelope, reader) {
             Ok(id) => {
                 crate::log::line(&format!(
@@ -164,6 +253,61 @@ impl Backend for Reception {
                 ))
             }
         }
+    }
+}
+
+impl Reception {
+    /// The From, Date and Message-ID fields a local submission lacks (CRLF line ends).
+    /// From names the submitting user (SO_PEERCRED) at our host name, else the envelope
+    /// sender; without either it is left out.
+    fn completion(
+        &self,
+        incoming: &Incoming,
+        user: Option<&nix::unistd::User>,
+        message: &[u8],
+        now: Timestamp,
+    ) -> String {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let from = match (user, incoming.sender.address()) {
+            (Some(u), _) => format!("{}@{}", u.name, self.hostname),
+            (None, Some(a)) if !a.is_empty() => a.to_string(),
+            _ => String::new(),
+        };
+        // The GECOS field's first part is the full name.
+        let full_name = user.and_then(|u| {
+            u.gecos
+                .to_str()
+                .ok()
+                .and_then(|g| g.split(',').next())
+                .map(str::to_string)
+        });
+        let date = now
+            .to_zoned_datetime(jiff::tz::TimeZone::system())
+            .strftime("%a, %d %b %Y %H:%M:%S %z")
+            .to_string();
+        let message_id = format!(
+            "{}.{}.{}.{}@{}",
+            now.as_second(),
+            now.subsec_nanosecond(),
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed),
+            self.hostname
+        );
+        let values = Completion {
+            from: &from,
+            full_name: full_name.as_deref(),
+            date: &date,
+            message_id: &message_id,
+        };
+        let mut out = String::new();
+        for field in missing_fields(message, &values) {
+            if from.is_empty() && field.starts_with("From:") {
+                continue;
+            }
+            out.push_str(&field);
+            out.push_str("\r\n");
+        }
+        out
     }
 }
 

@@ -61,6 +61,14 @@ impl Routes for Routing {
         }
     }
 
+    fn in_local_domain(&self, recipient: &str) -> bool {
+        self.0.in_local_domain(recipient)
+    }
+
+    fn routes_domain(&self, recipient: &str) -> bool {
+        self.0.routes_domain(recipient)
+    }
+
     fn route(&self, recipient: &str, sender: &Sender) -> Result<Vec<Routed>, Outcome> {
         let routed = self.0.route(recipient, sender);
         let mut out = Vec::new();

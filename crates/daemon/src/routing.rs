@@ -65,6 +65,13 @@ pub struct NextHop {
 /// Routing as the daemon uses it.
 pub trait Routes: Send + Sync + 'static {
     fn verify(&self, recipient: &str, sender: &Sender) -> Verified;
+    /// Whether the recipient's domain is one of the local domains (mail for any other
+    /// domain is relayed, and verified at RCPT only with `verify_remote_recipients`).
+    fn in_local_domain(&self, recipient: &str) -> bool;
+    /// Whether some router (not only the verification ones) takes the recipient's domain:
+    /// asked when no verification router accepted an address of another domain, to tell an
+    /// unknown address from a domain nothing here routes.
+    fn routes_domain(&self, recipient: &str) -> bool;
     /// Every delivery `recipient` expands to (aliases and forwards expanded in memory).
     /// A temporary failure of routing itself is `Err` (the recipient is deferred).
     fn route(&self, recipient: &str, sender: &Sender) -> Result<Vec<Routed>, Outcome>;

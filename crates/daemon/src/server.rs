@@ -3,22 +3,30 @@
 //! (recipient verification, the durable queue).
 //!
 //! Trusts nothing the client sends (the session state machine parses it); trusts the backend.
-//! Fails per connection: an I/O error or a timeout ends that connection only (a timeout with
-//! `421 4.4.2`); a backend error becomes a 4xx reply, never a 250.
+//! Fails per connection: an I/O error or a timeout ends that connection only (a read timeout
+//! with `421 4.4.2`; a write timeout without a reply, logged); a backend error becomes a 4xx
+//! reply, never a 250.
 //!
 //! Attacks stopped:
 //! - Connection floods: at most `max_connections` in total and `max_connections_per_client`
 //!   from one address; beyond that the client gets `421 4.7.0` and the socket closes.
 //! - Slow clients holding sessions: every read has the RFC 5321 §4.5.3.2 timeout of the
-//!   state the session is in.
-//! - Early talkers (spam engines that do not wait for the greeting): with a greet pause, any
-//!   byte before the greeting is refused by the session (554 5.5.1).
+//!   state the session is in (configurable, `[smtp] *_timeout`), and so has every write: a
+//!   client that never reads its replies cannot hold a slot once the socket buffers fill.
+//! - Early talkers (spam engines that do not wait for the greeting): any byte before the
+//!   greeting is refused by the session (554 5.5.1): read during a greet pause, or, as
+//!   Exim's smtp_enforce_sync does, found waiting on a TCP connection (a peek that does
+//!   not block) right before the greeting is written.
+//! - A full disk: MAIL (with its SIZE), DATA and BDAT get 452 4.3.1 while the queue's file
+//!   system has less than `queue_min_free` free, before the client sends a message that
+//!   could not be kept.
 //! - Losing accepted mail: `250` after DATA is sent only when the backend returns a queue
 //!   id, which it does only after the message is on disk and synced.
 //! - SMTP smuggling and pipelining abuse: handled by the session (see crates/proto/NOTES.md).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +81,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes the message durable and returns its queue id; `message` is the content as
     /// received (CRLF line ends). An `Err` is the reply to send instead of 250.
     fn accept(&self, incoming: Incoming, message: Vec<u8>) -> Result<String, Reply>;
+    /// Whether the queue has room for a message of about `size` octets (0: unknown), asked
+    /// at MAIL and at the start of DATA or BDAT. An `Err` is the refusal (452 4.3.1).
+    fn room_for(&self, _size: u64) -> Result<(), Reply> {
+        Ok(())
+    }
 }
 
 /// Shared state of all listeners.
@@ -124,6 +137,58 @@ impl Server {
         c.starttls = self.tls.is_some();
         c
     }
+
+    /// The configured duration of the wait `session` is in.
+    fn limit(&self, session: &Session) -> Duration {
+        self.config.timeouts.get(session.timeout())
+    }
+}
+
+/// How long a reply to a client that is refused or timed out may take to write.
+const FAREWELL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes `bytes` (and flushes) within `limit`. A client that does not read its replies
+/// within the time gets nothing more: the write is abandoned, the event logged, and a
+/// `TimedOut` error ends the connection (admit does not log it again).
+async fn write_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+    client: &Client,
+) -> std::io::Result<()> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result,
+        Err(_) => {
+            log::line(&format!(
+                "{}: timeout after {} s writing to the client (it does not read), connection closed",
+                client.description,
+                limit.as_secs_f64()
+            ));
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timed out",
+            ))
+        }
+    }
+}
+
+/// Whether the client has already sent something: a peek that does not block (Exim's
+/// smtp_enforce_sync check before the greeting).
+fn input_waiting<F: AsFd>(stream: &F) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(
+            stream.as_fd().as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(n) if n > 0
+    )
 }
 
 /// Binds one listener and serves it until shutdown.
@@ -210,16 +275,18 @@ pub async fn serve_unix(
 }
 
 /// Applies the connection limits, then runs the session.
-async fn admit<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn admit<S: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static>(
     server: Arc<Server>,
     mut stream: S,
     client: Client,
     protocol: Protocol,
 ) {
     let Ok(permit) = server.slots.clone().try_acquire_owned() else {
-        let _ = stream
-            .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-            .await;
+        let _ = tokio::time::timeout(
+            FAREWELL_LIMIT,
+            stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n"),
+        )
+        .await;
         log::line(&format!("refused {}: connection limit", client.description));
         return;
     };
@@ -232,9 +299,11 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             *n > server.config.limits.max_connections_per_client
         };
         if over {
-            let _ = stream
-                .write_all(b"421 4.7.0 Too many connections from your address\r\n")
-                .await;
+            let _ = tokio::time::timeout(
+                FAREWELL_LIMIT,
+                stream.write_all(b"421 4.7.0 Too many connections from your address\r\n"),
+            )
+            .await;
             release(&server, ip);
             log::line(&format!(
                 "refused {}: per-client connection limit",
@@ -252,6 +321,8 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 std::io::ErrorKind::UnexpectedEof
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::ConnectionReset
+                    // Logged where it happened (write_within).
+                    | std::io::ErrorKind::TimedOut
             ) => {}
         Err(e) => log::line(&format!("connection ended: {e}")),
     }
@@ -292,7 +363,7 @@ enum Next {
     StartTls,
 }
 
-async fn run_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn run_connection<S: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static>(
     server: &Arc<Server>,
     mut stream: S,
     client: Client,
@@ -315,7 +386,7 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             let mut out = Vec::new();
             let _ = conn.session.receive(&buf[..n]);
             drain_replies(&mut conn.session, &mut out);
-            stream.write_all(&out).await?;
+            write_within(&mut stream, &out, FAREWELL_LIMIT, &conn.client).await?;
             log::line(&format!(
                 "refused {}: talked before the greeting",
                 conn.client.description
@@ -323,15 +394,38 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             return Ok(());
         }
     }
+    // Input already waiting now was sent before any greeting: refuse it even without a
+    // pause (the session answers 554 5.5.1 to bytes before the greeting). Network clients
+    // only: local programs on a unix socket (`cursus sendmail -bs` fed a whole dialogue,
+    // an LMTP client) are trusted not to be spam engines.
+    if conn.client.ip.is_some() && input_waiting(&stream) {
+        // Read what is there, so that closing does not reset the connection before the
+        // client has read the refusal.
+        let n = match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => 0,
+        };
+        let mut out = Vec::new();
+        let _ = conn.session.receive(if n > 0 { &buf[..n] } else { b"?" });
+        drain_replies(&mut conn.session, &mut out);
+        write_within(&mut stream, &out, FAREWELL_LIMIT, &conn.client).await?;
+        let _ = stream.shutdown().await;
+        log::line(&format!(
+            "refused {}: talked before the greeting (input waiting when it was due)",
+            conn.client.description
+        ));
+        return Ok(());
+    }
     let greeting = conn.session.greeting().to_bytes();
-    stream.write_all(&greeting).await?;
+    let limit = server.limit(&conn.session);
+    write_within(&mut stream, &greeting, limit, &conn.client).await?;
     match drive(server, &mut stream, &mut conn, &mut buf).await? {
         Next::Close => Ok(()),
         Next::StartTls => {
             let Some(acceptor) = server.tls.clone() else {
                 return Ok(());
             };
-            let limit = conn.session.timeout().duration();
+            let limit = server.limit(&conn.session);
             let mut tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
@@ -380,6 +474,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut shutdown = server.shutdown.clone();
     let mut out: Vec<u8> = Vec::new();
     loop {
+        // The replies about to be written answer what the session waits on now (MAIL,
+        // RCPT, DATA, the end of the message): the same stage bounds their write.
+        let write_limit = server.limit(&conn.session);
         // Answer everything the session has for us.
         while let Some(output) = conn.session.poll() {
             match output {
@@ -390,22 +487,21 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         while let Some(Output::Reply(r)) = conn.session.poll() {
                             out.extend_from_slice(&r.to_bytes());
                         }
-                        stream.write_all(&out).await?;
-                        stream.flush().await?;
+                        write_within(stream, &out, write_limit, &conn.client).await?;
                         return Ok(next);
                     }
                 }
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
-            stream.flush().await?;
+            write_within(stream, &out, write_limit, &conn.client).await?;
             out.clear();
         }
         if conn.session.is_closed() {
             return Ok(Next::Close);
         }
-        let limit = conn.session.timeout().duration();
+        let wait = conn.session.timeout();
+        let limit = server.config.timeouts.get(wait);
         let read = tokio::select! {
             r = tokio::time::timeout(limit, stream.read(&mut buf[..])) => r,
             _ = shutdown.changed() => {
@@ -415,16 +511,26 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         };
         match read {
             Err(_) => {
-                stream
-                    .write_all(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
-                    .await?;
+                log::line(&format!(
+                    "{}: timeout after {} s waiting for the client ({wait:?}, {}), connection closed",
+                    conn.client.description,
+                    limit.as_secs_f64(),
+                    wait.section()
+                ));
+                write_within(
+                    stream,
+                    b"421 4.4.2 Timeout exceeded, closing connection\r\n",
+                    FAREWELL_LIMIT.min(limit),
+                    &conn.client,
+                )
+                .await?;
                 return Ok(Next::Close);
             }
             Ok(Ok(0)) => return Ok(Next::Close),
             Ok(Ok(n)) => {
                 if conn.session.receive(&buf[..n]).is_err() {
                     drain_replies(&mut conn.session, &mut out);
-                    stream.write_all(&out).await?;
+                    write_within(stream, &out, FAREWELL_LIMIT.min(limit), &conn.client).await?;
                     return Ok(Next::Close);
                 }
                 if n == buf.len() && buf.len() < READ_BUFFER_MAX {
@@ -461,6 +567,10 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
     };
     match event {
         Event::Mail { sender, params } => {
+            if let Err(r) = room_for(server, params.size.unwrap_or(0)).await {
+                answer(session, Answer::Refuse(r));
+                return None;
+            }
             *pending_mail = Some((sender, params));
             *transaction = Some(Transaction {
                 recipients: Vec::new(),
@@ -490,7 +600,18 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
                 Verdict::Refuse(r) => answer(session, Answer::Refuse(r)),
             }
         }
-        Event::DataStart => answer(session, Answer::Accept),
+        Event::DataStart => {
+            let size = pending_mail.as_ref().and_then(|(_, p)| p.size).unwrap_or(0);
+            match room_for(server, size).await {
+                Ok(()) => answer(session, Answer::Accept),
+                Err(r) => {
+                    // The session ends the transaction with the refusal.
+                    *transaction = None;
+                    *pending_mail = None;
+                    answer(session, Answer::Refuse(r));
+                }
+            }
+        }
         Event::Data(bytes) => {
             if let Some(t) = transaction.as_mut() {
                 t.content.extend_from_slice(&bytes);
@@ -539,6 +660,15 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
         Event::Quit | Event::Disconnect(_) => return Some(Next::Close),
     }
     None
+}
+
+/// Asks the backend, on the blocking pool (statvfs may wait on a slow file system), whether
+/// the queue has room for `size` octets.
+async fn room_for(server: &Arc<Server>, size: u64) -> Result<(), Reply> {
+    let backend = server.backend.clone();
+    tokio::task::spawn_blocking(move || backend.room_for(size))
+        .await
+        .unwrap_or_else(|_| Err(temp_reply("the storage check failed")))
 }
 
 fn temp_reply(text: &str) -> Reply {

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod fromline;
 pub mod header;
 pub mod status;
+pub mod submission;
 
 pub use address::Sender;
 pub use status::{EnhancedStatus, ExitCode, Outcome, OutcomeKind, codes};

@@ -50,5 +50,5 @@ pub use session::{
     Abandon, Answer, AnswerError, Config, Disconnect, Event, InputError, Output, Protocol, Session,
     State,
 };
-pub use timeout::Timeout;
+pub use timeout::{Timeout, Timeouts};
 pub use transaction::{Body, MailParams, Notify, RcptParams, Recipient, Ret, Sender, Transaction};

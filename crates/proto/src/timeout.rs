@@ -2,7 +2,8 @@
 //!
 //! Trusts: nothing; this is a table. The daemon owns the clocks (the crate has no I/O); the
 //! session only says which wait it is in, so that a slow or silent client (slowloris) is cut
-//! off after the time the RFC allows and not later.
+//! off after the time the RFC allows and not later. [`Timeouts`] holds the durations a
+//! configuration may change (the RFC's by default).
 
 use std::time::Duration;
 
@@ -50,9 +51,73 @@ impl Timeout {
     }
 }
 
+/// A duration for each [`Timeout`]: the RFC's ([`Timeouts::default`]) or configured ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub initial: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    pub data_initiation: Duration,
+    pub data_block: Duration,
+    pub data_termination: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            initial: Timeout::Initial.duration(),
+            mail: Timeout::Mail.duration(),
+            rcpt: Timeout::Rcpt.duration(),
+            data_initiation: Timeout::DataInitiation.duration(),
+            data_block: Timeout::DataBlock.duration(),
+            data_termination: Timeout::DataTermination.duration(),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The duration of the wait `t`.
+    pub const fn get(&self, t: Timeout) -> Duration {
+        match t {
+            Timeout::Initial => self.initial,
+            Timeout::Mail => self.mail,
+            Timeout::Rcpt => self.rcpt,
+            Timeout::DataInitiation => self.data_initiation,
+            Timeout::DataBlock => self.data_block,
+            Timeout::DataTermination => self.data_termination,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_table_is_the_rfc_and_each_entry_can_be_changed() {
+        let all = [
+            Timeout::Initial,
+            Timeout::Mail,
+            Timeout::Rcpt,
+            Timeout::DataInitiation,
+            Timeout::DataBlock,
+            Timeout::DataTermination,
+        ];
+        let rfc = Timeouts::default();
+        for t in all {
+            assert_eq!(rfc.get(t), t.duration(), "{t:?}");
+        }
+        let mut short = rfc;
+        short.data_block = Duration::from_secs(1);
+        for t in all {
+            let want = if t == Timeout::DataBlock {
+                Duration::from_secs(1)
+            } else {
+                t.duration()
+            };
+            assert_eq!(short.get(t), want, "{t:?}");
+        }
+    }
 
     #[test]
     fn durations_follow_the_rfc() {

@@ -306,6 +306,34 @@ impl Router {
     fn is_local_domain(&self, domain: &str) -> bool {
         self.config.local_domains.iter().any(|d| d == domain)
     }
+
+    /// Whether some router's domain condition takes the domain of `address` (a router
+    /// without one takes every domain, except a virtual router, whose table decides): mail
+    /// for the domain can be routed here, whatever its local parts. An address no router takes, in a domain none of them names, is
+    /// unroutable rather than unknown.
+    pub fn routes_domain(&self, address: &str) -> bool {
+        let qualified = self.qualify(cursus_mail::address::strip_brackets(address));
+        let Some((_, domain)) = qualified.rsplit_once('@') else {
+            return false;
+        };
+        // A virtual router without `domains` takes only the addresses its table lists: it
+        // names no domain by itself.
+        self.routers
+            .iter()
+            .any(|b| match &b.config.conditions.domains {
+                Some(d) => d.matches(domain),
+                None => !matches!(b.config.driver, Driver::Virtual { .. }),
+            })
+    }
+
+    /// Whether `address` (qualified with `qualify_domain` when it has no domain) is in one
+    /// of the `local_domains`; mail for any other domain is relayed.
+    pub fn in_local_domain(&self, address: &str) -> bool {
+        let qualified = self.qualify(cursus_mail::address::strip_brackets(address));
+        qualified
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| self.is_local_domain(domain))
+    }
 }
 
 /// The state of routing one recipient.

@@ -574,3 +574,25 @@ fn a_router_can_be_shared_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Router>();
 }
+
+#[test]
+fn local_and_routed_domains_for_reception() {
+    let f = fixture();
+    // (address, in a local domain, some router names its domain)
+    let table = [
+        ("joe@example.org", true, true),
+        ("joe@LOCALHOST", true, true),
+        ("joe", true, true),
+        ("<joe@example.org>", true, true),
+        ("x@hosted.example", false, true),
+        ("x@a.hosted.example", false, true),
+        ("x@partner.example", false, true),
+        ("x@mx.example.net", false, true),
+        ("x@elsewhere.example", false, false),
+        ("x@", false, false),
+    ];
+    for (address, local, routed) in table {
+        assert_eq!(f.router.in_local_domain(address), local, "{address}");
+        assert_eq!(f.router.routes_domain(address), routed, "{address}");
+    }
+}
