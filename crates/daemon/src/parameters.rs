@@ -151,7 +151,7 @@ pub const DAEMON: &[Parameter] = &[
         "connections",
         "8",
         "8",
-        "Connections kept to cursus-lda (deliveries in parallel).",
+        "Connections kept to cursus-lda for deliveries (deliveries in parallel). Routing has two more of its own for reading users' .forward files (read-forward), so that it never waits behind a delivery.",
     ),
     p(
         "lda",
