@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
-use crate::lda_connections::Connections;
+use crate::lda_connections::{Connections, KEEP_ALIVE};
 use crate::local::{Local, single_user_policy};
 use crate::log;
 use crate::reception::Reception;
@@ -285,7 +285,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     // connections to cursus-lda (see lda_connections.rs).
     let (local, forwards) = if root {
         let (local, forwards) = system_local(&config)?;
-        (local, Some(forwards))
+        (local, Some(Arc::new(forwards)))
     } else {
         let (me, uid, home) = current_user();
         let policy = single_user_policy(&config.data_dir, &me).map_err(fatal(70))?;
@@ -323,6 +323,15 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
 
     // Single-user mode reads the user's own .forward (the daemon is that user); system
     // mode asks cursus-lda to read it as the user.
+    if let Some(routing) = &forwards {
+        keep_alive(
+            local
+                .connections()
+                .into_iter()
+                .chain([routing.clone()])
+                .collect(),
+        );
+    }
     let world = match forwards {
         Some(connections) => World {
             users: Box::new(cursus_route::SystemUsers),
@@ -407,6 +416,26 @@ fn system_local(config: &Config) -> Result<(Local, Connections), Fatal> {
     cursus_privsep::become_user(uid, gid)
         .map_err(|e| Fatal(format!("cannot become {}: {e}", config.run_as), 71))?;
     Ok(connections)
+}
+
+/// Pings the idle connections to cursus-lda every [`KEEP_ALIVE`] (a thread of its own, for
+/// the life of the daemon; started after the credential drop).
+fn keep_alive(pools: Vec<Arc<Connections>>) {
+    let started = std::thread::Builder::new()
+        .name("lda-keep-alive".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(KEEP_ALIVE);
+                for pool in &pools {
+                    pool.keep_alive();
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::line(&format!(
+            "cannot start the cursus-lda keep-alive thread: {e}; idle connections may be closed by cursus-lda"
+        ));
+    }
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) {

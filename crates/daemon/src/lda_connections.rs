@@ -13,6 +13,10 @@
 //!   ends (the LDA's time limit), so a thread waiting on the condition variable for a pair
 //!   always waits for a holder that is not waiting itself.
 //!
+//! Idle connections are pinged every [`KEEP_ALIVE`]: cursus-lda closes a connection idle
+//! for 10 minutes, and a socket pair, once closed, cannot be opened again (without the
+//! pings a quiet night would leave a daemon started as root with no way to deliver).
+//!
 //! Trusts the LDA's answers (the client library checks every frame). Blocking: the daemon
 //! calls it on the blocking pool. Fails as a temporary [`Outcome`], never a panic: a
 //! connection that broke is dropped (a lost socket pair is counted, and when every pair is
@@ -31,6 +35,10 @@ use std::time::Duration;
 use cursus_lda::client::Client;
 use cursus_lda::protocol::{Answer, Request};
 use cursus_mail::{Outcome, codes};
+
+/// How often idle connections are pinged: well within cursus-lda's idle limit (10 minutes,
+/// `cursus_lda::service::IDLE_TIMEOUT`).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(120);
 
 /// How long one answer from a service's socket may take (deliveries to commands are slow).
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(900);
@@ -104,6 +112,24 @@ impl Connections {
                     codes::SYSTEM_STATUS,
                     format!("cursus-lda: {e}"),
                 ))
+            }
+        }
+    }
+
+    /// Pings every idle connection (busy ones are not touched), so that none sits idle as
+    /// long as cursus-lda allows (it closes a connection idle for 10 minutes, and a socket
+    /// pair cannot be opened again). A connection that does not answer is dropped, a pair
+    /// counted lost. The daemon calls this every [`KEEP_ALIVE`].
+    pub fn keep_alive(&self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        for mut client in idle {
+            match client.call(&Request::Ping, None) {
+                Ok(Answer::Pong) => self.give_back(client, &Answer::Pong),
+                _ if self.socket.is_none() => {
+                    self.lock().broken += 1;
+                    self.freed.notify_all();
+                }
+                _ => {}
             }
         }
     }
@@ -284,5 +310,29 @@ mod tests {
         assert_eq!(lost.kind, cursus_mail::OutcomeKind::Temporary);
         let none = pool.call(&Request::Ping, None).expect_err("no pair left");
         assert!(none.text.contains("every connection"), "{}", none.text);
+    }
+
+    /// Keep-alive pings reach every idle pair (so cursus-lda never closes one for being
+    /// idle); a pair that no longer answers is counted lost, and the others stay usable.
+    #[test]
+    fn keep_alive_pings_the_idle_pairs() {
+        let pinged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = |pinged: Arc<std::sync::atomic::AtomicUsize>| {
+            move |request| {
+                assert_eq!(request, Request::Ping);
+                pinged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(Answer::Pong)
+            }
+        };
+        let pool = Connections::pairs(vec![
+            fake::pair(counting(pinged.clone())),
+            fake::pair(counting(pinged.clone())),
+            fake::pair(|_| None),
+        ]);
+        pool.keep_alive();
+        assert_eq!(pinged.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(pool.lock().broken, 1);
+        assert_eq!(pool.lock().idle.len(), 2);
+        assert_eq!(pool.call(&Request::Ping, None), Ok(Answer::Pong));
     }
 }

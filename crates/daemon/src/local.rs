@@ -16,6 +16,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cursus_lda::Destination;
@@ -31,7 +32,7 @@ use crate::lda_connections::Connections;
 pub enum Local {
     /// Through cursus-lda, over the delivery connections (routing has its own: see
     /// `lda_connections.rs`).
-    Service(Connections),
+    Service(Arc<Connections>),
     InProcess {
         user: String,
         uid: u32,
@@ -56,12 +57,20 @@ pub fn single_user_policy(data_dir: &Path, user: &str) -> Result<Policy, String>
 impl Local {
     /// Deliveries through a cursus-lda service's socket, `connections` of them kept.
     pub fn service(socket: PathBuf, connections: usize) -> Local {
-        Local::Service(Connections::socket(socket, connections))
+        Local::Service(Arc::new(Connections::socket(socket, connections)))
     }
 
     /// Deliveries over a fixed set of socket pairs to a cursus-lda this daemon started.
     pub fn pairs(clients: Vec<Client>) -> Local {
-        Local::Service(Connections::pairs(clients))
+        Local::Service(Arc::new(Connections::pairs(clients)))
+    }
+
+    /// The connections to cursus-lda, when deliveries go through it.
+    pub fn connections(&self) -> Option<Arc<Connections>> {
+        match self {
+            Local::Service(c) => Some(c.clone()),
+            Local::InProcess { .. } => None,
+        }
     }
 
     /// Delivers the message in `message` to `destination` as `user`; with the outcome,

@@ -7,6 +7,8 @@
 //! Trusts the routers' results and the LDA's answers. Never fails: routing problems are
 //! outcomes (temporary when a lookup failed, permanent when the routers say so).
 
+use std::sync::Arc;
+
 use cursus_lda::protocol::{Answer, ErrorCode, ForwardEntry, Request};
 use cursus_mail::{ExitCode, Outcome, OutcomeKind, Sender};
 use cursus_route::forward::ForwardSource;
@@ -141,7 +143,7 @@ impl Routing {
 /// file as the user (whose home the daemon may not even enter) with its own checks, and
 /// answers with the entries as data. Used in system mode, over the routing connections.
 pub struct LdaForwards {
-    pub connections: Connections,
+    pub connections: Arc<Connections>,
 }
 
 impl ForwardSource for LdaForwards {
@@ -293,7 +295,7 @@ mod tests {
             }
         });
         let forwards = LdaForwards {
-            connections: Connections::socket(path, 1),
+            connections: Arc::new(Connections::socket(path, 1)),
         };
         let e = forwards.forward(&user("joe")).expect_err("deferred");
         assert!(e.0.contains("refused the connection"), "{e}");
@@ -320,7 +322,7 @@ mod tests {
             }
         });
         let forwards = LdaForwards {
-            connections: Connections::socket(path, 1),
+            connections: Arc::new(Connections::socket(path, 1)),
         };
         for _ in 0..2 {
             assert_eq!(
@@ -360,7 +362,9 @@ mod tests {
         let mut pairs = vec![delivery];
         pairs.extend(routing);
         let (local, connections) = crate::daemon::pair_pools(pairs, 1);
-        let forwards = LdaForwards { connections };
+        let forwards = LdaForwards {
+            connections: Arc::new(connections),
+        };
 
         let message = tempfile::tempfile().expect("message file");
         let deliverer = std::thread::spawn(move || {
