@@ -15,7 +15,15 @@ Checks:
 - root's mail is not written to /root (uid 0 is refused unless the policy names root);
 - local submission: a user runs `cursus sendmail`, finding the daemon through the default
   socket in the data directory; the daemon knows the user from SO_PEERCRED
-  (Received: ... local user cursus-sm1, Return-Path cursus-sm1@...).
+  (Received: ... local user cursus-sm1, Return-Path cursus-sm1@...);
+- .forward, read as the user by cursus-lda (the daemon, running as `cursus`, cannot even
+  enter cursus-sm4's 0700 home): a copy kept with `\\user`, another local user, an
+  allow-listed |command and a /file, each written as cursus-sm4; a group-writable .forward
+  (cursus-sm6) and one owned by another user (cursus-sm7) are ignored (the mail stays
+  with its user, the log says why);
+- an aliases router (a file in /etc/aliases syntax): a list, an :include: file, a |command
+  and a /file, the last two run and written as the router's `user` (cursus-sm8); an alias
+  loop is refused 550 5.4.6 at RCPT and bounced 5.4.6 to a local submitter.
 
 usage (root): python3 tests/daemon/system_mode.py
 """
@@ -33,7 +41,7 @@ import harness  # noqa: E402
 from harness import Raw  # noqa: E402
 
 T = harness.Tally("system_mode")
-USERS = ["cursus-sm1", "cursus-sm2", "cursus-sm3"]
+USERS = ["cursus-sm1", "cursus-sm2", "cursus-sm3", "cursus-sm4", "cursus-sm5", "cursus-sm6", "cursus-sm7", "cursus-sm8"]
 
 
 def proc_ids(pid):
@@ -104,6 +112,164 @@ def send(port, sender, rcpts, mid):
     return [x[0] for x in codes], code
 
 
+def setup_forward_and_aliases(base, bindir, users, write):
+    """The files of check_forward_and_aliases: the allow-listed program (it saves the
+    message as whoever runs it), a directory of mbox files per user, the .forward files and
+    the aliases file with its include."""
+    write(
+        os.path.join(bindir, "savemail"),
+        "#!/bin/sh\n# Saves the message in OUT/<user>.<random>, as the user running it.\n"
+        f'f=$(/usr/bin/mktemp "{base}/out/$(/usr/bin/id -un).XXXXXX") || exit 75\n'
+        '/bin/cat > "$f"\n',
+        0o755,
+    )
+    os.makedirs(os.path.join(base, "out"))
+    os.chmod(os.path.join(base, "out"), 0o1777)
+    for u in ("cursus-sm4", "cursus-sm8"):
+        d = os.path.join(base, "files", u)
+        os.makedirs(d)
+        os.chmod(os.path.join(base, "files"), 0o755)
+        os.chown(d, users[u].pw_uid, users[u].pw_gid)
+        os.chmod(d, 0o700)
+
+    def forward(user, text, mode, owner=None):
+        pw = users[user]
+        path = os.path.join(pw.pw_dir, ".forward")
+        write(path, text, mode)
+        o = users[owner] if owner else pw
+        os.chown(path, o.pw_uid, o.pw_gid)
+        os.chmod(path, mode)
+
+    # cursus-sm4: a home only its owner can enter; keep a copy, forward to cursus-sm5, run
+    # the program, append to an mbox.
+    sm4 = users["cursus-sm4"]
+    os.chmod(sm4.pw_dir, 0o700)
+    forward(
+        "cursus-sm4",
+        f'\\cursus-sm4, cursus-sm5\n"|{bindir}/savemail"\n{base}/files/cursus-sm4/forward.mbox\n',
+        0o600,
+    )
+    # Unsafe: group-writable (cursus-sm6), someone else's file (cursus-sm7).
+    forward("cursus-sm6", "cursus-sm5\n", 0o664)
+    forward("cursus-sm7", "cursus-sm5\n", 0o644, owner="cursus-sm5")
+    write(os.path.join(base, "staff.list"), "cursus-sm5\ncursus-sm7\n")
+    write(
+        os.path.join(base, "aliases"),
+        "# /etc/aliases syntax\n"
+        "team: cursus-sm5, cursus-sm6\n"
+        f"staff: :include:{base}/staff.list\n"
+        f'piped: "|{bindir}/savemail"\n'
+        f"filed: {base}/files/cursus-sm8/filed.mbox\n"
+        "loop-a: loop-b\n"
+        "loop-b: loop-a\n",
+    )
+
+
+def has_message(path, mid):
+    try:
+        with open(path, "rb") as f:
+            return f"<{mid}@sys.test>".encode() in f.read()
+    except OSError:
+        return False
+
+
+def wait_for(what, timeout=15):
+    """Polls `what()` until it is true or the time is up; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def check_forward_and_aliases(port, base, users, log_text, env, front, data):
+    """.forward read through cursus-lda as the user, unsafe .forward files ignored, and the
+    aliases router's list, include, command, file and loop (see the module docstring)."""
+
+    def in_maildir(user, mid):
+        return [f for f in maildir_new(users[user].pw_dir) if has_message(f, mid)]
+
+    def saved(user, mid):
+        out = os.path.join(base, "out")
+        return [os.path.join(out, f) for f in os.listdir(out) if f.startswith(user + ".") and has_message(os.path.join(out, f), mid)]
+
+    def owned(paths, user):
+        pw = users[user]
+        return bool(paths) and all(os.stat(p).st_uid == pw.pw_uid for p in paths)
+
+    # .forward in a 0700 home: the daemon (cursus) cannot read it; cursus-lda can, as the user.
+    sm4 = users["cursus-sm4"]
+    T.check(os.stat(sm4.pw_dir).st_mode & 0o777 == 0o700, "cursus-sm4's home is closed to others (0700)")
+    codes, final = send(port, "someone@x.test", ["cursus-sm4@localhost"], "fwd")
+    T.check(codes == [250] and final == 250, ".forward user accepted at RCPT (the forward router read it through cursus-lda)", f"{codes} {final}")
+    kept = wait_for(lambda: in_maildir("cursus-sm4", "fwd"))
+    T.check(owned(kept, "cursus-sm4"), "\\cursus-sm4 in the .forward: a copy kept in ~/Maildir, owned by cursus-sm4", str(kept))
+    onward = wait_for(lambda: in_maildir("cursus-sm5", "fwd"))
+    T.check(owned(onward, "cursus-sm5"), ".forward to another local user: delivered to cursus-sm5, owned by cursus-sm5", str(onward))
+    ran = wait_for(lambda: saved("cursus-sm4", "fwd"))
+    T.check(owned(ran, "cursus-sm4"), ".forward |command (allow-listed): it ran as cursus-sm4 with the message", str(ran))
+    mbox = os.path.join(base, "files", "cursus-sm4", "forward.mbox")
+    wait_for(lambda: has_message(mbox, "fwd"))
+    T.check(has_message(mbox, "fwd") and owned([mbox], "cursus-sm4"), ".forward /file (allowed by the policy): appended as cursus-sm4", mbox)
+    lines = [ln for ln in log_text().splitlines() if "to=<cursus-sm4@localhost>" in ln and "status=" in ln]
+    T.check(lines and not any("status=deferred" in ln or "status=bounced" in ln for ln in lines), "no .forward delivery deferred or bounced", "\n".join(lines[-4:]))
+
+    # Unsafe .forward files are ignored: the mail stays with its user.
+    codes, final = send(port, "someone@x.test", ["cursus-sm6@localhost", "cursus-sm7@localhost"], "unsafe")
+    T.check(codes == [250, 250] and final == 250, "users with unsafe .forward files accepted", f"{codes} {final}")
+    for u, why in (("cursus-sm6", "group- or world-writable"), ("cursus-sm7", f"owned by uid {users['cursus-sm5'].pw_uid}")):
+        got = wait_for(lambda u=u: in_maildir(u, "unsafe"))
+        T.check(owned(got, u), f"{u}: the unsafe .forward is ignored, the mail lands in ~/Maildir", str(got))
+        line = [ln for ln in log_text().splitlines() if f"~{u}/.forward not used" in ln]
+        T.check(line and why in line[-1], f"{u}: the log says why the .forward is not used ({why})", line[-1] if line else "no line")
+    # cursus-sm5 is where both unsafe files point: nothing must arrive there.
+    time.sleep(1)
+    T.check(not in_maildir("cursus-sm5", "unsafe"), "nothing reaches the unsafe .forward files' target (cursus-sm5)")
+
+    # The aliases router: a list, an :include:, a command and a file as its user.
+    codes, final = send(port, "someone@x.test", ["team@localhost", "staff@localhost", "piped@localhost", "filed@localhost"], "aliases")
+    T.check(codes == [250] * 4 and final == 250, "aliases accepted at RCPT", f"{codes} {final}")
+    for u, how in (("cursus-sm5", "list and :include:"), ("cursus-sm6", "list"), ("cursus-sm7", ":include:")):
+        got = wait_for(lambda u=u: in_maildir(u, "aliases"))
+        T.check(owned(got, u), f"alias {how}: delivered to {u}, owned by {u}", str(got))
+    ran = wait_for(lambda: saved("cursus-sm8", "aliases"))
+    T.check(owned(ran, "cursus-sm8"), "alias |command: run as the router's user (cursus-sm8)", str(ran))
+    filed = os.path.join(base, "files", "cursus-sm8", "filed.mbox")
+    wait_for(lambda: has_message(filed, "aliases"))
+    T.check(has_message(filed, "aliases") and owned([filed], "cursus-sm8"), "alias /file: appended as the router's user (cursus-sm8)", filed)
+
+    # An alias loop: refused at RCPT over SMTP, bounced to a local submitter.
+    c = Raw(port)
+    c.ehlo()
+    c.cmd("MAIL FROM:<someone@x.test>")
+    code, text = c.cmd("RCPT TO:<loop-a@localhost>")
+    c.close()
+    T.check(code == 550 and text[0].startswith("5.4.6"), "alias loop: 550 5.4.6 at RCPT", f"{code} {text}")
+    sm5 = users["cursus-sm5"]
+    p = subprocess.run(
+        ["setpriv", "--reuid=cursus-sm5", "--regid=cursus-sm5", "--init-groups", "--", front, "sendmail", "loop-a@localhost"],
+        input=b"Subject: loop\nMessage-ID: <loop@sys.test>\n\nround and round\n",
+        capture_output=True,
+        env={**env, "CURSUS_DATA_DIR": data, "HOME": sm5.pw_dir},
+        timeout=60,
+    )
+    T.check(p.returncode == 0, "a local submission to the alias loop is accepted", p.stderr.decode(errors="replace"))
+
+    def loop_bounce():
+        for f in maildir_new(sm5.pw_dir):
+            with open(f, "rb") as fh:
+                b = fh.read()
+            if b"Return-Path: <>" in b and b"loop-a" in b:
+                return b
+        return b""
+
+    bounce = wait_for(loop_bounce)
+    T.check(bounce and b"5.4.6" in bounce, "alias loop: the submitter gets a 5.4.6 bounce", bounce[:300].decode(errors="replace"))
+    line = [ln for ln in log_text().splitlines() if "to=<loop-a@localhost>" in ln and "status=bounced" in ln]
+    T.check(line and "dsn=5.4.6" in line[-1], "alias loop: logged bounced, dsn=5.4.6", line[-1] if line else "no line")
+
+
 def main():
     harness.need_root("starts cursusd as root and creates users")
     if not os.path.exists(os.path.join(harness.TARGET, "cursus-lda")):
@@ -112,7 +278,7 @@ def main():
     cursus = harness.ensure_user("cursus", system=True, home="/nonexistent")
     users = {u: harness.ensure_user(u) for u in USERS}
     for u, pw in users.items():
-        for sub in ("Maildir", "Other"):
+        for sub in ("Maildir", "Other", ".forward"):
             p = os.path.join(pw.pw_dir, sub)
             if os.path.islink(p) or os.path.isfile(p):
                 os.unlink(p)
@@ -140,8 +306,12 @@ def main():
 
     write(
         policy,
-        'min_uid = 1000\n\n[[allow]]\nname = "home-maildir"\nkind = "maildir"\npath = "~/Maildir"\nsubtree = true\n',
+        'min_uid = 1000\n\n[[allow]]\nname = "home-maildir"\nkind = "maildir"\npath = "~/Maildir"\nsubtree = true\n'
+        # For .forward and aliases: one program, and mbox files in a directory per user.
+        f'\n[[allow]]\nname = "savemail"\nkind = "command"\npath = "{bindir}/savemail"\n'
+        f'\n[[allow]]\nname = "files"\nkind = "mbox"\npath = "{base}/files/${{user}}"\nsubtree = true\n',
     )
+    setup_forward_and_aliases(base, bindir, users, write)
     sm1 = users["cursus-sm1"]
     write(
         os.path.join(base, "virtual"),
@@ -168,6 +338,16 @@ name = "special"
 driver = "virtual"
 table = {{ file = "{base}/virtual" }}
 transport = "local"
+
+[[router]]
+name = "aliases"
+driver = "aliases"
+file = "{base}/aliases"
+user = "cursus-sm8"
+
+[[router]]
+name = "userforward"
+driver = "forward"
 
 [[router]]
 name = "localuser"
@@ -390,6 +570,8 @@ driver = "smtp"
         T.check("status=bounced" in line and "not been read" in line, "over quota, cur/ untouched for 10 days: bounced 5.2.2", line)
         os.unlink(size_file)
 
+        check_forward_and_aliases(port, base, users, log_text, env, front, data)
+
         # mailq: a message stays queued (its smarthost, 127.0.0.1:9, refuses connections);
         # root (the administrator) lists it from the spool; an ordinary user cannot read the
         # spool and gets the listing from the daemon's showq socket.
@@ -438,6 +620,11 @@ driver = "smtp"
             os.unlink(os.path.join(sm3.pw_dir, "Maildir"))
         except OSError:
             pass
+        for pw in users.values():
+            try:
+                os.unlink(os.path.join(pw.pw_dir, ".forward"))
+            except OSError:
+                pass
         if ok:
             shutil.rmtree(base, ignore_errors=True)
         else:

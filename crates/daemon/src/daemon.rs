@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
+use crate::lda_connections::{Connections, KEEP_ALIVE};
 use crate::local::{Local, single_user_policy};
 use crate::log;
 use crate::reception::Reception;
@@ -46,6 +47,11 @@ const QUEUE_RUN_BATCH: usize = 32;
 
 /// The most freshly accepted messages one delivery slot attempts together.
 const FIRST_ATTEMPT_BATCH: usize = 16;
+
+/// Connections to cursus-lda for routing's `read-forward` requests (system mode), apart
+/// from the deliveries' `[lda] connections`: a request is short (a fork and a small read),
+/// and these never wait behind a delivery (see lda_connections.rs).
+pub const ROUTING_LDA_CONNECTIONS: usize = 2;
 
 /// Command-line choices.
 #[derive(Debug, Clone, Default)]
@@ -156,7 +162,6 @@ fn absolute(p: &Path) -> PathBuf {
 /// host's name) goes to `<data_dir>/mail/<local part>/Maildir`, delivered as the user who
 /// started cursusd; the mapping is the file `<data_dir>/mailboxes`, created on first start.
 fn single_user_routing(config: &Config) -> Result<RoutingConfig, Fatal> {
-    let me = current_user();
     let table = config.data_dir.join("mailboxes");
     let mut domains = vec!["localhost".to_string()];
     let host = config.hostname.to_lowercase();
@@ -172,7 +177,6 @@ fn single_user_routing(config: &Config) -> Result<RoutingConfig, Fatal> {
         table.display(),
         config.data_dir.display(),
     );
-    let _ = me;
     RoutingConfig::parse(&text, "(single-user defaults)")
         .map_err(|e| Fatal(format!("built-in routing: {e:?}"), 70))
 }
@@ -277,19 +281,22 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
         Some((cert, key)) => Some(crate::tls::Certificates::load(cert, key).map_err(fatal(78))?),
         None => None,
     };
-    let local = if root {
-        system_local(&config)?
+    // System mode: deliveries and routing's read-forward requests each have their own
+    // connections to cursus-lda (see lda_connections.rs).
+    let (local, forwards) = if root {
+        let (local, forwards) = system_local(&config)?;
+        (local, Some(Arc::new(forwards)))
     } else {
         let (me, uid, home) = current_user();
         let policy = single_user_policy(&config.data_dir, &me).map_err(fatal(70))?;
-        Local::InProcess {
+        let local = Local::InProcess {
             user: me,
             uid,
             home,
             policy,
-        }
+        };
+        (local, None)
     };
-    let lda_socket = config.lda_socket.clone();
 
     // The queue and the pid file belong to the daemon's user.
     let queue_dir = config.data_dir.join("queue");
@@ -314,17 +321,24 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     // SIGUSR1 to this pid; its default action would end the daemon).
     let pid_file = config.data_dir.join("cursusd.pid");
 
-    let world = if root {
-        World {
+    // Single-user mode reads the user's own .forward (the daemon is that user); system
+    // mode asks cursus-lda to read it as the user.
+    if let Some(routing) = &forwards {
+        keep_alive(
+            local
+                .connections()
+                .into_iter()
+                .chain([routing.clone()])
+                .collect(),
+        );
+    }
+    let world = match forwards {
+        Some(connections) => World {
             users: Box::new(cursus_route::SystemUsers),
-            forwards: match &lda_socket {
-                Some(s) => Box::new(LdaForwards { socket: s.clone() }),
-                None => Box::new(cursus_route::HomeForwards),
-            },
+            forwards: Box::new(LdaForwards { connections }),
             includes: Box::new(cursus_route::FsIncludes),
-        }
-    } else {
-        World::system()
+        },
+        None => World::system(),
     };
     let routes: Arc<dyn crate::routing::Routes> =
         Arc::new(Routing(Router::new(routing_config, world)));
@@ -373,8 +387,9 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
 }
 
 /// Started as root: the LDA (configured socket, or spawned on socket pairs), then the
-/// credential drop.
-fn system_local(config: &Config) -> Result<Local, Fatal> {
+/// credential drop. Returns the deliveries' way to the LDA and the routing connections
+/// (for `read-forward`).
+fn system_local(config: &Config) -> Result<(Local, Connections), Fatal> {
     let account = nix::unistd::User::from_name(&config.run_as)
         .ok()
         .flatten()
@@ -391,13 +406,36 @@ fn system_local(config: &Config) -> Result<Local, Fatal> {
     let (uid, gid) = (account.uid.as_raw(), account.gid.as_raw());
     // The data directory is the daemon's.
     chown_tree(&config.data_dir, uid, gid);
-    let local = match &config.lda_socket {
-        Some(socket) => Local::service(socket.clone(), config.lda_connections),
+    let connections = match &config.lda_socket {
+        Some(socket) => (
+            Local::service(socket.clone(), config.lda_connections),
+            Connections::socket(socket.clone(), ROUTING_LDA_CONNECTIONS),
+        ),
         None => spawn_lda(config)?,
     };
     cursus_privsep::become_user(uid, gid)
         .map_err(|e| Fatal(format!("cannot become {}: {e}", config.run_as), 71))?;
-    Ok(local)
+    Ok(connections)
+}
+
+/// Pings the idle connections to cursus-lda every [`KEEP_ALIVE`] (a thread of its own, for
+/// the life of the daemon; started after the credential drop).
+fn keep_alive(pools: Vec<Arc<Connections>>) {
+    let started = std::thread::Builder::new()
+        .name("lda-keep-alive".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(KEEP_ALIVE);
+                for pool in &pools {
+                    pool.keep_alive();
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::line(&format!(
+            "cannot start the cursus-lda keep-alive thread: {e}; idle connections may be closed by cursus-lda"
+        ));
+    }
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
@@ -416,14 +454,16 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
     }
 }
 
-/// Starts cursus-lda (a fresh exec, as root) serving one socket pair per pooled connection.
-fn spawn_lda(config: &Config) -> Result<Local, Fatal> {
+/// Starts cursus-lda (a fresh exec, as root) serving one socket pair per pooled connection:
+/// `[lda] connections` pairs for deliveries, [`ROUTING_LDA_CONNECTIONS`] more for routing.
+fn spawn_lda(config: &Config) -> Result<(Local, Connections), Fatal> {
     let program = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("cursus-lda")))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/cursus-lda"));
-    let n = config.lda_connections.clamp(1, 32);
+    let deliveries = config.lda_connections.clamp(1, 32);
+    let n = deliveries + ROUTING_LDA_CONNECTIONS;
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..n {
@@ -443,11 +483,21 @@ fn spawn_lda(config: &Config) -> Result<Local, Fatal> {
     command.stdin(std::process::Stdio::null());
     cursus_privsep::spawn_with_fds(&mut command, theirs)
         .map_err(|e| Fatal(format!("cannot start {}: {e}", program.display()), 71))?;
-    let pool: Vec<cursus_lda::client::Client> = ours
+    let pairs = ours
         .into_iter()
         .map(cursus_lda::client::Client::from_stream)
         .collect();
-    Ok(Local::pairs(pool))
+    Ok(pair_pools(pairs, deliveries))
+}
+
+/// The socket pairs to a cursus-lda this daemon started, shared out: the first
+/// `deliveries` for deliveries, the rest for routing's `read-forward` requests.
+pub(crate) fn pair_pools(
+    mut pairs: Vec<cursus_lda::client::Client>,
+    deliveries: usize,
+) -> (Local, Connections) {
+    let routing = pairs.split_off(deliveries.min(pairs.len()));
+    (Local::pairs(pairs), Connections::pairs(routing))
 }
 
 async fn serve(

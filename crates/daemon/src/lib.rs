@@ -13,6 +13,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod hints;
+pub mod lda_connections;
 pub mod local;
 pub mod log;
 pub mod parameters;

@@ -16,7 +16,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cursus_lda::Destination;
@@ -26,14 +26,13 @@ use cursus_lda::protocol::{Answer, DeliverOptions, Envelope, Request};
 use cursus_lda::store::{self, Job};
 use cursus_mail::{ExitCode, Outcome, codes};
 
+use crate::lda_connections::Connections;
+
 /// How local deliveries are made.
 pub enum Local {
-    Service {
-        /// Where to connect more connections; `None` for a fixed set of socket pairs.
-        socket: Option<PathBuf>,
-        pool: Pool,
-        max_idle: usize,
-    },
+    /// Through cursus-lda, over the delivery connections (routing has its own: see
+    /// `lda_connections.rs`).
+    Service(Arc<Connections>),
     InProcess {
         user: String,
         uid: u32,
@@ -55,85 +54,22 @@ pub fn single_user_policy(data_dir: &Path, user: &str) -> Result<Policy, String>
     cursus_lda::policy::parse_system(&text, "(single-user mode)").map_err(|e| e.to_string())
 }
 
-/// Idle connections to cursus-lda. A delivery thread that finds none waits on the condition
-/// variable (socket pairs cannot be replaced) until one is put back or broken.
-pub struct Pool {
-    state: Mutex<PoolState>,
-    freed: Condvar,
-}
-
-struct PoolState {
-    idle: Vec<Client>,
-    /// Socket pairs lost to an error; when all are, deliveries are temporary failures.
-    broken: usize,
-}
-
-impl Pool {
-    pub fn new(idle: Vec<Client>) -> Pool {
-        Pool {
-            state: Mutex::new(PoolState { idle, broken: 0 }),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl Local {
+    /// Deliveries through a cursus-lda service's socket, `connections` of them kept.
     pub fn service(socket: PathBuf, connections: usize) -> Local {
-        Local::Service {
-            socket: Some(socket),
-            pool: Pool::new(Vec::new()),
-            max_idle: connections.max(1),
-        }
+        Local::Service(Arc::new(Connections::socket(socket, connections)))
     }
 
-    /// A fixed set of socket pairs to a cursus-lda this daemon started.
+    /// Deliveries over a fixed set of socket pairs to a cursus-lda this daemon started.
     pub fn pairs(clients: Vec<Client>) -> Local {
-        let n = clients.len();
-        Local::Service {
-            socket: None,
-            pool: Pool::new(clients),
-            max_idle: n,
-        }
+        Local::Service(Arc::new(Connections::pairs(clients)))
     }
 
-    /// A pooled connection, or a new one; with socket pairs only, waits for one to free up.
-    fn take_client(
-        &self,
-        socket: Option<&Path>,
-        pool: &Pool,
-        total: usize,
-    ) -> Result<Client, Outcome> {
-        let mut state = pool.lock();
-        loop {
-            if let Some(c) = state.idle.pop() {
-                return Ok(c);
-            }
-            match socket {
-                Some(socket) => {
-                    drop(state);
-                    return match Client::connect(socket) {
-                        Ok(c) => {
-                            let _ = c.set_timeout(Some(Duration::from_secs(900)));
-                            Ok(c)
-                        }
-                        Err(e) => Err(Outcome::temporary(
-                            codes::SYSTEM_STATUS,
-                            format!("cursus-lda is not reachable at {}: {e}", socket.display()),
-                        )),
-                    };
-                }
-                None if state.broken >= total => {
-                    return Err(Outcome::temporary(
-                        codes::SYSTEM_STATUS,
-                        "every connection to cursus-lda is broken",
-                    ));
-                }
-                None => state = pool.freed.wait(state).unwrap_or_else(|e| e.into_inner()),
-            }
+    /// The connections to cursus-lda, when deliveries go through it.
+    pub fn connections(&self) -> Option<Arc<Connections>> {
+        match self {
+            Local::Service(c) => Some(c.clone()),
+            Local::InProcess { .. } => None,
         }
     }
 
@@ -148,11 +84,7 @@ impl Local {
         message: &File,
     ) -> (Outcome, Option<i64>) {
         match self {
-            Local::Service {
-                socket,
-                pool,
-                max_idle,
-            } => {
+            Local::Service(connections) => {
                 let request = Request::Deliver {
                     user: user.to_string(),
                     destination: destination.clone(),
@@ -163,22 +95,8 @@ impl Local {
                         return_path: true,
                     },
                 };
-                let mut client = match self.take_client(socket.as_deref(), pool, *max_idle) {
-                    Ok(c) => c,
-                    Err(outcome) => return (outcome, None),
-                };
-                match client.call(&request, Some(message.as_fd())) {
+                match connections.call(&request, Some(message.as_fd())) {
                     Ok(answer) => {
-                        let mut state = pool.lock();
-                        // Socket-pair connections are never dropped (they cannot be
-                        // replaced); a refused request closes the LDA's side anyway.
-                        if state.idle.len() < *max_idle
-                            && (socket.is_none() || !matches!(answer, Answer::Error { .. }))
-                        {
-                            state.idle.push(client);
-                        }
-                        drop(state);
-                        pool.freed.notify_one();
                         let read = match &answer {
                             Answer::OverQuota { mailbox_read, .. } => {
                                 Some(i64::from(*mailbox_read))
@@ -187,16 +105,7 @@ impl Local {
                         };
                         (answer_outcome(answer), read)
                     }
-                    Err(e) => {
-                        if socket.is_none() {
-                            // This pair is gone for good; waiters re-check whether any is left.
-                            pool.lock().broken += 1;
-                            pool.freed.notify_all();
-                        }
-                        let o =
-                            Outcome::temporary(codes::SYSTEM_STATUS, format!("cursus-lda: {e}"));
-                        (o, None)
-                    }
+                    Err(outcome) => (outcome, None),
                 }
             }
             Local::InProcess {

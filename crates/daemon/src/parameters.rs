@@ -1,7 +1,8 @@
 //! The documented parameters of cursus.toml, one table for the cursus.toml(5) man page: the
 //! page is rendered from this table by [`manual`] and checked in CI
-//! (crates/daemon/tests/manpage.rs), and every daemon parameter's example value is parsed
-//! by the real parser in a test, so the page and the code cannot drift.
+//! (crates/daemon/tests/manpage.rs); every daemon parameter's example value is parsed
+//! by the real parser in a test, and every key the parsers accept (as they list them when
+//! they refuse an unknown one) has a row here, so the page and the code cannot drift.
 //!
 //! Pure data and text; no I/O.
 
@@ -200,7 +201,7 @@ pub const DAEMON: &[Parameter] = &[
         "connections",
         "8",
         "8",
-        "Connections kept to cursus-lda (deliveries in parallel).",
+        "Connections kept to cursus-lda for deliveries (deliveries in parallel). Routing has two more of its own for reading users' .forward files (read-forward), so that it never waits behind a delivery.",
     ),
     p(
         "lda",
@@ -763,6 +764,159 @@ mod tests {
         assert!(rules.is_ok_and(|r| r.rules.len() == 1), "{text}");
         assert!(crate::config::Config::parse(&text, "example", std::path::Path::new("/d")).is_ok());
         assert!(cursus_route::RoutingConfig::parse(&text, "example").is_ok());
+    }
+
+    /// A key no parser knows: each refuses it and lists the keys its table does know
+    /// (serde names every field of the struct it reads into).
+    const PROBE: &str = "zzzzzzzzzzzzzzzzzzzz";
+
+    /// The keys listed in a refusal of [`PROBE`]; `None` when the error is another one
+    /// (the key holds a value, not a table).
+    fn listed(messages: &[String]) -> Option<Vec<String>> {
+        let message = messages.first()?;
+        if !message.contains(PROBE) {
+            return None;
+        }
+        let (_, list) = message
+            .split_once("known keys: ")
+            .or_else(|| message.split_once("known: "))
+            .unwrap_or_else(|| panic!("the refusal lists no keys: {message}"));
+        Some(list.split(", ").map(|k| k.trim().to_string()).collect())
+    }
+
+    fn daemon(text: &str) -> Result<(), Vec<String>> {
+        crate::config::Config::parse(text, "probe", std::path::Path::new("/d"))
+            .map(|_| ())
+            .map_err(|e| e.iter().map(|e| e.message.clone()).collect())
+    }
+
+    fn routing(text: &str) -> Result<(), Vec<String>> {
+        cursus_route::RoutingConfig::parse(text, "probe")
+            .map(|_| ())
+            .map_err(|e| e.iter().map(|e| e.message.clone()).collect())
+    }
+
+    fn retry(text: &str) -> Result<(), Vec<String>> {
+        cursus_route::retry::RetryRules::parse(text, "probe", 86_400)
+            .map(|_| ())
+            .map_err(|e| e.iter().map(|e| e.message.clone()).collect())
+    }
+
+    /// The keys `parse` accepts in the table `header` opens (`""`: the top level).
+    fn accepted(parse: fn(&str) -> Result<(), Vec<String>>, header: &str) -> Option<Vec<String>> {
+        parse(&format!("{header}\n{PROBE} = 0\n"))
+            .err()
+            .and_then(|e| listed(&e))
+    }
+
+    fn documented(tables: &[&[Parameter]], section: &str, key: &str) -> Option<Parameter> {
+        tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|p| p.section == section && p.key == key)
+            .copied()
+    }
+
+    /// Whether `word` appears as a word in `text` (the keys of an inline table are named
+    /// in the text of the parameter that holds it).
+    fn names(text: &str, word: &str) -> bool {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == word)
+    }
+
+    /// The keys among `keys` (accepted by `parse` in the table `header` opens, `section` in
+    /// the tables) that have no row, and the keys of tables inside one that its text does
+    /// not name.
+    fn undocumented(
+        parse: fn(&str) -> Result<(), Vec<String>>,
+        section: &str,
+        header: &str,
+        keys: Vec<String>,
+    ) -> Vec<String> {
+        let mut missing = Vec::new();
+        for key in keys {
+            let Some(param) = documented(&[DAEMON, ROUTING, RETRY], section, &key) else {
+                missing.push(format!("[{section}] {key}"));
+                continue;
+            };
+            // An inline table or an array of tables below this key.
+            for inner in [
+                format!("{header}\n{key} = {{ {PROBE} = 0 }}"),
+                format!("{header}\n{key} = [{{ {PROBE} = 0 }}]"),
+            ] {
+                for k in parse(&inner)
+                    .err()
+                    .and_then(|e| listed(&e))
+                    .unwrap_or_default()
+                {
+                    if !names(param.text, &k) {
+                        missing.push(format!("[{section}] {key}.{k} (not in its text)"));
+                    }
+                }
+            }
+        }
+        missing
+    }
+
+    /// The other direction of the checks above: every key a parser accepts (as the
+    /// parsers themselves list them, so a field added to a serde struct is seen) has a row
+    /// in DAEMON, ROUTING or RETRY, and the keys of tables inside a parameter
+    /// ([[outbound.auth]], a router's `table`) are named in its text. A key that parses but
+    /// is missing from cursus.toml(5) fails here.
+    #[test]
+    fn every_key_the_parsers_accept_is_documented() {
+        let mut missing = Vec::new();
+        let top = accepted(daemon, "").expect("the daemon's parser lists its top-level keys");
+        let mut elsewhere = Vec::new();
+        for key in &top {
+            let header = format!("[{key}]");
+            match daemon(&format!("{header}\n{PROBE} = 0\n")) {
+                // Not read by the daemon: the routing and retry parsers' tables.
+                Ok(()) => elsewhere.push(key.clone()),
+                Err(e) => match listed(&e) {
+                    Some(keys) => missing.extend(undocumented(daemon, key, &header, keys)),
+                    // A value, not a table.
+                    None => missing.extend(undocumented(daemon, "", "", vec![key.clone()])),
+                },
+            }
+        }
+        assert!(!elsewhere.is_empty(), "routing tables are in the same file");
+        for key in &elsewhere {
+            let found = [routing, retry].into_iter().find_map(|parse| {
+                [format!("[{key}]"), format!("[[{key}]]")]
+                    .into_iter()
+                    .find_map(|header| accepted(parse, &header).map(|keys| (parse, header, keys)))
+            });
+            match found {
+                Some((parse, header, keys)) => {
+                    let mut base = String::new();
+                    if key == "router" {
+                        base = "name = \"r\"\ndriver = \"virtual\"".to_string();
+                    }
+                    let header = if base.is_empty() {
+                        header
+                    } else {
+                        format!("{header}\n{base}")
+                    };
+                    missing.extend(undocumented(parse, key, &header, keys));
+                }
+                None => missing.push(format!("[{key}]: no parser reads it")),
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "accepted but not documented in parameters.rs: {missing:#?}"
+        );
+
+        // Both parsers read the one file: they accept the same top-level keys.
+        let mut daemon_top = top.clone();
+        let mut routing_top = accepted(routing, "").expect("the routing parser lists its keys");
+        daemon_top.sort();
+        routing_top.sort();
+        assert_eq!(
+            daemon_top, routing_top,
+            "top-level keys of config.rs and cursus-route"
+        );
     }
 
     /// The routing parameters of [routing] parse with the routing parser.

@@ -1,19 +1,21 @@
 //! cursus-route's routers behind the daemon's [`Routes`] trait, and the `.forward` source
-//! that asks cursus-lda to read a user's .forward as that user (the daemon never reads
-//! users' files itself when an LDA service is in use).
+//! of system mode, which asks cursus-lda to read a user's .forward as that user: cursusd,
+//! running as `cursus`, never opens a user's .forward itself (it could not enter a 0700
+//! home, and what it opened as `cursus` would not be what the user can write). In
+//! single-user mode the daemon is the user and reads its own (cursus_route::HomeForwards).
 //!
 //! Trusts the routers' results and the LDA's answers. Never fails: routing problems are
 //! outcomes (temporary when a lookup failed, permanent when the routers say so).
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use cursus_lda::client::Client;
-use cursus_lda::protocol::{Answer, ForwardEntry, Request};
+use cursus_lda::protocol::{Answer, ErrorCode, ForwardEntry, Request};
 use cursus_mail::{ExitCode, Outcome, OutcomeKind, Sender};
 use cursus_route::forward::ForwardSource;
 use cursus_route::routed::{Failure, Remote, Target};
 use cursus_route::{Router, TempError, TransportDriver, User};
 
+use crate::lda_connections::Connections;
 use crate::routing::{NextHop, Routed, Routes, Verified};
 
 /// The routers of the configuration.
@@ -145,27 +147,261 @@ impl Routing {
     }
 }
 
-/// Reads .forward files through cursus-lda's `read-forward` request, as the user.
+/// Reads .forward files through cursus-lda's `read-forward` request: the LDA reads the
+/// file as the user (whose home the daemon may not even enter) with its own checks, and
+/// answers with the entries as data. Used in system mode, over the routing connections.
 pub struct LdaForwards {
-    pub socket: PathBuf,
+    pub connections: Arc<Connections>,
 }
 
 impl ForwardSource for LdaForwards {
     fn forward(&self, user: &User) -> Result<Vec<ForwardEntry>, TempError> {
-        let mut client = Client::connect(&self.socket)
-            .map_err(|e| TempError::new(format!("cursus-lda: {e}")))?;
-        match client.call(
-            &Request::ReadForward {
-                user: user.name.clone(),
-            },
-            None,
-        ) {
-            Ok(Answer::Forward { entries }) => Ok(entries),
-            // An unsafe .forward is ignored, as sendmail and Postfix do.
-            Ok(Answer::Error { .. }) => Ok(Vec::new()),
-            Ok(Answer::Outcome { text, .. }) => Err(TempError::new(text)),
-            Ok(other) => Err(TempError::new(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(TempError::new(e.to_string())),
+        let request = Request::ReadForward {
+            user: user.name.clone(),
+        };
+        let answer = self
+            .connections
+            .call(&request, None)
+            .map_err(|outcome| TempError::new(outcome.text))?;
+        forward_entries(&user.name, answer)
+    }
+}
+
+/// The entries of `user`'s .forward from the LDA's answer to `read-forward`.
+///
+/// An unsafe file (a symlink, someone else's, writable by others), or a user the LDA never
+/// reads files for (root, below its uid floor), is refused: the .forward is ignored, as
+/// sendmail and Postfix ignore it, and the mail goes on to the next router. Everything else
+/// that is not a list defers the mail (never a bounce, never a fall-through that would
+/// deliver around the user's .forward): a file that cannot be read or has a syntax error
+/// (the LDA answers temporary with the line), the user database failing, a broken frame.
+fn forward_entries(user: &str, answer: Answer) -> Result<Vec<ForwardEntry>, TempError> {
+    match answer {
+        Answer::Forward { entries } => Ok(entries),
+        Answer::Error {
+            code: ErrorCode::Refused,
+            text,
+        } => {
+            crate::log::line(&format!("forward: ~{user}/.forward not used: {text}"));
+            Ok(Vec::new())
         }
+        Answer::Error { code, text } => Err(TempError::new(format!(
+            "cursus-lda refused read-forward for {user} ({code:?}): {text}"
+        ))),
+        Answer::Outcome { text, .. } => Err(TempError::new(format!(
+            "cursus-lda, reading as {user}: {text}"
+        ))),
+        other => Err(TempError::new(format!(
+            "cursus-lda answered read-forward for {user} out of turn: {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use cursus_lda::protocol::Envelope;
+    use cursus_lda::{Destination, MailPath};
+    use cursus_mail::codes;
+
+    use crate::lda_connections::fake;
+
+    fn user(name: &str) -> User {
+        User {
+            name: name.into(),
+            uid: 1500,
+            gid: 1500,
+            home: format!("/home/{name}"),
+        }
+    }
+
+    /// Each answer to read-forward: entries are used, a refusal (unsafe file, root)
+    /// means "no .forward", everything else defers.
+    #[test]
+    fn read_forward_answers_become_entries_or_deferrals() {
+        let entries = vec![
+            ForwardEntry::Local("joe".into()),
+            ForwardEntry::Command("/usr/bin/procmail".into()),
+        ];
+        type Row = (&'static str, Answer, Result<usize, &'static str>);
+        let rows: Vec<Row> = vec![
+            (
+                "a list",
+                Answer::Forward {
+                    entries: entries.clone(),
+                },
+                Ok(2),
+            ),
+            (
+                "unsafe: ignored",
+                Answer::Error {
+                    code: ErrorCode::Refused,
+                    text: "~/.forward is ignored because it is unsafe: it is a symbolic link"
+                        .into(),
+                },
+                Ok(0),
+            ),
+            (
+                "syntax error: deferred",
+                Answer::Outcome {
+                    kind: OutcomeKind::Temporary,
+                    status: codes::CONFIG_ERROR,
+                    text: "~/.forward line 2: unterminated quote".into(),
+                },
+                Err("line 2: unterminated quote"),
+            ),
+            (
+                "permanent answer: still deferred, never a bounce",
+                Answer::Outcome {
+                    kind: OutcomeKind::Permanent,
+                    status: codes::BAD_MAILBOX,
+                    text: "no such user: joe".into(),
+                },
+                Err("no such user"),
+            ),
+            (
+                "a broken frame: deferred, not read as no .forward",
+                Answer::Error {
+                    code: ErrorCode::Malformed,
+                    text: "bad frame".into(),
+                },
+                Err("bad frame"),
+            ),
+            ("out of turn", Answer::Pong, Err("out of turn")),
+        ];
+        for (what, answer, want) in rows {
+            match (forward_entries("joe", answer), want) {
+                (Ok(got), Ok(n)) => assert_eq!(got.len(), n, "{what}"),
+                (Err(e), Err(fragment)) => assert!(e.0.contains(fragment), "{what}: {e}"),
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// A service that refuses our uid answers a new connection with an error and closes
+    /// it: that must defer the mail, not pass for an unsafe .forward that is ignored
+    /// (which would deliver around the user's forwarding).
+    #[test]
+    fn a_refused_connection_defers_rather_than_skipping_the_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lda.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let refusal = Answer::Error {
+                    code: ErrorCode::Refused,
+                    text: "this uid may not use cursus-lda".into(),
+                };
+                let bytes = cursus_lda::protocol::encode_answer(&refusal).expect("encode");
+                let _ = stream.write_all(&bytes);
+            }
+        });
+        let forwards = LdaForwards {
+            connections: Arc::new(Connections::socket(path, 1)),
+        };
+        let e = forwards.forward(&user("joe")).expect_err("deferred");
+        assert!(e.0.contains("refused the connection"), "{e}");
+    }
+
+    /// Over a service's socket: ping, then read-forward, answered with the entries.
+    #[test]
+    fn read_forward_over_a_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lda.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                fake::serve(stream, |request| {
+                    Some(match request {
+                        Request::Ping => Answer::Pong,
+                        Request::ReadForward { user } => Answer::Forward {
+                            entries: vec![ForwardEntry::Local(user)],
+                        },
+                        _ => Answer::Pong,
+                    })
+                });
+            }
+        });
+        let forwards = LdaForwards {
+            connections: Arc::new(Connections::socket(path, 1)),
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                forwards.forward(&user("ann")),
+                Ok(vec![ForwardEntry::Local("ann".into())])
+            );
+        }
+    }
+
+    /// Every delivery pair busy (a command running): routing still reads a .forward at
+    /// once over the routing pairs, so an SMTP client's RCPT does not wait for a delivery.
+    /// Were the pairs shared, the read would wait until the delivery ends.
+    #[test]
+    fn routing_does_not_wait_behind_a_delivery() {
+        let (release, held) = mpsc::channel::<()>();
+        let (arrived, delivery_in) = mpsc::channel::<()>();
+        let answering = |request: Request| {
+            Some(match request {
+                Request::ReadForward { user } => Answer::Forward {
+                    entries: vec![ForwardEntry::Local(user)],
+                },
+                _ => Answer::Pong,
+            })
+        };
+        let delivery = fake::pair(move |request| match request {
+            Request::Deliver { .. } => {
+                let _ = arrived.send(());
+                held.recv().ok().map(|_| Answer::Outcome {
+                    kind: OutcomeKind::Delivered,
+                    status: codes::DELIVERED,
+                    text: "delivered".into(),
+                })
+            }
+            other => answering(other),
+        });
+        let routing = vec![fake::pair(answering), fake::pair(answering)];
+        let mut pairs = vec![delivery];
+        pairs.extend(routing);
+        let (local, connections) = crate::daemon::pair_pools(pairs, 1);
+        let forwards = LdaForwards {
+            connections: Arc::new(connections),
+        };
+
+        let message = tempfile::tempfile().expect("message file");
+        let deliverer = std::thread::spawn(move || {
+            let envelope = Envelope {
+                sender: None,
+                original_recipient: "joe@example.org".into(),
+                final_recipient: "joe@example.org".into(),
+                extension: None,
+            };
+            let destination =
+                Destination::Maildir(MailPath::parse("/home/joe/Maildir").expect("path"));
+            local.deliver("joe", &destination, &envelope, &message).0
+        });
+        delivery_in
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the delivery reached the LDA");
+        let (done, read) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(forwards.forward(&user("joe")));
+        });
+        let got = read.recv_timeout(Duration::from_secs(5));
+        release.send(()).expect("release the delivery");
+        assert_eq!(
+            got.expect("read-forward answered while the delivery was in flight"),
+            Ok(vec![ForwardEntry::Local("joe".into())])
+        );
+        assert_eq!(
+            deliverer.join().expect("delivery").kind,
+            OutcomeKind::Delivered
+        );
     }
 }

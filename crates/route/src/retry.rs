@@ -413,9 +413,20 @@ impl RetryRules {
             let offset = e.span().map_or(0, |s| s.start);
             let mut message = e.message().trim().to_string();
             if let Some(word) = unknown_field(&message) {
-                message = match suggest(&word, RULE_KEYS) {
+                // serde lists the keys RawRule knows after "expected" (so the list cannot
+                // drift from the struct; cursusd's parameter tests read it); ours otherwise.
+                let listed: Vec<&str> = message
+                    .split_once("expected")
+                    .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+                    .unwrap_or_default();
+                let known: &[&str] = if listed.is_empty() {
+                    RULE_KEYS
+                } else {
+                    &listed
+                };
+                message = match suggest(&word, known) {
                     Some(s) => format!("unknown key `{word}`; did you mean `{s}`?"),
-                    None => format!("unknown key `{word}`; known: {}", RULE_KEYS.join(", ")),
+                    None => format!("unknown key `{word}`; known: {}", known.join(", ")),
                 };
             }
             vec![at(offset, format!("[[retry]]: {message}"))]
