@@ -335,7 +335,7 @@ pub fn run(start: &Start) -> Result<(), Fatal> {
     let world = match forwards {
         Some(connections) => World {
             users: Box::new(cursus_route::SystemUsers),
-            forwards: Box::new(LdaForwards { connections }),
+            forwards: Box::new(LdaForwards::new(connections)),
             includes: Box::new(cursus_route::FsIncludes),
         },
         None => World::system(),

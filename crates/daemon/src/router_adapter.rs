@@ -7,7 +7,9 @@
 //! Trusts the routers' results and the LDA's answers. Never fails: routing problems are
 //! outcomes (temporary when a lookup failed, permanent when the routers say so).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cursus_lda::protocol::{Answer, ErrorCode, ForwardEntry, Request};
 use cursus_mail::{ExitCode, Outcome, OutcomeKind, Sender};
@@ -151,19 +153,57 @@ impl Routing {
 /// file as the user (whose home the daemon may not even enter) with its own checks, and
 /// answers with the entries as data. Used in system mode, over the routing connections.
 pub struct LdaForwards {
-    pub connections: Arc<Connections>,
+    connections: Arc<Connections>,
+    /// What each user's .forward said lately (see [`FORWARD_FRESH`]).
+    recent: Mutex<HashMap<String, (Instant, Vec<ForwardEntry>)>>,
+}
+
+/// How long a .forward read through cursus-lda is used again: a recipient is routed at
+/// RCPT time and again when delivered a moment later, and a burst of mail for one user
+/// would otherwise cost a child of cursus-lda (a fork as the user) per message and per
+/// routing. An edit of a .forward takes effect within this time; failures are not kept.
+pub const FORWARD_FRESH: Duration = Duration::from_secs(2);
+
+/// Users whose .forward is kept at once (expired ones are dropped first when it is full).
+const FORWARD_KEPT: usize = 4096;
+
+impl LdaForwards {
+    pub fn new(connections: Arc<Connections>) -> LdaForwards {
+        LdaForwards {
+            connections,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn recent(&self) -> MutexGuard<'_, HashMap<String, (Instant, Vec<ForwardEntry>)>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ForwardSource for LdaForwards {
     fn forward(&self, user: &User) -> Result<Vec<ForwardEntry>, TempError> {
+        if let Some((read, entries)) = self.recent().get(&user.name)
+            && read.elapsed() < FORWARD_FRESH
+        {
+            return Ok(entries.clone());
+        }
         let request = Request::ReadForward {
             user: user.name.clone(),
         };
+        let read = Instant::now();
         let answer = self
             .connections
             .call(&request, None)
             .map_err(|outcome| TempError::new(outcome.text))?;
-        forward_entries(&user.name, answer)
+        let entries = forward_entries(&user.name, answer)?;
+        let mut recent = self.recent();
+        if recent.len() >= FORWARD_KEPT {
+            recent.retain(|_, (at, _)| at.elapsed() < FORWARD_FRESH);
+        }
+        if recent.len() < FORWARD_KEPT {
+            recent.insert(user.name.clone(), (read, entries.clone()));
+        }
+        Ok(entries)
     }
 }
 
@@ -302,9 +342,7 @@ mod tests {
                 let _ = stream.write_all(&bytes);
             }
         });
-        let forwards = LdaForwards {
-            connections: Arc::new(Connections::socket(path, 1)),
-        };
+        let forwards = LdaForwards::new(Arc::new(Connections::socket(path, 1)));
         let e = forwards.forward(&user("joe")).expect_err("deferred");
         assert!(e.0.contains("refused the connection"), "{e}");
     }
@@ -329,9 +367,7 @@ mod tests {
                 });
             }
         });
-        let forwards = LdaForwards {
-            connections: Arc::new(Connections::socket(path, 1)),
-        };
+        let forwards = LdaForwards::new(Arc::new(Connections::socket(path, 1)));
         for _ in 0..2 {
             assert_eq!(
                 forwards.forward(&user("ann")),
@@ -370,9 +406,7 @@ mod tests {
         let mut pairs = vec![delivery];
         pairs.extend(routing);
         let (local, connections) = crate::daemon::pair_pools(pairs, 1);
-        let forwards = LdaForwards {
-            connections: Arc::new(connections),
-        };
+        let forwards = LdaForwards::new(Arc::new(connections));
 
         let message = tempfile::tempfile().expect("message file");
         let deliverer = std::thread::spawn(move || {
@@ -403,5 +437,50 @@ mod tests {
             deliverer.join().expect("delivery").kind,
             OutcomeKind::Delivered
         );
+    }
+
+    /// A .forward read a moment ago is used again (a recipient is routed at RCPT and again
+    /// at delivery), per user; a failure is never kept: the next routing asks again.
+    #[test]
+    fn a_forward_read_lately_is_used_again_and_a_failure_is_not() {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let client = fake::pair(move |request| match request {
+            Request::ReadForward { user } => {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(if user == "flaky" && n < 3 {
+                    Answer::Outcome {
+                        kind: OutcomeKind::Temporary,
+                        status: codes::SYSTEM_STATUS.as_temporary(),
+                        text: "cannot read".into(),
+                    }
+                } else {
+                    Answer::Forward {
+                        entries: vec![ForwardEntry::Local(user)],
+                    }
+                })
+            }
+            _ => Some(Answer::Pong),
+        });
+        let forwards = LdaForwards::new(Arc::new(Connections::pairs(vec![client])));
+        let count = || asked.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(
+                forwards.forward(&user("ann")),
+                Ok(vec![ForwardEntry::Local("ann".into())])
+            );
+        }
+        assert_eq!(count(), 1, "read once for three routings");
+        assert!(forwards.forward(&user("flaky")).is_err());
+        assert!(forwards.forward(&user("flaky")).is_err());
+        assert_eq!(count(), 3, "failures are asked again");
+        assert_eq!(
+            forwards.forward(&user("flaky")),
+            Ok(vec![ForwardEntry::Local("flaky".into())])
+        );
+        // Older than FORWARD_FRESH: read again.
+        forwards.recent().get_mut("ann").expect("kept").0 -= FORWARD_FRESH;
+        forwards.forward(&user("ann")).expect("entries");
+        assert_eq!(count(), 5);
     }
 }
