@@ -96,8 +96,17 @@ impl Connections {
         request: &Request,
         message: Option<BorrowedFd<'_>>,
     ) -> Result<Answer, Outcome> {
+        self.call_with(request, message.as_slice())
+    }
+
+    /// [`Connections::call`] with any number of message descriptors (a `deliver-many`).
+    pub fn call_with(
+        &self,
+        request: &Request,
+        messages: &[BorrowedFd<'_>],
+    ) -> Result<Answer, Outcome> {
         let mut client = self.take()?;
-        match client.call(request, message) {
+        match client.call_with(request, messages) {
             Ok(answer) => {
                 self.give_back(client, &answer);
                 Ok(answer)

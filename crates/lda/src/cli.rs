@@ -50,7 +50,10 @@ Protocol. Versioned, length-prefixed binary frames of at most 64 KiB; the messag
 travels as a read-only file descriptor (SCM_RIGHTS), never as bytes in a frame. \
 Requests: deliver (user, destination KIND:PATH, envelope, options), filter (run the \
 user's Sieve script as the user; the answer is its decisions), read-forward (the user's \
-.forward read as the user, answered as data), ping. Answers: delivered, temporary or \
+.forward read as the user, answered as data), ping, and deliver-many (up to 16 messages \
+for one user and one mailbox, never a command, one descriptor each: one child writes \
+them from a thread each, so their syncs overlap and the mailbox directory is synced \
+once; one answer per message). Answers: delivered, temporary or \
 permanent, an enhanced status code and one line of text (for a command, its status \
 followed by the first 4 KB of its output, escaped). A malformed, oversize, truncated or \
 out-of-order frame is answered with an error and the connection is closed; nothing is \

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use cursus_privsep::passing::send_with_fd;
+use cursus_privsep::passing::send_with_fds;
 
 use crate::protocol::{Answer, Decoded, FrameError, Request, decode_answer, encode_request};
 
@@ -77,8 +77,20 @@ impl Client {
         request: &Request,
         message: Option<BorrowedFd<'_>>,
     ) -> Result<Answer, ClientError> {
+        self.call_with(request, message.as_slice())
+    }
+
+    /// Sends `request` with its message descriptors (one per envelope of a `deliver-many`,
+    /// in order) and waits for its answer.
+    pub fn call_with(
+        &mut self,
+        request: &Request,
+        messages: &[BorrowedFd<'_>],
+    ) -> Result<Answer, ClientError> {
         let frame = encode_request(request).map_err(ClientError::Frame)?;
-        if let Err(e) = self.send_raw(&frame, message) {
+        let sent = send_with_fds(self.stream.as_fd(), &frame, messages)
+            .and_then(|sent| (&self.stream).write_all(&frame[sent..]));
+        if let Err(e) = sent {
             // The service may have refused the connection and closed it before our request
             // went out: its refusal is still waiting to be read.
             return self.read_answer().map_err(|_| ClientError::Io(e));
@@ -89,7 +101,7 @@ impl Client {
     /// Sends bytes as they are, with an optional descriptor on the first byte (the tests
     /// use this to send malformed frames).
     pub fn send_raw(&mut self, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        let sent = send_with_fd(self.stream.as_fd(), bytes, fd)?;
+        let sent = send_with_fds(self.stream.as_fd(), bytes, fd.as_slice())?;
         (&self.stream).write_all(&bytes[sent..])
     }
 
@@ -234,6 +246,8 @@ pub fn exit_status(answer: &Answer) -> u8 {
             OutcomeKind::Permanent => 69,
         },
         Answer::Error { .. } => 1,
+        // The worst of the messages' outcomes.
+        Answer::Outcomes(answers) => answers.iter().map(exit_status).max().unwrap_or(0),
         Answer::Filter { .. } | Answer::Forward { .. } | Answer::Pong => 0,
     }
 }
@@ -267,6 +281,7 @@ pub fn describe(answer: &Answer) -> String {
         ),
         Answer::Error { code, text } => format!("error {code:?}: {text}"),
         Answer::Pong => "pong".to_string(),
+        Answer::Outcomes(answers) => answers.iter().map(describe).collect::<Vec<_>>().join("\n"),
         Answer::Filter {
             needs_message,
             decisions,

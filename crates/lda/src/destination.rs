@@ -165,7 +165,7 @@ impl MailboxKind {
 }
 
 /// Where one delivery goes: a typed value, never a string with a magic first character.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
     Maildir(MailPath),
     Mbox(MailPath),

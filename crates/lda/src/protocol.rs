@@ -10,9 +10,11 @@
 //! ```text
 //! u32 length     bytes that follow (version..end), 2 ..= MAX_FRAME - 4
 //! u8  version    VERSION (1)
-//! u8  type       0x01 deliver, 0x02 filter, 0x03 read-forward, 0x04 ping (requests)
+//! u8  type       0x01 deliver, 0x02 filter, 0x03 read-forward, 0x04 ping,
+//!                0x05 deliver-many (requests)
 //!                0x81 outcome, 0x82 filter, 0x83 forward, 0x84 pong, 0x85 error,
-//!                0x86 outcome over quota with the Maildir's last read time (answers)
+//!                0x86 outcome over quota with the Maildir's last read time,
+//!                0x87 outcomes, one per message of a deliver-many (answers)
 //! ... payload    string: u16 length + UTF-8; optional: u8 0/1 then the value;
 //!                list: u16 count then the items; bool: u8 0/1
 //! ```
@@ -47,6 +49,12 @@ pub const MAX_STRING: usize = 4096;
 pub const MAX_TEXT: usize = 24 * 1024;
 /// The most items in any list field.
 pub const MAX_LIST: usize = 64;
+/// The most messages in one `deliver-many` request (each comes as its own descriptor).
+pub const MAX_BATCH: usize = 16;
+/// The longest outcome text in a `deliver-many` answer, so that [`MAX_BATCH`] of them fit
+/// in one frame (mailbox outcomes are a line; only commands say more, and commands are
+/// never batched).
+pub const MAX_BATCH_TEXT: usize = 2048;
 
 const LENGTH_PREFIX: usize = 4;
 
@@ -213,6 +221,28 @@ pub enum Request {
         user: String,
     },
     Ping,
+    /// Several messages for one user and one mailbox (never a command), one descriptor per
+    /// envelope in the same order, delivered by one child: one fork, and one sync of the
+    /// mailbox directory for all (cursusd gathers deliveries that wait for the same
+    /// mailbox). Answered with [`Answer::Outcomes`], one per envelope.
+    DeliverMany {
+        user: String,
+        destination: Destination,
+        envelopes: Vec<Envelope>,
+        options: DeliverOptions,
+    },
+}
+
+impl Request {
+    /// How many message descriptors travel with this request.
+    pub fn descriptors(&self) -> usize {
+        match self {
+            Request::Deliver { .. } => 1,
+            Request::Filter { stage, .. } => usize::from(*stage == FilterStage::Data),
+            Request::DeliverMany { envelopes, .. } => envelopes.len(),
+            Request::ReadForward { .. } | Request::Ping => 0,
+        }
+    }
 }
 
 /// One decision of a user's filter, as data for the MTA to act on.
@@ -302,6 +332,9 @@ pub enum Answer {
         text: String,
         mailbox_read: u32,
     },
+    /// The answers to a `deliver-many`, in the order of its envelopes; each an
+    /// [`Answer::Outcome`] or an [`Answer::OverQuota`].
+    Outcomes(Vec<Answer>),
 }
 
 mod kind {
@@ -309,12 +342,14 @@ mod kind {
     pub const FILTER: u8 = 0x02;
     pub const READ_FORWARD: u8 = 0x03;
     pub const PING: u8 = 0x04;
+    pub const DELIVER_MANY: u8 = 0x05;
     pub const OUTCOME: u8 = 0x81;
     pub const FILTER_ANSWER: u8 = 0x82;
     pub const FORWARD: u8 = 0x83;
     pub const PONG: u8 = 0x84;
     pub const ERROR: u8 = 0x85;
     pub const OVER_QUOTA: u8 = 0x86;
+    pub const OUTCOMES: u8 = 0x87;
 }
 
 // ---- encoding ----
@@ -466,8 +501,45 @@ pub fn encode_request(request: &Request) -> Result<Vec<u8>, FrameError> {
             w.str("user", user)?;
         }
         Request::Ping => w = Writer::new(kind::PING),
+        Request::DeliverMany {
+            user,
+            destination,
+            envelopes,
+            options,
+        } => {
+            check_batch(destination, envelopes.len())?;
+            w = Writer::new(kind::DELIVER_MANY);
+            w.str("user", user)?;
+            write_destination(&mut w, destination)?;
+            w.count("envelopes", envelopes.len())?;
+            for e in envelopes {
+                write_envelope(&mut w, e)?;
+            }
+            w.u8(options.bits());
+        }
     }
     w.finish()
+}
+
+/// A batch names a mailbox and holds 1 ..= [`MAX_BATCH`] messages. Attack stopped: a
+/// command run once per message inside one request (its output and time limit are per
+/// run, so commands go one request each), and a request holding more descriptors than the
+/// receiver takes from one message.
+fn check_batch(destination: &Destination, n: usize) -> Result<(), FrameError> {
+    if matches!(destination, Destination::Command { .. }) {
+        return Err(FrameError::InvalidValue {
+            field: "destination kind",
+            why: "a command is delivered one message per request".to_string(),
+        });
+    }
+    if n == 0 || n > MAX_BATCH {
+        return Err(FrameError::ListTooLong {
+            field: "envelopes",
+            length: n,
+            max: MAX_BATCH,
+        });
+    }
+    Ok(())
 }
 
 fn check_line(field: &'static str, text: &str) -> Result<(), FrameError> {
@@ -565,6 +637,17 @@ fn write_outcome(
     w.str_up_to("outcome text", text, MAX_TEXT)
 }
 
+fn check_batch_text(text: &str) -> Result<(), FrameError> {
+    if text.len() > MAX_BATCH_TEXT {
+        return Err(FrameError::StringTooLong {
+            field: "outcome text",
+            length: text.len(),
+            max: MAX_BATCH_TEXT,
+        });
+    }
+    Ok(())
+}
+
 pub fn encode_answer(answer: &Answer) -> Result<Vec<u8>, FrameError> {
     let mut w;
     match answer {
@@ -606,6 +689,43 @@ pub fn encode_answer(answer: &Answer) -> Result<Vec<u8>, FrameError> {
                 };
                 w.u8(tag);
                 w.str("forward entry", text)?;
+            }
+        }
+        Answer::Outcomes(answers) => {
+            w = Writer::new(kind::OUTCOMES);
+            if answers.is_empty() || answers.len() > MAX_BATCH {
+                return Err(FrameError::ListTooLong {
+                    field: "outcomes",
+                    length: answers.len(),
+                    max: MAX_BATCH,
+                });
+            }
+            w.count("outcomes", answers.len())?;
+            for a in answers {
+                match a {
+                    Answer::Outcome { kind, status, text } => {
+                        w.u8(1);
+                        check_batch_text(text)?;
+                        write_outcome(&mut w, *kind, *status, text)?;
+                    }
+                    Answer::OverQuota {
+                        kind,
+                        status,
+                        text,
+                        mailbox_read,
+                    } => {
+                        w.u8(2);
+                        check_batch_text(text)?;
+                        write_outcome(&mut w, *kind, *status, text)?;
+                        w.u32(*mailbox_read);
+                    }
+                    _ => {
+                        return Err(FrameError::InvalidValue {
+                            field: "outcomes",
+                            why: "only outcomes go in a list of outcomes".to_string(),
+                        });
+                    }
+                }
             }
         }
         Answer::Pong => w = Writer::new(kind::PONG),
@@ -810,6 +930,21 @@ pub fn decode_request(input: &[u8]) -> Result<Decoded<Request>, FrameError> {
             user: r.str("user")?,
         },
         kind::PING => Request::Ping,
+        kind::DELIVER_MANY => {
+            let user = r.str("user")?;
+            let destination = read_destination(&mut r)?;
+            let n = r.count("envelopes")?;
+            check_batch(&destination, n)?;
+            let envelopes = (0..n)
+                .map(|_| read_envelope(&mut r))
+                .collect::<Result<_, _>>()?;
+            Request::DeliverMany {
+                user,
+                destination,
+                envelopes,
+                options: DeliverOptions::from_bits(r.u8("options")?)?,
+            }
+        }
         other => return Err(FrameError::UnknownType(other)),
     };
     close_frame(&r, value, consumed)
@@ -930,6 +1065,37 @@ pub fn decode_answer(input: &[u8]) -> Result<Decoded<Answer>, FrameError> {
                 });
             }
             Answer::Forward { entries }
+        }
+        kind::OUTCOMES => {
+            let n = r.count("outcomes")?;
+            if n == 0 || n > MAX_BATCH {
+                return Err(FrameError::ListTooLong {
+                    field: "outcomes",
+                    length: n,
+                    max: MAX_BATCH,
+                });
+            }
+            let mut answers = Vec::with_capacity(n);
+            for _ in 0..n {
+                let tag = r.u8("outcome tag")?;
+                let (kind, status, text) = read_outcome(&mut r)?;
+                answers.push(match tag {
+                    1 => Answer::Outcome { kind, status, text },
+                    2 => Answer::OverQuota {
+                        kind,
+                        status,
+                        text,
+                        mailbox_read: r.u32("mailbox read")?,
+                    },
+                    v => {
+                        return Err(FrameError::InvalidValue {
+                            field: "outcome tag",
+                            why: format!("unknown tag {v}"),
+                        });
+                    }
+                });
+            }
+            Answer::Outcomes(answers)
         }
         kind::PONG => Answer::Pong,
         kind::ERROR => {

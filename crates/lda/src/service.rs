@@ -408,7 +408,7 @@ impl<'a> Connection<'a> {
                 Some(r) => r,
                 None => return Ok(()),
             };
-            let (request, fd) = match request {
+            let (request, messages) = match request {
                 Ok(pair) => pair,
                 Err((code, text)) => {
                     log(&format!("closing the connection: {text}"));
@@ -419,7 +419,7 @@ impl<'a> Connection<'a> {
             // An edit of the policy file applies from the next request on, also on a
             // connection that stays open for hours (cursusd's socket pairs).
             self.loaded.refresh(&self.settings.policy_path);
-            let answer = self.answer(&request, fd);
+            let answer = self.answer(&request, messages);
             self.send(&answer)?;
         }
     }
@@ -434,14 +434,14 @@ impl<'a> Connection<'a> {
     #[allow(clippy::type_complexity)]
     fn next_request(
         &mut self,
-    ) -> io::Result<Option<Result<(Request, Option<File>), (ErrorCode, String)>>> {
+    ) -> io::Result<Option<Result<(Request, Vec<File>), (ErrorCode, String)>>> {
         let mut started: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() {
                 match decode_request(&self.buf) {
                     Ok(Decoded::Frame { value, consumed }) => {
                         self.buf.drain(..consumed);
-                        return Ok(Some(self.take_descriptor(value)));
+                        return Ok(Some(self.take_descriptors(value)));
                     }
                     Ok(Decoded::NeedMore { .. }) => {}
                     Err(e) => return Ok(Some(Err(frame_error(&e)))),
@@ -465,10 +465,13 @@ impl<'a> Connection<'a> {
             let mut chunk = [0u8; 16 * 1024];
             let (n, fds) = recv_with_fds(self.stream.as_fd(), &mut chunk)?;
             self.fds.extend(fds);
-            if self.fds.len() > 1 {
+            if self.fds.len() > protocol::MAX_BATCH {
                 return Ok(Some(Err((
                     ErrorCode::OutOfOrder,
-                    "more than one descriptor for one request".to_string(),
+                    format!(
+                        "more than {} descriptors for one request",
+                        protocol::MAX_BATCH
+                    ),
                 ))));
             }
             if n == 0 {
@@ -485,35 +488,41 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Pairs a request with the descriptor it needs, refusing one it does not.
-    fn take_descriptor(
+    /// Pairs a request with the descriptors it needs (one per message, in order), refusing
+    /// any other number: a descriptor that came with the wrong request, or a request whose
+    /// messages did not all come, ends the connection.
+    fn take_descriptors(
         &mut self,
         request: Request,
-    ) -> Result<(Request, Option<File>), (ErrorCode, String)> {
-        let needs = match &request {
-            Request::Deliver { .. } => true,
-            Request::Filter { stage, .. } => *stage == FilterStage::Data,
-            Request::ReadForward { .. } | Request::Ping => false,
-        };
-        let fd = self.fds.pop();
-        match (needs, fd) {
-            (true, Some(fd)) => {
-                check_message_descriptor(fd.as_fd()).map_err(|why| (ErrorCode::Refused, why))?;
-                Ok((request, Some(File::from(fd))))
+    ) -> Result<(Request, Vec<File>), (ErrorCode, String)> {
+        let needs = request.descriptors();
+        let fds = std::mem::take(&mut self.fds);
+        match (needs, fds.len()) {
+            (n, m) if n == m => {
+                let mut files = Vec::with_capacity(n);
+                for fd in fds {
+                    check_message_descriptor(fd.as_fd())
+                        .map_err(|why| (ErrorCode::Refused, why))?;
+                    files.push(File::from(fd));
+                }
+                Ok((request, files))
             }
-            (true, None) => Err((
-                ErrorCode::OutOfOrder,
-                "this request needs the message descriptor".to_string(),
-            )),
-            (false, Some(_)) => Err((
+            (0, _) => Err((
                 ErrorCode::OutOfOrder,
                 "a descriptor came with a request that takes none".to_string(),
             )),
-            (false, None) => Ok((request, None)),
+            (1, 0) => Err((
+                ErrorCode::OutOfOrder,
+                "this request needs the message descriptor".to_string(),
+            )),
+            (n, m) => Err((
+                ErrorCode::OutOfOrder,
+                format!("this request needs {n} message descriptors, {m} came"),
+            )),
         }
     }
 
-    fn answer(&self, request: &Request, message: Option<File>) -> Answer {
+    fn answer(&self, request: &Request, mut messages: Vec<File>) -> Answer {
         match request {
             Request::Ping => Answer::Pong,
             Request::Deliver {
@@ -522,56 +531,93 @@ impl<'a> Connection<'a> {
                 envelope,
                 options,
             } => {
-                let started = Instant::now();
-                let answer = self.deliver(user, destination, envelope, *options, message);
-                if let Answer::Outcome { kind, status, text }
-                | Answer::OverQuota {
-                    kind, status, text, ..
-                } = &answer
-                {
-                    log(&format!(
-                        "deliver user={user} to={} destination={}:{} status={} dsn={status} delay={:.3} ({text})",
-                        envelope.final_recipient,
-                        destination.kind_name(),
-                        destination.path(),
-                        status_word(*kind),
-                        started.elapsed().as_secs_f64(),
-                    ));
-                }
-                answer
+                let mut answers = self.deliver(
+                    user,
+                    destination,
+                    std::slice::from_ref(envelope),
+                    *options,
+                    messages,
+                );
+                answers.pop().unwrap_or_else(|| internal("no answer"))
             }
+            Request::DeliverMany {
+                user,
+                destination,
+                envelopes,
+                options,
+            } => Answer::Outcomes(
+                self.deliver(user, destination, envelopes, *options, messages)
+                    .into_iter()
+                    .map(batch_sized)
+                    .collect(),
+            ),
             Request::Filter {
                 user,
                 envelope,
                 stage,
-            } => self.as_user(user, |account| {
-                filter_as_user(user, account, envelope, *stage, message)
-            }),
+            } => {
+                let message = messages.pop();
+                self.as_user(user, |account| {
+                    filter_as_user(user, account, envelope, *stage, message)
+                })
+            }
             Request::ReadForward { user } => self.as_user(user, read_forward_as_user),
         }
     }
 
+    /// Delivers each message (`messages[i]` with `envelopes[i]`) to `destination` as `user`
+    /// in one child, and logs one line per message. One answer per message, in order.
     fn deliver(
         &self,
         user: &str,
         destination: &Destination,
-        envelope: &protocol::Envelope,
+        envelopes: &[protocol::Envelope],
         options: protocol::DeliverOptions,
-        message: Option<File>,
-    ) -> Answer {
-        let Some(message) = message else {
-            return outcome_answer(&Outcome::temporary(
+        messages: Vec<File>,
+    ) -> Vec<Answer> {
+        let started = Instant::now();
+        let answers = self.deliver_as_user(user, destination, envelopes, options, messages);
+        for (envelope, answer) in envelopes.iter().zip(&answers) {
+            if let Answer::Outcome { kind, status, text }
+            | Answer::OverQuota {
+                kind, status, text, ..
+            } = answer
+            {
+                log(&format!(
+                    "deliver user={user} to={} destination={}:{} status={} dsn={status} delay={:.3} ({text})",
+                    envelope.final_recipient,
+                    destination.kind_name(),
+                    destination.path(),
+                    status_word(*kind),
+                    started.elapsed().as_secs_f64(),
+                ));
+            }
+        }
+        answers
+    }
+
+    fn deliver_as_user(
+        &self,
+        user: &str,
+        destination: &Destination,
+        envelopes: &[protocol::Envelope],
+        options: protocol::DeliverOptions,
+        messages: Vec<File>,
+    ) -> Vec<Answer> {
+        let all = |answer: Answer| vec![answer; envelopes.len()];
+        if messages.len() != envelopes.len() || messages.is_empty() {
+            return all(outcome_answer(&Outcome::temporary(
                 codes::SYSTEM_STATUS,
                 "no message descriptor",
-            ));
-        };
+            )));
+        }
         let policy = match self.loaded.get() {
             Ok(p) => p,
-            Err(outcome) => return outcome_answer(&outcome),
+            Err(outcome) => return all(outcome_answer(&outcome)),
         };
         let account = match lookup(user) {
             Ok(a) => a,
-            Err(outcome) => return outcome_answer(&outcome),
+            Err(outcome) => return all(outcome_answer(&outcome)),
         };
         // The system rules alone: refusals a refinement cannot lift end here, before a fork.
         let request = policy::Request {
@@ -589,14 +635,14 @@ impl<'a> Connection<'a> {
                     | Refusal::UnsafeArgument { .. }
             )
         {
-            return outcome_answer(&Outcome::permanent(
+            return all(outcome_answer(&Outcome::permanent(
                 codes::DELIVERY_NOT_AUTHORIZED,
                 ExitCode::NoPerm,
                 format!("delivery not authorized by the destination policy: {reason}"),
-            ));
+            )));
         }
         let timeout = self.settings.command_timeout;
-        self.in_child(&account, |account| {
+        let deliver_one = |account: &Account, envelope: &protocol::Envelope, message: &File| {
             let job = Job {
                 user,
                 uid: account.uid,
@@ -605,7 +651,7 @@ impl<'a> Connection<'a> {
                 destination,
                 envelope,
                 options,
-                message: &message,
+                message,
                 command_timeout: timeout,
             };
             let outcome = store::deliver(&job, &mut |line| log(&line));
@@ -618,7 +664,40 @@ impl<'a> Connection<'a> {
                 },
                 None => outcome_answer(&outcome),
             }
-        })
+        };
+        if let ([envelope], [message]) = (envelopes, messages.as_slice()) {
+            return vec![
+                self.in_child(&account, |account| deliver_one(account, envelope, message)),
+            ];
+        }
+        // Several messages: the child (already the user, and never forking again: commands
+        // are not batched) writes them from one thread each, so their file syncs overlap
+        // and the Maildir's directory sync is shared (cursus_mailbox::directory_sync), as
+        // in-process deliveries of cursusd in single-user mode share it.
+        let answer = self.in_child(&account, |account| {
+            Answer::Outcomes(std::thread::scope(|scope| {
+                let writers: Vec<_> = envelopes
+                    .iter()
+                    .zip(&messages)
+                    .map(|(envelope, message)| {
+                        scope.spawn(|| batch_sized(deliver_one(account, envelope, message)))
+                    })
+                    .collect();
+                writers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|_| internal("the delivery thread panicked"))
+                    })
+                    .collect()
+            }))
+        });
+        match answer {
+            Answer::Outcomes(answers) if answers.len() == envelopes.len() => answers,
+            // The child died, overran its time or answered nonsense: every message waits.
+            Answer::Outcomes(_) => all(internal("the delivery child answered out of turn")),
+            other => all(other),
+        }
     }
 
     fn as_user(&self, user: &str, work: impl FnOnce(&Account) -> Answer) -> Answer {
@@ -740,6 +819,40 @@ fn status_word(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Delivered => "sent",
         OutcomeKind::Temporary => "deferred",
         OutcomeKind::Permanent => "bounced",
+    }
+}
+
+/// An answer whose text fits a `deliver-many` answer ([`protocol::MAX_BATCH_TEXT`]): a
+/// mailbox's outcome is a line, this only guards the frame.
+fn batch_sized(answer: Answer) -> Answer {
+    let cut = |text: String| {
+        if text.len() <= protocol::MAX_BATCH_TEXT {
+            return text;
+        }
+        let mut end = protocol::MAX_BATCH_TEXT - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &text[..end])
+    };
+    match answer {
+        Answer::Outcome { kind, status, text } => Answer::Outcome {
+            kind,
+            status,
+            text: cut(text),
+        },
+        Answer::OverQuota {
+            kind,
+            status,
+            text,
+            mailbox_read,
+        } => Answer::OverQuota {
+            kind,
+            status,
+            text: cut(text),
+            mailbox_read,
+        },
+        other => other,
     }
 }
 

@@ -307,6 +307,82 @@ fn maildir_delivery_runs_as_the_user_and_adds_trace_headers() {
     assert!(svc.log().contains("status=sent"), "{}", svc.log());
 }
 
+/// A deliver-many: one child writes every message, each answer in order, each message in
+/// its own file owned by the user; a descriptor count that does not match the envelopes,
+/// and a batch to a command, are refused with nothing written.
+#[test]
+fn deliver_many_writes_each_message_and_answers_each() {
+    root_only!();
+    let a = fresh_home(USER, "Maildir");
+    let svc = Service::start(POLICY, &[]);
+    let destination: Destination = format!("maildir:{}/Maildir", a.home.display())
+        .parse()
+        .expect("destination");
+    let envelope = |n: usize| Envelope {
+        sender: Some("a@example.org".into()),
+        original_recipient: format!("{USER}+{n}@example.org"),
+        final_recipient: format!("{USER}+{n}@example.org"),
+        extension: None,
+    };
+    let request = |n: usize| Request::DeliverMany {
+        user: USER.to_string(),
+        destination: destination.clone(),
+        envelopes: (0..n).map(envelope).collect(),
+        options: DeliverOptions {
+            fsync: true,
+            create_folders: true,
+            return_path: true,
+        },
+    };
+    let messages: Vec<fs::File> = (0..5)
+        .map(|n| svc.message(&format!("{MESSAGE}{}", "x".repeat(n))))
+        .collect();
+    let fds: Vec<_> = messages.iter().map(|m| m.as_fd()).collect();
+    let answer = svc.client().call_with(&request(5), &fds).expect("answer");
+    let Answer::Outcomes(answers) = answer else {
+        panic!("expected outcomes, got {answer:?}");
+    };
+    assert_eq!(answers.len(), 5);
+    for a in &answers {
+        assert_eq!(outcome(a).0, OutcomeKind::Delivered, "{a:?}");
+    }
+    let files = files_in(&a.home.join("Maildir/new"));
+    assert_eq!(files.len(), 5, "{files:?}");
+    let mut delivered_to: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let meta = fs::metadata(f).expect("stat");
+            assert_eq!((meta.uid(), meta.gid()), (a.uid, a.gid));
+            let text = fs::read_to_string(f).expect("read");
+            text.lines()
+                .find_map(|l| l.strip_prefix("Delivered-To: ").map(str::to_string))
+                .expect("Delivered-To")
+        })
+        .collect();
+    delivered_to.sort();
+    let expected: Vec<String> = (0..5).map(|n| format!("{USER}+{n}@example.org")).collect();
+    assert_eq!(delivered_to, expected);
+    assert_eq!(svc.log().matches("status=sent").count(), 5, "{}", svc.log());
+
+    // Four envelopes, three descriptors: refused, the connection closed, nothing written.
+    let before = snapshot(&a.home);
+    let answer = svc
+        .client()
+        .call_with(&request(4), &fds[..3])
+        .expect("answer");
+    assert!(
+        matches!(
+            answer,
+            Answer::Error {
+                code: ErrorCode::OutOfOrder,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(snapshot(&a.home), before);
+}
+
 #[test]
 fn maildir_plus_plus_folder_is_created_with_its_marker() {
     root_only!();

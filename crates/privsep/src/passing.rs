@@ -23,8 +23,9 @@ use nix::sys::socket::{
     sockopt::PeerCredentials,
 };
 
-/// The most descriptors one message may carry.
-pub const MAX_FDS: usize = 4;
+/// The most descriptors one message may carry (cursus-lda's `deliver-many` sends up to 16
+/// messages at once).
+pub const MAX_FDS: usize = 16;
 
 /// The uid, gid and pid of the process at the other end of a connected unix socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,13 +52,29 @@ pub fn send_with_fd(
     bytes: &[u8],
     fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<usize> {
+    send_with_fds(socket, bytes, fd.as_slice())
+}
+
+/// Sends `bytes` with `fds` (at most [`MAX_FDS`]) attached to the first byte. Returns the
+/// number of bytes sent (the caller sends the rest with plain writes).
+pub fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors in one message (at most {MAX_FDS})",
+                fds.len()
+            ),
+        ));
+    }
     let iov = [IoSlice::new(bytes)];
-    let raw: [RawFd; 1] = [fd.map_or(-1, |f| f.as_raw_fd())];
-    let cmsgs: &[ControlMessage<'_>] = if fd.is_some() {
-        &[ControlMessage::ScmRights(&raw)]
-    } else {
-        &[]
-    };
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
     loop {
         match sendmsg::<UnixAddr>(
             socket.as_raw_fd(),

@@ -68,6 +68,18 @@ fn requests() -> Vec<Request> {
         },
         Request::ReadForward { user: "joe".into() },
         Request::Ping,
+        Request::DeliverMany {
+            user: "joe".into(),
+            destination: Destination::Maildir(path("/home/joe/Maildir")),
+            envelopes: vec![
+                envelope(),
+                Envelope {
+                    sender: None,
+                    ..envelope()
+                },
+            ],
+            options: DeliverOptions::default(),
+        },
     ]
 }
 
@@ -140,6 +152,19 @@ fn answers() -> Vec<Answer> {
             code: ErrorCode::Malformed,
             text: "frame ends inside user".into(),
         },
+        Answer::Outcomes(vec![
+            Answer::Outcome {
+                kind: OutcomeKind::Delivered,
+                status: codes::DELIVERED,
+                text: "delivered to maildir".into(),
+            },
+            Answer::OverQuota {
+                kind: OutcomeKind::Temporary,
+                status: codes::MAILBOX_FULL.as_temporary(),
+                text: "mailbox over quota".into(),
+                mailbox_read: 1_700_000_000,
+            },
+        ]),
     ]
 }
 
@@ -168,6 +193,88 @@ fn answers_round_trip() {
         assert_eq!(value, answer);
         assert_eq!(consumed, bytes.len());
     }
+}
+
+#[test]
+fn batches_are_mailboxes_of_one_to_sixteen_messages() {
+    let many = |destination: Destination, n: usize| Request::DeliverMany {
+        user: "joe".into(),
+        destination,
+        envelopes: vec![envelope(); n],
+        options: DeliverOptions::default(),
+    };
+    let maildir = || Destination::Maildir(path("/home/joe/Maildir"));
+    assert_eq!(many(maildir(), 16).descriptors(), 16);
+    for n in [0, MAX_BATCH + 1] {
+        assert_eq!(
+            encode_request(&many(maildir(), n)),
+            Err(FrameError::ListTooLong {
+                field: "envelopes",
+                length: n,
+                max: MAX_BATCH
+            })
+        );
+    }
+    // A command runs once per request (its own time limit and output): never batched,
+    // whoever encodes the frame.
+    let command = Destination::Command {
+        program: path("/usr/bin/procmail"),
+        args: vec![],
+    };
+    assert!(matches!(
+        encode_request(&many(command.clone(), 2)),
+        Err(FrameError::InvalidValue {
+            field: "destination kind",
+            ..
+        })
+    ));
+    // The same frame made by hand: deliver-many to a command is refused when decoded.
+    let env = cat(&[&[1], &s("a@b"), &s("c@d"), &s("c@d"), &[0]]);
+    let forged = frame(
+        0x05,
+        &cat(&[
+            &s("joe"),
+            &[4],
+            &s("/usr/bin/procmail"),
+            &[0, 0],
+            &[0, 1],
+            &env,
+            &[0],
+        ]),
+    );
+    assert!(matches!(
+        decode_request(&forged),
+        Err(FrameError::InvalidValue {
+            field: "destination kind",
+            ..
+        })
+    ));
+    let to_maildir = frame(
+        0x05,
+        &cat(&[
+            &s("joe"),
+            &[1],
+            &s("/home/joe/Maildir"),
+            &[0, 1],
+            &env,
+            &[0],
+        ]),
+    );
+    assert!(matches!(
+        decode_request(&to_maildir),
+        Ok(Decoded::Frame {
+            value: Request::DeliverMany { .. },
+            ..
+        })
+    ));
+    // And an answer with more outcomes than a batch can hold is refused.
+    let outcome = Answer::Outcome {
+        kind: OutcomeKind::Delivered,
+        status: codes::DELIVERED,
+        text: "ok".into(),
+    };
+    assert!(encode_answer(&Answer::Outcomes(vec![outcome.clone(); MAX_BATCH + 1])).is_err());
+    assert!(encode_answer(&Answer::Outcomes(vec![Answer::Pong])).is_err());
 }
 
 #[test]
@@ -622,6 +729,21 @@ fn arb_request() -> impl Strategy<Value = Request> {
         }),
         ".{0,16}".prop_map(|user| Request::ReadForward { user }),
         Just(Request::Ping),
+        (
+            ".{0,16}",
+            prop_oneof![
+                arb_path().prop_map(Destination::Maildir),
+                arb_path().prop_map(Destination::Mbox),
+                arb_path().prop_map(Destination::Mh),
+            ],
+            proptest::collection::vec(arb_envelope(), 1..=MAX_BATCH),
+        )
+            .prop_map(|(user, destination, envelopes)| Request::DeliverMany {
+                user,
+                destination,
+                envelopes,
+                options: DeliverOptions::default(),
+            }),
     ]
 }
 
@@ -699,6 +821,26 @@ fn arb_answer() -> impl Strategy<Value = Answer> {
         )
         .prop_map(|entries| Answer::Forward { entries }),
         Just(Answer::Pong),
+        proptest::collection::vec(
+            (any::<bool>(), arb_text(), any::<u32>()).prop_map(|(over, text, read)| {
+                if over {
+                    Answer::OverQuota {
+                        kind: OutcomeKind::Temporary,
+                        status: EnhancedStatus::new(4, 2, 2),
+                        text,
+                        mailbox_read: read,
+                    }
+                } else {
+                    Answer::Outcome {
+                        kind: OutcomeKind::Delivered,
+                        status: EnhancedStatus::new(2, 0, 0),
+                        text,
+                    }
+                }
+            }),
+            1..=MAX_BATCH
+        )
+        .prop_map(Answer::Outcomes),
         (1u8..=5, arb_text()).prop_map(|(c, text)| Answer::Error {
             code: match c {
                 1 => ErrorCode::Malformed,
