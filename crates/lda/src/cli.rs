@@ -161,6 +161,10 @@ pub struct BenchArgs {
     pub destination: String,
     #[arg(long, value_name = "FILE")]
     pub message: PathBuf,
+    /// Messages per request: 1 sends `deliver` requests, 2 to 16 `deliver-many` (what
+    /// cursusd sends when deliveries for one mailbox wait for each other).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub batch: u16,
 }
 
 #[derive(Debug, clap::Args)]

@@ -307,27 +307,41 @@ pub fn describe(answer: &Answer) -> String {
 /// line: clients, deliveries, seconds, deliveries/s, failures.
 pub fn bench_command(args: &crate::cli::BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     use crate::protocol::{DeliverOptions, Envelope};
-    let destination = match args.destination.parse() {
+    let destination: crate::Destination = match args.destination.parse() {
         Ok(d) => d,
         Err(e) => {
             let _ = writeln!(err, "cursus-lda: --destination: {e}");
             return 2;
         }
     };
-    let request = Request::Deliver {
-        user: args.user.clone(),
-        destination,
-        envelope: Envelope {
-            sender: Some("bench@example.com".into()),
-            original_recipient: format!("{}@localhost", args.user),
-            final_recipient: format!("{}@localhost", args.user),
-            extension: None,
-        },
-        options: DeliverOptions {
-            fsync: true,
-            create_folders: false,
-            return_path: true,
-        },
+    let envelope = Envelope {
+        sender: Some("bench@example.com".into()),
+        original_recipient: format!("{}@localhost", args.user),
+        final_recipient: format!("{}@localhost", args.user),
+        extension: None,
+    };
+    let options = DeliverOptions {
+        fsync: true,
+        create_folders: false,
+        return_path: true,
+    };
+    let batch = usize::from(args.batch.max(1));
+    let request = |n: usize| {
+        if n == 1 {
+            Request::Deliver {
+                user: args.user.clone(),
+                destination: destination.clone(),
+                envelope: envelope.clone(),
+                options,
+            }
+        } else {
+            Request::DeliverMany {
+                user: args.user.clone(),
+                destination: destination.clone(),
+                envelopes: vec![envelope.clone(); n],
+                options,
+            }
+        }
     };
     let clients = args.clients.max(1);
     let share_of = |i: usize| args.count / clients + usize::from(i < args.count % clients);
@@ -341,15 +355,29 @@ pub fn bench_command(args: &crate::cli::BenchArgs, out: &mut dyn Write, err: &mu
                     let file = std::fs::File::open(&args.message).map_err(|e| e.to_string())?;
                     let mut client = Client::connect(&args.socket).map_err(|e| e.to_string())?;
                     let mut failed = 0;
-                    for _ in 0..share {
-                        match client.call(request, Some(file.as_fd())) {
-                            Ok(Answer::Outcome {
-                                kind: cursus_mail::OutcomeKind::Delivered,
-                                ..
-                            }) => {}
-                            Ok(_) => failed += 1,
+                    let mut left = share;
+                    while left > 0 {
+                        let n = left.min(batch);
+                        left -= n;
+                        let fds = vec![file.as_fd(); n];
+                        let answers = match client.call_with(&request(n), &fds) {
+                            Ok(Answer::Outcomes(answers)) => answers,
+                            Ok(answer) => vec![answer],
                             Err(e) => return Err(e.to_string()),
-                        }
+                        };
+                        let delivered = answers
+                            .iter()
+                            .filter(|a| {
+                                matches!(
+                                    a,
+                                    Answer::Outcome {
+                                        kind: cursus_mail::OutcomeKind::Delivered,
+                                        ..
+                                    }
+                                )
+                            })
+                            .count();
+                        failed += n - delivered.min(n);
                     }
                     Ok(failed)
                 })
