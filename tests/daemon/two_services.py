@@ -65,36 +65,7 @@ def with_message(user_pw, mid, timeout=15):
         time.sleep(0.1)
 
 
-class Services:
-    """One cursus-lda service and one cursusd meeting on its socket."""
-
-    def __init__(self, base, name, peer):
-        self.base = base
-        self.name = name
-        self.bindir = os.path.join(base, "bin")
-        self.socket = os.path.join(base, f"run-{name}", "lda.sock")
-        os.makedirs(os.path.dirname(self.socket))
-        os.chmod(os.path.dirname(self.socket), 0o755)
-        self.port = harness.free_port()
-        self.config = os.path.join(base, f"cursus-{name}.toml")
-        self.data = os.path.join(base, f"data-{name}")
-        self.lda_log = os.path.join(base, f"lda-{name}.log")
-        self.log = os.path.join(base, f"cursusd-{name}.log")
-        self.peer = peer
-        self.lda = None
-        self.daemon = None
-        write(
-            self.config,
-            f"""data_dir = "{self.data}"
-user = "cursus"
-
-[smtp]
-listen = ["127.0.0.1:{self.port}"]
-
-[lda]
-socket = "{self.socket}"
-connections = 2
-
+ROUTING = """
 [routing]
 local_domains = ["localhost"]
 
@@ -111,7 +82,42 @@ transport = "local"
 name = "local"
 driver = "lda"
 mailbox = "maildir:~/Maildir"
-""",
+"""
+
+
+class Services:
+    """One cursus-lda service and one cursusd meeting on its socket."""
+
+    def __init__(self, base, name, peer, routers=True):
+        self.base = base
+        self.name = name
+        self.bindir = os.path.join(base, "bin")
+        self.socket = os.path.join(base, f"run-{name}", "lda.sock")
+        os.makedirs(os.path.dirname(self.socket))
+        os.chmod(os.path.dirname(self.socket), 0o755)
+        self.port = harness.free_port()
+        self.config = os.path.join(base, f"cursus-{name}.toml")
+        self.data = os.path.join(base, f"data-{name}")
+        self.lda_log = os.path.join(base, f"lda-{name}.log")
+        self.log = os.path.join(base, f"cursusd-{name}.log")
+        self.peer = peer
+        self.lda = None
+        self.daemon = None
+        # Without routers: system mode's default routing (aliases, the users' .forward
+        # files, local users).
+        routing = ROUTING if routers else ""
+        write(
+            self.config,
+            f"""data_dir = "{self.data}"
+user = "cursus"
+
+[smtp]
+listen = ["127.0.0.1:{self.port}"]
+
+[lda]
+socket = "{self.socket}"
+connections = 2
+{routing}""",
         )
 
     def start_lda(self, policy):
@@ -256,7 +262,22 @@ def main():
         rc = svc.stop()
         running.remove(svc)
         T.check(rc == 0, "cursusd stops cleanly on SIGTERM", str(rc))
-        for s in (svc, wrong):
+
+        # 3. No routers in the file: system mode's defaults honour the users' .forward
+        # (read through cursus-lda when the message is delivered).
+        plain = Services(base, "defaults", peer="cursus", routers=False)
+        running.append(plain)
+        T.check(plain.start_lda(policy), "cursus-lda for the default routing listens", read(plain.lda_log))
+        if T.check(plain.start_daemon(), "cursusd with the default routing is running", read(plain.log)[-2000:]):
+            codes, final = send(plain.port, "someone@x.test", ["cursus-ts2@localhost"], "defaults")
+            T.check(codes == [250] and final == 250, "default routing: the .forward user accepted", f"{codes} {final}")
+            kept = with_message(ts2, "defaults")
+            T.check(len(kept) == 1, "default routing: \\cursus-ts2 in the .forward keeps a copy", str(kept))
+            onward = with_message(ts1, "defaults")
+            T.check(len(onward) == 1 and os.stat(onward[0]).st_uid == ts1.pw_uid, "default routing: the .forward's other user got a copy, owned by cursus-ts1", str(onward))
+        plain.stop()
+        running.remove(plain)
+        for s in (svc, wrong, plain):
             T.check("panicked" not in read(s.log) + read(s.lda_log), f"no panic in the logs ({s.name})")
         ok = not T.failed
     finally:

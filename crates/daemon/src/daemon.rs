@@ -181,10 +181,11 @@ fn single_user_routing(config: &Config) -> Result<RoutingConfig, Fatal> {
         .map_err(|e| Fatal(format!("built-in routing: {e:?}"), 70))
 }
 
-/// The default routing of system mode: /etc/aliases when it exists, then local users at
-/// `localhost` and this host's name, into `~/Maildir` through cursus-lda.
+/// The default routing of system mode: /etc/aliases when it exists, the users' .forward
+/// files (read through cursus-lda), then local users at `localhost` and this host's name,
+/// into `~/Maildir` through cursus-lda.
 fn system_routing(config: &Config) -> RoutingConfig {
-    let mut routing = RoutingConfig::single_user();
+    let mut routing = RoutingConfig::system();
     let host = config.hostname.to_lowercase();
     if !routing.local_domains.contains(&host) {
         routing.local_domains.push(host);

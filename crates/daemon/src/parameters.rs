@@ -679,7 +679,10 @@ pub fn manual(version: &str) -> String {
          127.0.0.1:2525, everything under ~/.local/share/cursus, every address at localhost \
          delivered to mail/LOCAL/Maildir there); started as root without /etc/cursus/cursus.toml \
          it uses the system defaults below. A file without routers keeps the mode's default \
-         routing.\n\
+         routing: an aliases router on /etc/aliases (while the file exists), then, in system \
+         mode, the users' ~/.forward files (read as the user through cursus\\-lda when a \
+         message is delivered, not at RCPT time), then local users, every one delivered to \
+         ~/Maildir.\n\
          .PP\nWhere mail may finally be written is not decided here: cursus\\-lda checks every \
          delivery against its own policy, cursus\\-lda\\-policy(5).\n"
     ));

@@ -435,6 +435,24 @@ impl RoutingConfig {
     /// on /etc/aliases (skipped while the file does not exist), a localuser router for
     /// `localhost`, and the `local` transport delivering to `maildir:~/Maildir`.
     pub fn single_user() -> RoutingConfig {
+        RoutingConfig::defaults("")
+    }
+
+    /// The default routing of system mode: [`RoutingConfig::single_user`]'s, with the
+    /// users' own `~/.forward` files honoured between the aliases and the local users, as
+    /// sendmail, Postfix and Exim do by default (read at delivery, not at RCPT time).
+    pub fn system() -> RoutingConfig {
+        RoutingConfig::defaults(
+            r#"
+[[router]]
+name = "forward"
+driver = "forward"
+verify = false
+"#,
+        )
+    }
+
+    fn defaults(forward: &str) -> RoutingConfig {
         let text = format!(
             r#"[routing]
 local_domains = ["localhost"]
@@ -444,7 +462,7 @@ name = "aliases"
 driver = "aliases"
 file = "/etc/aliases"
 optional = true
-
+{forward}
 [[router]]
 name = "localuser"
 driver = "localuser"

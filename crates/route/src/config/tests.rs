@@ -73,6 +73,15 @@ fn single_user_defaults_are_valid() {
 }
 
 #[test]
+fn system_defaults_add_the_users_forward_files() {
+    let c = RoutingConfig::system();
+    let names: Vec<&str> = c.routers.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["aliases", "forward", "localuser"]);
+    assert!(matches!(c.routers[1].driver, Driver::Forward));
+    assert!(!c.routers[1].verify, "never read at RCPT time");
+}
+
+#[test]
 fn errors_have_lines_and_suggestions() {
     let rows: &[(&str, &str)] = &[
         (
