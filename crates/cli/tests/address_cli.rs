@@ -2,27 +2,8 @@
 //! configuration and aliases file in a temporary directory, and the real user database
 //! (`root` exists everywhere; `no-such-user-cursus-test` nowhere).
 
-use std::path::Path;
-use std::process::Command;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cursus(args: &[&str], cwd: &Path) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_cursus"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run cursus");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+mod invocation;
+use invocation::cursus;
 
 /// A directory with `aliases` and `routing.toml`.
 fn setup() -> tempfile::TempDir {

@@ -4,25 +4,13 @@
 //! tables and in the routers alike; exit 1 for a value the daemon refuses.
 
 use std::path::Path;
-use std::process::Command;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod invocation;
+use invocation::{Run, cursus};
 
 fn check(file: &Path) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_cursus"))
-        .args(["config", "check"])
-        .arg(file)
-        .output()
-        .expect("run cursus");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let file = file.to_str().expect("a UTF-8 path");
+    cursus(&["config", "check", file], Path::new("/"))
 }
 
 /// Writes `text` (DATA stands for a data directory in the temporary directory) to NAME.

@@ -1,8 +1,11 @@
 //! `cursus sieve check` and `cursus sieve test` as a user runs them: the real binary on
 //! script and message files in a temporary directory, asserting the whole output.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+mod invocation;
+use invocation::cursus;
 
 const MESSAGE: &str = "Return-Path: <owner-rust@lists.example.org>\n\
 From: Alice Example <alice@example.org>\n\
@@ -28,25 +31,6 @@ impl Files {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("write file");
         path
-    }
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cursus(args: &[&str], cwd: &Path) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_cursus"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run cursus");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

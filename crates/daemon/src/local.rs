@@ -95,12 +95,7 @@ impl Local {
                 let answer = match destination {
                     // A command runs once per request, with its own time limit and output.
                     Destination::Command { .. } => connections.call(
-                        &Request::Deliver {
-                            user: user.to_string(),
-                            destination: destination.clone(),
-                            envelope: envelope.clone(),
-                            options: OPTIONS,
-                        },
+                        &deliver_request(user, destination, envelope),
                         Some(message.as_fd()),
                     ),
                     _ => gathered.deliver(connections, user, destination, envelope, message),
@@ -232,18 +227,23 @@ impl Gathered {
             if let Some(answer) = me.answer.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return answer;
             }
-            let mailbox = mailboxes.entry(key.clone()).or_default();
-            if mailbox.in_flight < LEADERS_PER_MAILBOX && !mailbox.waiting.is_empty() {
+            // Unanswered, this delivery is waiting or in a batch in flight: either way its
+            // mailbox's entry is there.
+            if let Some(mailbox) = mailboxes.get_mut(&key)
+                && mailbox.in_flight < LEADERS_PER_MAILBOX
+                && !mailbox.waiting.is_empty()
+            {
                 mailbox.in_flight += 1;
                 let n = mailbox.waiting.len().min(MAX_BATCH);
                 let batch: Vec<Arc<Waiter>> = mailbox.waiting.drain(..n).collect();
                 drop(mailboxes);
                 send(connections, user, destination, &batch);
                 mailboxes = self.lock();
-                let mailbox = mailboxes.entry(key.clone()).or_default();
-                mailbox.in_flight -= 1;
-                if mailbox.in_flight == 0 && mailbox.waiting.is_empty() {
-                    mailboxes.remove(&key);
+                if let Some(mailbox) = mailboxes.get_mut(&key) {
+                    mailbox.in_flight -= 1;
+                    if mailbox.in_flight == 0 && mailbox.waiting.is_empty() {
+                        mailboxes.remove(&key);
+                    }
                 }
                 self.answered.notify_all();
                 continue;
@@ -256,15 +256,20 @@ impl Gathered {
     }
 }
 
+/// A `deliver` request for one message.
+fn deliver_request(user: &str, destination: &Destination, envelope: &Envelope) -> Request {
+    Request::Deliver {
+        user: user.to_string(),
+        destination: destination.clone(),
+        envelope: envelope.clone(),
+        options: OPTIONS,
+    }
+}
+
 /// Sends one batch and gives each waiter its answer.
 fn send(connections: &Connections, user: &str, destination: &Destination, batch: &[Arc<Waiter>]) {
     let answers: Vec<Result<Answer, Outcome>> = if let [one] = batch {
-        let request = Request::Deliver {
-            user: user.to_string(),
-            destination: destination.clone(),
-            envelope: one.envelope.clone(),
-            options: OPTIONS,
-        };
+        let request = deliver_request(user, destination, &one.envelope);
         vec![connections.call(&request, Some(one.message.as_fd()))]
     } else {
         let request = Request::DeliverMany {

@@ -82,7 +82,8 @@ pub trait Backend: Send + Sync + 'static {
     /// received (CRLF line ends). An `Err` is the reply to send instead of 250.
     fn accept(&self, incoming: Incoming, message: Vec<u8>) -> Result<String, Reply>;
     /// Whether the queue has room for a message of about `size` octets (0: unknown), asked
-    /// at MAIL and at the start of DATA or BDAT. An `Err` is the refusal (452 4.3.1).
+    /// at MAIL and at the start of DATA or BDAT, on the runtime thread (so it must be quick:
+    /// one statvfs of the local spool). An `Err` is the refusal (452 4.3.1).
     fn room_for(&self, _size: u64) -> Result<(), Reply> {
         Ok(())
     }
@@ -567,7 +568,7 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
     };
     match event {
         Event::Mail { sender, params } => {
-            if let Err(r) = room_for(server, params.size.unwrap_or(0)) {
+            if let Err(r) = server.backend.room_for(params.size.unwrap_or(0)) {
                 answer(session, Answer::Refuse(r));
                 return None;
             }
@@ -602,7 +603,7 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
         }
         Event::DataStart => {
             let size = pending_mail.as_ref().and_then(|(_, p)| p.size).unwrap_or(0);
-            match room_for(server, size) {
+            match server.backend.room_for(size) {
                 Ok(()) => answer(session, Answer::Accept),
                 Err(r) => {
                     // The session ends the transaction with the refusal.
@@ -664,12 +665,6 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
 
 /// Asks the backend, on the blocking pool (statvfs may wait on a slow file system), whether
 /// the queue has room for `size` octets.
-/// The backend's free-space check, made on the runtime thread: one statvfs(2) of the local
-/// spool, a few microseconds, against two hand-overs to the blocking pool per message.
-fn room_for(server: &Arc<Server>, size: u64) -> Result<(), Reply> {
-    server.backend.room_for(size)
-}
-
 fn temp_reply(text: &str) -> Reply {
     Reply::new(451, EnhancedStatus::new(4, 3, 0), text.to_string())
 }

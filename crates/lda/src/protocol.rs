@@ -532,9 +532,14 @@ fn check_batch(destination: &Destination, n: usize) -> Result<(), FrameError> {
             why: "a command is delivered one message per request".to_string(),
         });
     }
+    batch_count("envelopes", n)
+}
+
+/// 1 ..= [`MAX_BATCH`] items: the envelopes of a `deliver-many`, or its outcomes.
+fn batch_count(field: &'static str, n: usize) -> Result<(), FrameError> {
     if n == 0 || n > MAX_BATCH {
         return Err(FrameError::ListTooLong {
-            field: "envelopes",
+            field,
             length: n,
             max: MAX_BATCH,
         });
@@ -693,13 +698,7 @@ pub fn encode_answer(answer: &Answer) -> Result<Vec<u8>, FrameError> {
         }
         Answer::Outcomes(answers) => {
             w = Writer::new(kind::OUTCOMES);
-            if answers.is_empty() || answers.len() > MAX_BATCH {
-                return Err(FrameError::ListTooLong {
-                    field: "outcomes",
-                    length: answers.len(),
-                    max: MAX_BATCH,
-                });
-            }
+            batch_count("outcomes", answers.len())?;
             w.count("outcomes", answers.len())?;
             for a in answers {
                 match a {
@@ -1068,13 +1067,7 @@ pub fn decode_answer(input: &[u8]) -> Result<Decoded<Answer>, FrameError> {
         }
         kind::OUTCOMES => {
             let n = r.count("outcomes")?;
-            if n == 0 || n > MAX_BATCH {
-                return Err(FrameError::ListTooLong {
-                    field: "outcomes",
-                    length: n,
-                    max: MAX_BATCH,
-                });
-            }
+            batch_count("outcomes", n)?;
             let mut answers = Vec::with_capacity(n);
             for _ in 0..n {
                 let tag = r.u8("outcome tag")?;

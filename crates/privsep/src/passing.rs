@@ -45,16 +45,6 @@ pub fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<Peer> {
     })
 }
 
-/// Sends `bytes`, with `fd` attached to the first byte when given. Returns the number of
-/// bytes sent (the caller sends the rest with plain writes).
-pub fn send_with_fd(
-    socket: BorrowedFd<'_>,
-    bytes: &[u8],
-    fd: Option<BorrowedFd<'_>>,
-) -> io::Result<usize> {
-    send_with_fds(socket, bytes, fd.as_slice())
-}
-
 /// Sends `bytes` with `fds` (at most [`MAX_FDS`]) attached to the first byte. Returns the
 /// number of bytes sent (the caller sends the rest with plain writes).
 pub fn send_with_fds(
@@ -166,7 +156,7 @@ mod tests {
         let mut file = tempfile_in_tmp();
         file.write_all(b"message").expect("write");
         file.rewind().expect("rewind");
-        let sent = send_with_fd(a.as_fd(), b"frame", Some(file.as_fd())).expect("send");
+        let sent = send_with_fds(a.as_fd(), b"frame", &[file.as_fd()]).expect("send");
         assert_eq!(sent, 5);
         let mut buf = [0u8; 16];
         let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).expect("recv");

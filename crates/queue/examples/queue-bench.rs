@@ -81,12 +81,12 @@ fn recover_run(n: usize) {
         .clone()
         .unwrap_or_else(|| temporary.as_ref().expect("made").path().to_path_buf());
     let filled = kept.is_some() && Queue::open(&root).is_ok_and(|q| q.recovery().messages > 0);
-    let dir = Spool(root);
+    let dir = root.as_path();
     if !filled {
         // Fill without syncs (a benchmark fixture, not a durability claim).
         let queue = Arc::new(
             Queue::open_with(
-                dir.path(),
+                dir,
                 Options {
                     sync: false,
                     ..Options::default()
@@ -121,7 +121,7 @@ fn recover_run(n: usize) {
         drop_caches();
     }
     let started = Instant::now();
-    let queue = Queue::open(dir.path()).expect("reopens");
+    let queue = Queue::open(dir).expect("reopens");
     println!(
         "open    n={}: {:.2} s (directory scan of 256 buckets, orphans removed)",
         queue.recovery().messages,
@@ -154,7 +154,7 @@ fn recover_run(n: usize) {
     }
     let mut sink = FirstWrite::default();
     let started = Instant::now();
-    let listed = cursus_queue::mailq::write(dir.path(), &mut sink).expect("lists");
+    let listed = cursus_queue::mailq::write(dir, &mut sink).expect("lists");
     println!(
         "mailq   n={listed}: first line after {:.4} s, all {:.2} s, {} MB written ({} cache)",
         sink.first.map_or(0.0, |t| (t - started).as_secs_f64()),
@@ -166,15 +166,6 @@ fn recover_run(n: usize) {
     drop(queue);
     drop(temporary);
     println!("cleanup: {:.1} s", started.elapsed().as_secs_f64());
-}
-
-/// Where the recovery part's spool is.
-struct Spool(std::path::PathBuf);
-
-impl Spool {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
 }
 
 /// A sink that notes when the listing's first bytes came.

@@ -94,10 +94,3 @@ pub fn write(root: &Path, out: &mut dyn Write) -> std::io::Result<usize> {
     out.flush()?;
     Ok(count)
 }
-
-/// The whole listing as one string (tests and small queues; [`write`] streams).
-pub fn render(root: &Path) -> std::io::Result<String> {
-    let mut out = Vec::new();
-    write(root, &mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
