@@ -3,7 +3,7 @@
 #
 #   usage (as root): bash bench/deliver-bench.sh [N] [path/to/cursus-deliver]
 #       N defaults to 2000. Without a path, scripts/build-release cursus-deliver builds
-#       target/release/cursus-deliver (the front, a static PIE, as shipped) and
+#       target/release/cursus-deliver (the front: a static PIE with no C library, as shipped) and
 #       cursus-deliver-full; with a path, cursus-deliver-full must be beside it.
 #       ROUNDS=3 bash bench/deliver-bench.sh: run every MDA 3 times, interleaved, and report
 #       the median rate (default 1 round). Run it on an otherwise idle machine: the script

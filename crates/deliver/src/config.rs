@@ -16,9 +16,9 @@ use cursus_mail::diagnostic::{line_col, suggest, unknown_field as unknown_key};
 use serde::Deserialize;
 
 /// Where the system file lives when `-c` is not given.
-pub const SYSTEM_CONFIG: &str = "/etc/cursus/deliver.toml";
+pub const SYSTEM_CONFIG: &str = cursus_front::plan::SYSTEM_CONFIG;
 /// The per-user file, relative to the home directory.
-pub const USER_CONFIG: &str = ".config/cursus/deliver.toml";
+pub const USER_CONFIG: &str = cursus_front::plan::USER_CONFIG;
 
 /// One configuration file as written; every key optional.
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -201,7 +201,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            destination: "maildir:~/Maildir".into(),
+            destination: format!("maildir:~/{}", cursus_front::plan::DEFAULT_MAILDIR),
             folder_autocreate: true,
             extension_folders: false,
             recipient_delimiter: "+".into(),

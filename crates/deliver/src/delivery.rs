@@ -2,11 +2,11 @@
 //! trace headers and loop check, Sieve filtering when the user or the administrator has
 //! scripts (`filter.rs`, `disposition.rs`), then the mailbox write.
 //!
-//! The steps that follow the destination (reading the message, the size limit, the
-//! envelope, trace headers and the loop check, the Maildir options, the outcome and the line
-//! that reports it) are public functions: the front (`front.rs`, the `cursus-deliver`
-//! binary) runs the common case through exactly these, so both binaries store the same
-//! bytes and answer with the same line and exit code.
+//! The front (cursus-front, the `cursus-deliver` binary) delivers the common case with no
+//! standard library. It shares with this program, so that both store the same bytes and
+//! answer with the same line and exit code: the envelope and the trace fields with the loop
+//! check (cursus-front's `envelope`), the splitting of the input, the Maildir names and the
+//! errno table (cursus-mail); `tests/front.rs` runs the two side by side.
 //!
 //! Trusts the system configuration file and the user database; everything from argv, the
 //! environment and stdin is hostile. Never returns an error: every path ends in an
@@ -18,9 +18,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use cursus_mail::address::{extension, split_address, strip_brackets};
-use cursus_mail::header::{trace_prefix, trace_state};
-use cursus_mail::{ExitCode, Outcome, Sender, codes};
+pub use cursus_front::envelope::{Envelope, EnvelopeArgs};
+use cursus_front::envelope::{empty_message, setuid_refusal};
+use cursus_mail::address::{extension, split_address};
+use cursus_mail::{ExitCode, Outcome, codes};
 use cursus_mailbox::{
     FolderName, MailboxError, MaildirOptions, MboxOptions, Message, MhOptions, QuotaLimits, Stored,
     deliver_maildir, deliver_mbox, deliver_mh,
@@ -164,10 +165,11 @@ fn run_steps(args: &Args, env: &Env, stdin: &mut dyn Read, consumed: &mut bool) 
 
     // 6. Envelope, trace headers and loop check.
     let envelope = Envelope::gather(
-        &EnvelopeArgs::from(args),
+        &envelope_args(args),
         &getenv,
         message.from_line_sender.as_deref(),
         &recipient.name,
+        &hostname,
     );
     let sender = envelope.sender.address().map(str::to_string);
     let mut stored = match add_trace(message, &envelope) {
@@ -227,11 +229,7 @@ pub fn read_input(input: &mut dyn Read, spill_dir: &Path) -> Result<ReadMessage,
         Outcome::temporary(codes::SYSTEM_STATUS, format!("reading the message: {e}"))
     })?;
     if message.is_empty() {
-        return Err(Outcome::permanent(
-            codes::MEDIA_ERROR,
-            ExitCode::DataErr,
-            "empty message",
-        ));
+        return Err(empty_message());
     }
     Ok(message)
 }
@@ -254,22 +252,7 @@ pub fn check_size(message: ReadMessage, settings: &Settings) -> Result<ReadMessa
 /// Puts Return-Path and Delivered-To in front of the message (unless the MTA already did),
 /// after the Delivered-To loop check (5.4.6, exit 65).
 pub fn add_trace(message: ReadMessage, envelope: &Envelope) -> Result<Message, Outcome> {
-    let state = trace_state(&message.header, Some(&envelope.final_recipient));
-    if state.looped {
-        return Err(Outcome::permanent(
-            codes::ROUTING_LOOP,
-            ExitCode::DataErr,
-            format!("mail forwarding loop for {}", envelope.final_recipient),
-        ));
-    }
-    let mut prefix = trace_prefix(
-        &state,
-        &envelope.sender.return_path(),
-        Some(&envelope.final_recipient),
-    );
-    if message.starts_with_body {
-        prefix.push(b'\n');
-    }
+    let prefix = envelope.trace(&message.header, message.starts_with_body)?;
     Ok(Message {
         prefix,
         header: message.header,
@@ -309,71 +292,12 @@ pub fn report(outcome: &Outcome, verbose: bool) {
     }
 }
 
-/// The envelope of this delivery, from arguments, then environment, then the message.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub sender: Sender,
-    pub original_recipient: String,
-    pub final_recipient: String,
-}
-
-/// What the command line says about the envelope (`-f`, `-a`, `-r`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EnvelopeArgs<'a> {
-    pub sender: Option<&'a str>,
-    pub original_recipient: Option<&'a str>,
-    pub final_recipient: Option<&'a str>,
-}
-
-impl<'a> From<&'a Args> for EnvelopeArgs<'a> {
-    fn from(args: &'a Args) -> Self {
-        EnvelopeArgs {
-            sender: args.sender.as_deref(),
-            original_recipient: args.original_recipient.as_deref(),
-            final_recipient: args.final_recipient.as_deref(),
-        }
-    }
-}
-
-impl Envelope {
-    /// Arguments first, then SENDER, ORIGINAL_RECIPIENT and RECIPIENT from `getenv`, then
-    /// the message's `From ` line for the sender and `recipient_name` (with this host's
-    /// name when it has no domain) for the final recipient.
-    pub fn gather(
-        args: &EnvelopeArgs<'_>,
-        getenv: &dyn Fn(&str) -> Option<String>,
-        from_line_sender: Option<&str>,
-        recipient_name: &str,
-    ) -> Self {
-        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        let sender = args
-            .sender
-            .map(str::to_string)
-            .or_else(|| getenv("SENDER"))
-            .or_else(|| from_line_sender.map(str::to_string))
-            .map_or(Sender::Null, |s| Sender::parse(&s));
-        let original = nonempty(args.original_recipient.map(str::to_string))
-            .or_else(|| nonempty(getenv("ORIGINAL_RECIPIENT")));
-        let final_rcpt = nonempty(args.final_recipient.map(str::to_string))
-            .or_else(|| nonempty(getenv("RECIPIENT")))
-            .or_else(|| original.clone())
-            .unwrap_or_else(|| {
-                if recipient_name.contains('@') {
-                    recipient_name.to_string()
-                } else {
-                    format!("{recipient_name}@{}", hostname())
-                }
-            });
-        let final_recipient = strip_brackets(&final_rcpt).to_string();
-        let original_recipient = original.map_or_else(
-            || final_recipient.clone(),
-            |o| strip_brackets(&o).to_string(),
-        );
-        Envelope {
-            sender,
-            original_recipient,
-            final_recipient,
-        }
+/// What the command line says about the envelope.
+pub fn envelope_args(args: &Args) -> EnvelopeArgs<'_> {
+    EnvelopeArgs {
+        sender: args.sender.as_deref(),
+        original_recipient: args.original_recipient.as_deref(),
+        final_recipient: args.final_recipient.as_deref(),
     }
 }
 
@@ -586,11 +510,7 @@ fn user_failure(e: UserError) -> Outcome {
             ExitCode::Usage,
             "started as root without -d USER",
         ),
-        UserError::SetUid => Outcome::permanent(
-            codes::SECURITY,
-            ExitCode::NoPerm,
-            "cursus-deliver must not be installed set-user-ID or set-group-ID; the MTA runs it as the recipient",
-        ),
+        UserError::SetUid => setuid_refusal(),
         UserError::Lookup(text) => {
             Outcome::temporary(codes::SYSTEM_STATUS, format!("user lookup failed: {text}"))
         }

@@ -83,7 +83,7 @@ pub fn find(settings: &Settings, home: Option<&Path>) -> ScriptSet {
         .collect();
     let user = match settings.sieve.as_deref() {
         Some("") => None,
-        None => home.map(|h| h.join(".dovecot.sieve")),
+        None => home.map(|h| h.join(cursus_front::plan::USER_SCRIPT)),
         Some(p) => match p.strip_prefix("~/") {
             Some(rel) => home.map(|h| h.join(rel)),
             None => Some(PathBuf::from(p)),

@@ -1,49 +1,51 @@
 //! cursus-deliver: the front MTAs run, one process per message. Delivers the common case
 //! (an ordinary user, a Maildir, no configuration, Sieve script or quota) itself and hands
-//! everything else to cursus-deliver-full beside it; `front.rs` says which is which and why.
+//! everything else to cursus-deliver-full beside it; cursus-front says which is which and
+//! why.
+//!
+//! Two builds of the same code (cursus-front's `run`):
+//! - hosted (the default, what `cargo build` and the tests make): the standard library
+//!   starts the process and gives argv and environment;
+//! - bare (`--cfg cursus_bare`, made by scripts/build-release for x86_64 Linux): no C library
+//!   and no standard library at all; `bare.rs` is the entry point, the allocator and the
+//!   panic handler. glibc's start-up alone costs about 0.3 ms where `cpuid` traps to a
+//!   hypervisor, more than the rest of a delivery but its fsyncs.
 //!
 //! Trusts nothing it inherits: descriptors above 2 are closed, the umask is set to 077,
 //! SIGXFSZ and SIGPIPE are ignored, and a set-user-ID or set-group-ID installation is
-//! refused, before anything else runs (the full program repeats all of this). Links none of
-//! clap, toml, the Sieve interpreter, SQLite or the user database, so it can be built as a
-//! static PIE (scripts/build-release).
+//! refused, before anything else runs (the full program repeats all of this).
 
-#![forbid(unsafe_code)]
+#![cfg_attr(cursus_bare, no_std, no_main)]
 
-use std::ffi::OsString;
-use std::process::ExitCode;
+#[cfg(cursus_bare)]
+mod bare;
 
-use cursus_deliver::config::Settings;
-use cursus_deliver::delivery::{installation_refusal, report};
-use cursus_deliver::front;
-use cursus_mail::Outcome;
+#[cfg(not(cursus_bare))]
+fn main() -> std::process::ExitCode {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::os::unix::process::CommandExt;
 
-fn main() -> ExitCode {
-    cursus_privsep::clean_start();
-
-    if let Some(refusal) = installation_refusal() {
-        return unread(&refusal);
-    }
-    let argv: Vec<OsString> = std::env::args_os().collect();
-    let settings = Settings::default();
-    let getenv = |name: &str| std::env::var_os(name);
-    let root = nix::unistd::geteuid().is_root();
-    let plan = front::parse_args(argv.get(1..).unwrap_or_default())
-        .and_then(|args| front::plan(args, &settings, root, &getenv, &front::present));
-    let Some(plan) = plan else {
-        // Returns only when cursus-deliver-full could not be executed.
-        return unread(&front::hand_over(&argv));
+    let argv: Vec<Vec<u8>> = std::env::args_os().map(OsStringExt::into_vec).collect();
+    let env: Vec<Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+        .collect();
+    let argv_refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+    let env_refs: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
+    let process = cursus_front::Process {
+        argv: &argv_refs,
+        env: &env_refs,
     };
-    let lossy = |name: &str| front::lossy_env(&getenv, name);
-    let outcome = front::deliver(&plan, &settings, &lossy, &mut std::io::stdin().lock());
-    report(&outcome, plan.verbose);
-    ExitCode::from(outcome.exit_code() as u8)
-}
-
-/// Ends without a delivery: the message is read to EOF (the MTA expects it consumed), the
-/// line printed.
-fn unread(outcome: &Outcome) -> ExitCode {
-    cursus_deliver::input::drain(&mut std::io::stdin().lock());
-    report(outcome, false);
-    ExitCode::from(outcome.exit_code() as u8)
+    // The environment and standard input are inherited as they are.
+    let hand_over = |path: &cursus_front::sys::CPath| {
+        let path = std::ffi::OsStr::from_bytes(path.as_bytes());
+        let mut cmd = std::process::Command::new(path);
+        if let Some((first, rest)) = std::env::args_os().collect::<Vec<_>>().split_first() {
+            cmd.arg0(first).args(rest);
+        }
+        let e = cmd.exec();
+        // exec(2) failures always carry an errno.
+        cursus_front::sys::Errno(e.raw_os_error().unwrap_or_default())
+    };
+    let code = cursus_front::run(&process, &hand_over);
+    std::process::ExitCode::from(code as u8)
 }

@@ -8,6 +8,11 @@
 //! cursus-deliver-full beside it), the full program directly (with the same argv[0]), and a
 //! copy of the front alone in a directory: that copy delivers the common case and answers
 //! 4.3.5 for everything it must hand over, which shows which way each case went.
+//!
+//! Every test runs for each build of the front: the one cargo builds (std gives it its
+//! entry point) and, when `CURSUS_DELIVER_FRONT` names it, the one shipped (scripts/
+//! build-release: no C library; cursus-deliver-full must be beside it). Under CI the second
+//! is required.
 
 mod support;
 
@@ -23,6 +28,29 @@ use support::*;
 
 const FRONT: &str = env!("CARGO_BIN_EXE_cursus-deliver");
 const FULL: &str = env!("CARGO_BIN_EXE_cursus-deliver-full");
+
+/// The builds of the front under test (see the file header).
+fn fronts() -> Vec<PathBuf> {
+    let mut all = vec![PathBuf::from(FRONT)];
+    match std::env::var_os("CURSUS_DELIVER_FRONT") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "CURSUS_DELIVER_FRONT={} is not a file",
+                p.display()
+            );
+            all.push(p);
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("under CI, CURSUS_DELIVER_FRONT must name the shipped front (scripts/test)")
+        }
+        None => {
+            eprintln!("NOTE: CURSUS_DELIVER_FRONT not set: only the cargo-built front is tested")
+        }
+    }
+    all
+}
 
 /// The name deliveries run under (USER).
 fn user_name() -> String {
@@ -66,11 +94,11 @@ fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// A copy of the front alone in a directory: no cursus-deliver-full beside it.
-fn lone_front() -> (tempfile::TempDir, PathBuf) {
+/// A copy of `front` alone in a directory: no cursus-deliver-full beside it.
+fn lone_front(front: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = open_dir();
     let p = dir.path().join("cursus-deliver");
-    install(Path::new(FRONT), &p, "0755");
+    install(front, &p, "0755");
     (dir, p)
 }
 
@@ -107,7 +135,12 @@ impl Case {
             env: Vec::new(),
             unset: Vec::new(),
             input: MESSAGE.to_vec(),
-            setup: |_| {},
+            // The front delivers only into an existing Maildir.
+            setup: if route == Route::Front {
+                maildir
+            } else {
+                |_| {}
+            },
             as_root: false,
             route,
         }
@@ -284,6 +317,17 @@ fn without_from_dates(mbox: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A Maildir at ~/Maildir, with tmp, new and cur.
+fn maildir(s: &Scratch) {
+    maildir_at(s, "Maildir");
+}
+
+fn maildir_at(s: &Scratch, at: &str) {
+    for d in ["tmp", "new", "cur"] {
+        s.mkdir(&format!("{at}/{d}"));
+    }
+}
+
 fn cases() -> Vec<Case> {
     use Route::{Front, Full};
     let lf = message_lf();
@@ -300,6 +344,22 @@ fn cases() -> Vec<Case> {
         .push(OsString::from_vec(b"a\xff@example.org".to_vec()));
     let mut no_user = Case::new("no USER or LOGNAME (the user database)", &[], Full);
     no_user.unset = vec!["USER", "LOGNAME"];
+
+    // Larger than one read of the input (64 KB): the body, and the header section, arrive
+    // in pieces, with CRLFs split between reads.
+    let mut big_body = b"Subject: big\r\n\r\n".to_vec();
+    while big_body.len() < 300_000 {
+        big_body.extend_from_slice(b"From a line that needs no quoting in a Maildir\r\n.\r\n");
+    }
+    let mut big_header = Vec::new();
+    let mut n = 0;
+    while big_header.len() < 150_000 {
+        big_header.extend_from_slice(format!("X-Pad-{n}: {}\r\n", "p".repeat(70)).as_bytes());
+        n += 1;
+    }
+    big_header.extend_from_slice(b"Delivered-To: other@example.net\r\n\r\nbody\r\n");
+    let mut big_looped = big_header.clone();
+    big_looped.splice(0..0, b"Delivered-To: joe@example.net\r\n".iter().copied());
 
     let mut cases = vec![
         // The common case: the front delivers.
@@ -335,12 +395,14 @@ fn cases() -> Vec<Case> {
             "--verbose and --maildir=",
             &["--verbose", "--maildir=%H/Box"],
             Front,
-        ),
+        )
+        .setup(|s| maildir_at(s, "Box")),
         Case::new(
             "--maildir",
             &["--maildir", "%H/Other", "-r", "joe@x"],
             Front,
-        ),
+        )
+        .setup(|s| maildir_at(s, "Other")),
         Case::new("CRLF input", &["-f", "a@b"], Front),
         Case::new("LF input", &["-f", "a@b"], Front).input(&lf),
         Case::new("a From_ line gives the sender", &[], Front).input(&from_line),
@@ -354,16 +416,34 @@ fn cases() -> Vec<Case> {
             .env("RECIPIENT", "joe@example.net"),
         Case::new("Delivered-To loop", &["-r", "joe@example.net"], Front).input(&looped),
         Case::new("empty message", &[], Front).input(b""),
+        Case::new("a 300 KB body", &["-f", "a@b"], Front).input(&big_body),
+        Case::new("a 150 KB header section", &["-r", "joe@example.net"], Front).input(&big_header),
+        Case::new(
+            "a loop in a 150 KB header",
+            &["-r", "joe@example.net"],
+            Front,
+        )
+        .input(&big_looped),
         Case::new("only a From_ line", &[], Front).input(b"From a@b  Sun Nov 22 08:59:06 2026\n"),
         Case::new("no header", &["-f", "a@b"], Front).input(b"just text\nmore\n"),
         Case::new("NUL bytes and no final newline", &[], Front)
             .input(b"Subject: nul\n\nbin\0ary\0"),
-        Case::new("an existing Maildir", &["-f", "a@b"], Front).setup(|s| {
-            for d in ["Maildir/tmp", "Maildir/new", "Maildir/cur"] {
-                s.mkdir(d);
-            }
+        // The first delivery creates the Maildir: the full program's.
+        Case::new("no Maildir yet", &["-f", "a@b"], Full),
+        Case::new("a Maildir without cur/", &["-f", "a@b"], Full).setup(|s| {
+            s.mkdir("Maildir/tmp");
+            s.mkdir("Maildir/new");
         }),
-        Case::new("a symlinked new/ is refused", &[], Front).setup(|s| {
+        Case::new(
+            "--maildir that does not exist",
+            &["--maildir", "%H/None"],
+            Full,
+        ),
+        Case::new("a Maildir that is a file", &[], Full).setup(|s| {
+            s.file("Maildir", b"not a directory\n");
+        }),
+        // Refusals are the full program's too.
+        Case::new("a symlinked new/ is refused", &[], Full).setup(|s| {
             s.mkdir("Maildir/tmp");
             s.mkdir("Maildir/cur");
             s.mkdir("elsewhere");
@@ -392,6 +472,7 @@ fn cases() -> Vec<Case> {
             );
         }),
         Case::new("maildirsize", &["-f", "a@b"], Full).setup(|s| {
+            maildir(s);
             s.file("Maildir/maildirsize", b"100000S\n0 0\n");
         }),
         Case::new("a user configuration", &[], Full).setup(|s| {
@@ -404,6 +485,7 @@ fn cases() -> Vec<Case> {
             s.file(".config/cursus/deliver.toml", b"destinaton = 1\n");
         }),
         Case::new("a dangling ~/.dovecot.sieve", &[], Front).setup(|s| {
+            maildir(s);
             std::os::unix::fs::symlink(s.path("sieve/none.sieve"), s.path(".dovecot.sieve"))
                 .expect("symlink");
         }),
@@ -421,18 +503,26 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn front_and_full_program_agree() {
-    let (_lone_dir, lone) = lone_front();
+    for front in fronts() {
+        front_and_full_program_agree_for(&front);
+    }
+}
+
+fn front_and_full_program_agree_for(front_bin: &Path) {
+    let (_lone_dir, lone) = lone_front(front_bin);
     let common_case_possible = !system_config_present();
     if !common_case_possible {
         eprintln!("NOTE: /etc/cursus/deliver.toml exists: every case is handed over");
     }
     for case in cases() {
-        let front = case.run(Path::new(FRONT));
+        let front = case.run(front_bin);
         let full = case.run(Path::new(FULL));
         assert_eq!(
-            front, full,
-            "{}: front (left) and full program differ",
-            case.name
+            front,
+            full,
+            "{}: front {} (left) and full program differ",
+            case.name,
+            front_bin.display()
         );
 
         let alone = case.run(&lone);
@@ -464,7 +554,13 @@ fn front_and_full_program_agree() {
 
 #[test]
 fn a_missing_full_program_is_4_3_5_naming_the_path() {
-    let (dir, lone) = lone_front();
+    for front in fronts() {
+        a_missing_full_program_is_4_3_5_for(&front);
+    }
+}
+
+fn a_missing_full_program_is_4_3_5_for(front: &Path) {
+    let (dir, lone) = lone_front(front);
     let s = Scratch::new();
     let mut cmd = Command::new(&lone);
     cmd.env_clear().env("HOME", s.dir.path()).arg("--help");
@@ -489,9 +585,15 @@ fn a_missing_full_program_is_4_3_5_naming_the_path() {
 
 #[test]
 fn the_full_program_is_never_found_through_path_environment_or_argv0() {
+    for front in fronts() {
+        never_found_through_path_environment_or_argv0(&front);
+    }
+}
+
+fn never_found_through_path_environment_or_argv0(front: &Path) {
     // A planted cursus-deliver-full (and cursus-deliver) in a directory the attacker
     // controls, named by PATH, by variables a careless front might read, and by argv[0].
-    let (lone_dir, lone) = lone_front();
+    let (lone_dir, lone) = lone_front(front);
     let planted = open_dir();
     let marker = planted.path().join("ran");
     let text = format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display());
@@ -530,8 +632,14 @@ fn the_full_program_is_never_found_through_path_environment_or_argv0() {
 
 #[test]
 fn the_hand_over_passes_arguments_environment_and_message_unchanged() {
+    for front in fronts() {
+        the_hand_over_passes_everything_unchanged(&front);
+    }
+}
+
+fn the_hand_over_passes_everything_unchanged(front: &Path) {
     // A stand-in for cursus-deliver-full beside a copy of the front records what it got.
-    let (dir, lone) = lone_front();
+    let (dir, lone) = lone_front(front);
     let out_dir = open_dir();
     std::fs::set_permissions(out_dir.path(), std::fs::Permissions::from_mode(0o777))
         .expect("chmod");
@@ -581,7 +689,10 @@ fn a_privileged_installation_runs_nothing() {
         eprintln!("SKIP a_privileged_installation_runs_nothing: needs root");
         return;
     }
-    for (name, mode) in [("set-user-ID", "4755"), ("set-group-ID", "2755")] {
+    for (front_bin, (name, mode)) in fronts()
+        .iter()
+        .flat_map(|f| [("set-user-ID", "4755"), ("set-group-ID", "2755")].map(|m| (f.clone(), m)))
+    {
         let dir = open_dir();
         let marker = dir.path().join("ran");
         script(
@@ -590,7 +701,7 @@ fn a_privileged_installation_runs_nothing() {
             &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
         );
         let front = dir.path().join("cursus-deliver");
-        install(Path::new(FRONT), &front, mode);
+        install(&front_bin, &front, mode);
         let full = dir.path().join("full");
         install(Path::new(FULL), &full, mode);
         if nix::sys::statvfs::statvfs(dir.path())
@@ -682,8 +793,13 @@ fn the_common_case_executes_nothing_and_reads_no_user_database() {
         eprintln!("SKIP the_common_case_executes_nothing...: /etc/cursus/deliver.toml exists");
         return;
     }
-    for program in [FRONT, FULL] {
+    let fronts = fronts();
+    for program in fronts.iter().map(PathBuf::as_path).chain([Path::new(FULL)]) {
         let s = Scratch::new();
+        // An existing Maildir: the first delivery, which creates it, is the full program's.
+        for d in ["Maildir/tmp", "Maildir/new", "Maildir/cur"] {
+            s.mkdir(d);
+        }
         let log = open_dir();
         std::fs::set_permissions(log.path(), std::fs::Permissions::from_mode(0o777))
             .expect("chmod");
@@ -702,15 +818,73 @@ fn the_common_case_executes_nothing_and_reads_no_user_database() {
             cmd.uid(uid).gid(gid);
         }
         let out = run(cmd, MESSAGE);
-        assert_eq!(code(&out), 0, "{program}: {}", stderr(&out));
-        assert_eq!(files(&s.path("Maildir/new")).len(), 1, "{program}");
+        let shown = program.display();
+        assert_eq!(code(&out), 0, "{shown}: {}", stderr(&out));
+        assert_eq!(files(&s.path("Maildir/new")).len(), 1, "{shown}");
         let text = std::fs::read_to_string(&trace).expect("trace");
-        if program == FRONT {
+        if program != Path::new(FULL) {
             let execs = text.lines().filter(|l| l.contains("execve(")).count();
             assert_eq!(execs, 1, "{text}");
         }
         for name in ["passwd", "nsswitch", "libnss", "/etc/group"] {
-            assert!(!text.contains(name), "{program}: {name} opened:\n{text}");
+            assert!(!text.contains(name), "{shown}: {name} opened:\n{text}");
         }
+    }
+}
+
+#[test]
+fn without_proc_the_front_delivers_through_tmp() {
+    // Where the unnamed file cannot be linked by its /proc/self/fd name (no /proc, or one
+    // hidden from us), the front copies it into tmp/ and renames that into new/ without
+    // replacing anything: the message arrives whole, once, with nothing left in tmp/.
+    if !is_root() {
+        eprintln!(
+            "SKIP without_proc_the_front_delivers_through_tmp: needs root (a mount namespace)"
+        );
+        return;
+    }
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("SKIP without_proc_the_front_delivers_through_tmp: unshare not installed");
+        return;
+    }
+    let (uid, gid) = delivery_ids();
+    for front in fronts() {
+        let normal = Scratch::new();
+        maildir(&normal);
+        let covered = Scratch::new();
+        maildir(&covered);
+        for (s, hide_proc) in [(&normal, false), (&covered, true)] {
+            let hide = if hide_proc {
+                "mount -t tmpfs none /proc && "
+            } else {
+                ""
+            };
+            let mut cmd = Command::new("unshare");
+            cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(format!(
+                    "{hide}exec setpriv --reuid={uid} --regid={gid} --clear-groups \"$0\" \"$@\""
+                ))
+                .arg(&front)
+                .args(["-f", "alice@example.org"])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+                .env("HOME", s.dir.path())
+                .env("USER", USER);
+            let out = run(cmd, MESSAGE);
+            assert_eq!(code(&out), 0, "{}: {}", front.display(), stderr(&out));
+            assert!(files(&s.path("Maildir/tmp")).is_empty(), "tmp/ left behind");
+        }
+        let stored = |s: &Scratch| {
+            let new = files(&s.path("Maildir/new"));
+            assert_eq!(new.len(), 1, "{}", front.display());
+            let name = new[0]
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let size = name.split(",S=").nth(1).map(str::to_string);
+            (std::fs::read(&new[0]).expect("read"), size)
+        };
+        assert_eq!(stored(&covered), stored(&normal), "{}", front.display());
     }
 }

@@ -4,6 +4,8 @@
 //! a remote SMTP client. Parsing is byte-exact and never builds a path; callers that turn an
 //! extension into a folder name must validate it again (the mailbox crate does).
 
+use crate::prelude::*;
+
 /// An envelope sender: either the null reverse-path (`<>`, bounces) or an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sender {

@@ -29,7 +29,9 @@
 //! guessed at); a second definition of an alias silently overriding the first one an
 //! administrator reviewed (duplicates are errors).
 
-use std::fmt;
+use crate::prelude::*;
+
+use core::fmt;
 
 /// Where mail for an alias or .forward entry goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,7 +156,7 @@ impl fmt::Display for AliasError {
     }
 }
 
-impl std::error::Error for AliasError {}
+impl core::error::Error for AliasError {}
 
 /// A logical line: physical lines joined with `\n`, and the byte offset where each starts.
 pub(crate) struct Logical {

@@ -5,6 +5,8 @@
 //! Pure: takes text, returns values. Trusts nothing about the text (offsets past the end are
 //! clamped); never panics.
 
+use crate::prelude::*;
+
 /// 1-based line and column of byte `offset` in `text`.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];

@@ -12,6 +12,8 @@
 //! whose sender is null: see [`should_notify`]); a huge original turned into a huge bounce
 //! (the full message is included only up to [`MAX_RETURNED`], else the header only).
 
+use crate::prelude::*;
+
 use crate::address::Sender;
 use crate::status::EnhancedStatus;
 

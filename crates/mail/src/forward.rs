@@ -17,7 +17,9 @@
 //! are errors, checked before the line is split. Control characters (log and header
 //! forgery) and ambiguous unquoted values are refused as in aliases.
 
-use std::fmt;
+use crate::prelude::*;
+
+use core::fmt;
 
 use crate::aliases::{Logical, TargetError, is_blank_or_comment, lines, parse_targets};
 
@@ -78,7 +80,7 @@ impl fmt::Display for ForwardError {
     }
 }
 
-impl std::error::Error for ForwardError {}
+impl core::error::Error for ForwardError {}
 
 /// Parses a .forward file; returns its targets in order with their lines.
 pub fn parse(text: &str) -> Result<Vec<Entry>, ForwardError> {

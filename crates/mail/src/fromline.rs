@@ -3,6 +3,8 @@
 //! Trusts nothing: the line is built by the MTA from the envelope sender. Only the sender
 //! token is taken; the date is ignored (the delivery agent writes its own).
 
+use crate::prelude::*;
+
 /// If `line` (without its LF) is an mbox `From ` line, returns the sender it names
 /// (`MAILER-DAEMON` and `<>` are passed through for [`crate::Sender::parse`] to read).
 pub fn sender_from_line(line: &[u8]) -> Option<String> {

@@ -6,6 +6,8 @@
 //! raw bytes, so 8-bit, NUL and malformed lines cannot make it fail; they only stop being
 //! recognised as fields.
 
+use crate::prelude::*;
+
 use crate::address::same_address;
 
 /// How many header fields loop detection looks at before giving up (Postfix: 1000).
@@ -43,7 +45,7 @@ pub fn is_field_start(line: &[u8]) -> bool {
 pub fn fields(header: &[u8]) -> impl Iterator<Item = Field<'_>> {
     let mut rest = header;
     let mut count = 0usize;
-    std::iter::from_fn(move || {
+    core::iter::from_fn(move || {
         if count >= MAX_FIELDS {
             return None;
         }

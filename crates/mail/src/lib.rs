@@ -4,6 +4,19 @@
 //! from anyone on the Internet and return typed values or `None`.
 
 #![forbid(unsafe_code)]
+// No operating system here, so the no-libc front of cursus-deliver can use it too.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+/// What std's prelude would give: the allocating types and macros.
+mod prelude {
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec::Vec;
+    pub use alloc::{format, vec};
+}
 
 pub mod address;
 pub mod aliases;
@@ -12,6 +25,8 @@ pub mod dsn;
 pub mod forward;
 pub mod fromline;
 pub mod header;
+pub mod maildir_name;
+pub mod split;
 pub mod status;
 pub mod submission;
 

@@ -5,7 +5,9 @@
 //! [`Outcome`], which says delivered, temporary or permanent, with a status and one line of
 //! text that is safe to show in a bounce.
 
-use std::fmt;
+use crate::prelude::*;
+
+use core::fmt;
 
 /// An RFC 3463 enhanced status code such as `5.2.2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -198,6 +200,44 @@ pub fn one_line(text: String) -> String {
         out.truncate(cut);
     }
     out
+}
+
+/// What kind of failure an errno is, before it becomes an [`Outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrnoClass {
+    /// EAGAIN, EWOULDBLOCK, ESTALE: the mailbox is busy or an NFS handle went stale.
+    Busy,
+    /// ENOSPC: the file system is full.
+    NoSpace,
+    /// EDQUOT, EFBIG: the user's disk quota or file size limit is reached.
+    MailboxFull,
+    /// EACCES, EPERM, EROFS: permissions or a read-only mount; an administrator can fix it.
+    Permission,
+    /// ENOENT, ENOTDIR: the mailbox or a directory above it is missing.
+    Missing,
+    /// Anything else, including errors that carry no errno.
+    Other,
+}
+
+impl ErrnoClass {
+    /// The outcome of a failed system call of this class; `text` says what was being done,
+    /// with the system's description of the error (Postfix `mbox_dsn()`, mda-interface §2:
+    /// EAGAIN/ESTALE defer with 4.2.0, ENOSPC defers with 4.3.1, EDQUOT/EFBIG bounce with
+    /// 5.2.2 and EX_NOPERM, permission errors and a missing mailbox defer with 4.2.0, and
+    /// everything else defers with 4.3.0). The one place that decides whether an I/O error
+    /// is temporary or permanent.
+    pub fn outcome(self, text: String) -> Outcome {
+        match self {
+            ErrnoClass::Busy | ErrnoClass::Permission | ErrnoClass::Missing => {
+                Outcome::temporary(codes::MAILBOX_STATUS, text)
+            }
+            ErrnoClass::NoSpace => Outcome::temporary(codes::SYSTEM_FULL, text),
+            ErrnoClass::MailboxFull => {
+                Outcome::permanent(codes::MAILBOX_FULL, ExitCode::NoPerm, text)
+            }
+            ErrnoClass::Other => Outcome::temporary(codes::SYSTEM_STATUS, text),
+        }
+    }
 }
 
 #[cfg(test)]

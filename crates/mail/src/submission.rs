@@ -9,6 +9,8 @@
 //! Attacks stopped: a full name with quotes or backslashes cannot end the quoted display
 //! name early; line breaks in any value are replaced, so no field can be injected.
 
+use crate::prelude::*;
+
 use crate::header::fields;
 
 /// What the fields are made of.

@@ -14,25 +14,10 @@
 
 use std::io;
 
-use cursus_mail::{EnhancedStatus, ExitCode, Outcome, codes};
+use cursus_mail::Outcome;
 use nix::errno::Errno;
 
-/// What kind of failure an errno is, before it becomes an [`Outcome`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrnoClass {
-    /// EAGAIN, EWOULDBLOCK, ESTALE: the mailbox is busy or an NFS handle went stale.
-    Busy,
-    /// ENOSPC: the file system is full.
-    NoSpace,
-    /// EDQUOT, EFBIG: the user's disk quota or file size limit is reached.
-    MailboxFull,
-    /// EACCES, EPERM, EROFS: permissions or a read-only mount; an administrator can fix it.
-    Permission,
-    /// ENOENT, ENOTDIR: the mailbox or a directory above it is missing.
-    Missing,
-    /// Anything else, including errors that carry no errno.
-    Other,
-}
+pub use cursus_mail::status::ErrnoClass;
 
 /// Sorts an I/O error into its [`ErrnoClass`].
 pub fn classify(error: &io::Error) -> ErrnoClass {
@@ -49,25 +34,12 @@ pub fn classify(error: &io::Error) -> ErrnoClass {
     }
 }
 
-/// The temporary "mailbox status" code (4.2.0).
-const MAILBOX_BUSY: EnhancedStatus = codes::MAILBOX_STATUS.as_temporary();
-/// The temporary "other system status" code (4.3.0).
-const SYSTEM_TEMPORARY: EnhancedStatus = codes::SYSTEM_STATUS.as_temporary();
-
 /// Maps an I/O error to a delivery outcome. `context` says what was being done and names the
 /// path (for example `"cannot write /home/u/Maildir/tmp/x"`); it becomes the outcome text,
 /// followed by the system's description of the error. This is the only place that decides
 /// whether an I/O error is temporary or permanent.
 pub fn outcome_for_io(error: &io::Error, context: &str) -> Outcome {
-    let text = format!("{context}: {}", describe(error));
-    match classify(error) {
-        ErrnoClass::Busy | ErrnoClass::Permission | ErrnoClass::Missing => {
-            Outcome::temporary(MAILBOX_BUSY, text)
-        }
-        ErrnoClass::NoSpace => Outcome::temporary(codes::SYSTEM_FULL, text),
-        ErrnoClass::MailboxFull => Outcome::permanent(codes::MAILBOX_FULL, ExitCode::NoPerm, text),
-        ErrnoClass::Other => Outcome::temporary(SYSTEM_TEMPORARY, text),
-    }
+    classify(error).outcome(format!("{context}: {}", describe(error)))
 }
 
 /// The error's description without Rust's " (os error N)" suffix, which means nothing to the

@@ -1,26 +1,27 @@
-//! Reading the message an MTA pipes to us: line ends, the mbox `From ` line, the header
-//! section and the body.
+//! Reading the message an MTA pipes to us into a [`ReadMessage`]: cursus-mail's
+//! [`Splitter`] decides line ends, the mbox `From ` line, the header section and the body;
+//! the body goes to a spool that spills to an unlinked file, so a 20 MB message costs about
+//! the same memory as a 2 KB one.
 //!
-//! Trusts nothing: the bytes come from the sender. Input is always read to EOF (OpenSMTPD
-//! treats unread input after exit 0 as a failure; Postfix would see EPIPE). CRLF becomes LF;
-//! a lone CR and every other byte (8-bit, NUL) is kept. Memory is bounded: the header
-//! section is capped at [`HEADER_LIMIT`] and the body goes to a spool that spills to an
-//! unlinked file, so a 20 MB message costs about the same memory as a 2 KB one.
+//! Input is always read to EOF (OpenSMTPD treats unread input after exit 0 as a failure;
+//! Postfix would see EPIPE).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use crate::spool::{SpoolWriter, Spooled};
-use cursus_mail::fromline::sender_from_line;
-use cursus_mail::header::is_field_start;
+pub use cursus_mail::split::HEADER_LIMIT;
+use cursus_mail::split::{BodySink, Splitter};
 
-/// The most header bytes kept in memory for inspection; beyond this the rest of the message
-/// is treated as body (it is still stored byte for byte, only loop detection stops looking).
-pub const HEADER_LIMIT: usize = 1 << 20;
 /// Body bytes kept in memory before the spool spills to a file.
 pub const MEMORY_LIMIT: usize = 256 << 10;
-/// The longest first line examined for a `From ` line.
-const FROM_LINE_LIMIT: usize = 64 << 10;
+
+impl BodySink for SpoolWriter {
+    type Error = io::Error;
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_all(data)
+    }
+}
 
 /// A message as read, ready for the trace headers to be put in front.
 #[derive(Debug)]
@@ -45,161 +46,9 @@ impl ReadMessage {
     }
 }
 
-enum Stage {
-    FirstLine,
-    Header,
-    Body,
-}
-
-struct Splitter {
-    stage: Stage,
-    pending_cr: bool,
-    first: Vec<u8>,
-    from_line_sender: Option<String>,
-    header: Vec<u8>,
-    header_first_line_checked: bool,
-    starts_with_body: bool,
-    body: SpoolWriter,
-}
-
-impl Splitter {
-    fn new(spill_dir: &Path) -> Self {
-        Splitter {
-            stage: Stage::FirstLine,
-            pending_cr: false,
-            first: Vec::new(),
-            from_line_sender: None,
-            header: Vec::new(),
-            header_first_line_checked: false,
-            starts_with_body: false,
-            body: SpoolWriter::new(MEMORY_LIMIT, spill_dir),
-        }
-    }
-
-    /// Converts CRLF to LF in `chunk` (a CR at the end of a chunk waits for the next one).
-    fn feed_raw(&mut self, chunk: &[u8], scratch: &mut Vec<u8>) -> io::Result<()> {
-        scratch.clear();
-        let mut rest = chunk;
-        if self.pending_cr {
-            self.pending_cr = false;
-            if rest.first() != Some(&b'\n') {
-                scratch.push(b'\r');
-            }
-        }
-        while let Some(i) = rest.iter().position(|&b| b == b'\r') {
-            scratch.extend_from_slice(&rest[..i]);
-            match rest.get(i + 1) {
-                Some(b'\n') => {}
-                Some(_) => scratch.push(b'\r'),
-                None => self.pending_cr = true,
-            }
-            rest = &rest[i + 1..];
-        }
-        scratch.extend_from_slice(rest);
-        let data = std::mem::take(scratch);
-        let result = self.feed(&data);
-        *scratch = data;
-        result
-    }
-
-    fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            match self.stage {
-                Stage::FirstLine => {
-                    let lf = data.iter().position(|&b| b == b'\n');
-                    let take = lf.map_or(data.len(), |i| i + 1);
-                    self.first.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if lf.is_some() || self.first.len() > FROM_LINE_LIMIT {
-                        self.end_first_line()?;
-                    }
-                }
-                Stage::Header => data = self.feed_header(data)?,
-                Stage::Body => {
-                    self.body.write_all(data)?;
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn end_first_line(&mut self) -> io::Result<()> {
-        let first = std::mem::take(&mut self.first);
-        self.stage = Stage::Header;
-        let line = first.strip_suffix(b"\n").unwrap_or(&first);
-        if let Some(sender) = sender_from_line(line) {
-            self.from_line_sender = Some(sender);
-            return Ok(());
-        }
-        self.feed(&first)
-    }
-
-    /// Takes bytes into the header until the empty line; returns what belongs to the body.
-    fn feed_header<'a>(&mut self, data: &'a [u8]) -> io::Result<&'a [u8]> {
-        let mut end = None;
-        for (i, &b) in data.iter().enumerate() {
-            let prev = if i == 0 {
-                self.header.last().copied()
-            } else {
-                Some(data[i - 1])
-            };
-            if b == b'\n' && (prev == Some(b'\n') || (prev.is_none() && self.header.is_empty())) {
-                end = Some(i + 1);
-                break;
-            }
-        }
-        let take = end
-            .unwrap_or(data.len())
-            .min(HEADER_LIMIT.saturating_sub(self.header.len()));
-        self.header.extend_from_slice(&data[..take]);
-        let first_lf = self.header.iter().position(|&b| b == b'\n');
-        if let (false, Some(lf)) = (self.header_first_line_checked, first_lf) {
-            self.header_first_line_checked = true;
-            if lf > 0 && !is_field_start(&self.header[..lf]) {
-                self.move_header_to_body()?;
-                return Ok(&data[take..]);
-            }
-        }
-        if end == Some(take) || self.header.len() >= HEADER_LIMIT {
-            self.stage = Stage::Body;
-        }
-        Ok(&data[take..])
-    }
-
-    fn move_header_to_body(&mut self) -> io::Result<()> {
-        let header = std::mem::take(&mut self.header);
-        self.starts_with_body = true;
-        self.stage = Stage::Body;
-        self.body.write_all(&header)
-    }
-
-    fn finish(mut self) -> io::Result<ReadMessage> {
-        if self.pending_cr {
-            self.pending_cr = false;
-            self.feed(b"\r")?;
-        }
-        if matches!(self.stage, Stage::FirstLine) && !self.first.is_empty() {
-            self.end_first_line()?;
-        }
-        if !self.header_first_line_checked
-            && !self.header.is_empty()
-            && !is_field_start(&self.header)
-        {
-            self.move_header_to_body()?;
-        }
-        Ok(ReadMessage {
-            from_line_sender: self.from_line_sender,
-            header: self.header,
-            starts_with_body: self.starts_with_body,
-            body: self.body.finish()?,
-        })
-    }
-}
-
 /// Reads the whole input. `spill_dir` holds the unlinked spool file for large bodies.
 pub fn read_message(input: &mut dyn Read, spill_dir: &Path) -> io::Result<ReadMessage> {
-    let mut splitter = Splitter::new(spill_dir);
+    let mut splitter = Splitter::new(SpoolWriter::new(MEMORY_LIMIT, spill_dir));
     let mut buf = vec![0u8; 64 << 10];
     let mut scratch = Vec::with_capacity(64 << 10);
     loop {
@@ -211,7 +60,13 @@ pub fn read_message(input: &mut dyn Read, spill_dir: &Path) -> io::Result<ReadMe
         };
         splitter.feed_raw(&buf[..n], &mut scratch)?;
     }
-    splitter.finish()
+    let split = splitter.finish()?;
+    Ok(ReadMessage {
+        from_line_sender: split.from_line_sender,
+        header: split.header,
+        starts_with_body: split.starts_with_body,
+        body: split.body.finish()?,
+    })
 }
 
 /// Reads and discards the rest of the input, so the MTA never sees its write fail

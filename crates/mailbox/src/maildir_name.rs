@@ -17,10 +17,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use cursus_mail::maildir_name::{escape_host, final_name, unique_from};
+
 /// Deliveries made by this process, for the `Q` field.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
-/// Longest escaped host part; gethostname() allows 64 bytes, which could escape to 256.
-const MAX_HOST: usize = 100;
 
 /// The escaped host name of this machine, computed once.
 pub fn host() -> &'static str {
@@ -33,30 +33,6 @@ pub fn host() -> &'static str {
     })
 }
 
-/// Escapes a host name for a maildir file name: `/` → `\057`, `:` → `\072`, `,` → `\054`,
-/// `\` → `\134`, bytes below 0x21 and above 0x7e → `\ooo`, a leading `.` → `\056`; empty
-/// becomes `localhost`; capped at 100 bytes on an escape boundary.
-pub fn escape_host(raw: &[u8]) -> String {
-    let mut out = String::new();
-    for (i, &b) in raw.iter().enumerate() {
-        let piece = match b {
-            b'/' | b':' | b',' | b'\\' => format!("\\{b:03o}"),
-            b'.' if i == 0 => format!("\\{b:03o}"),
-            0x21..=0x7e => char::from(b).to_string(),
-            _ => format!("\\{b:03o}"),
-        };
-        if out.len() + piece.len() > MAX_HOST {
-            break;
-        }
-        out.push_str(&piece);
-    }
-    if out.is_empty() {
-        "localhost".to_string()
-    } else {
-        out
-    }
-}
-
 /// A new unique name `<sec>.M<usec>P<pid>Q<n>R<16 hex>.<host>`.
 pub fn unique_name() -> io::Result<String> {
     let now = SystemTime::now()
@@ -65,14 +41,13 @@ pub fn unique_name() -> io::Result<String> {
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed) + 1;
     let mut random = [0u8; 8];
     random_bytes(&mut random)?;
-    Ok(format!(
-        "{}.M{}P{}Q{}R{:016x}.{}",
+    Ok(unique_from(
         now.as_secs(),
         now.subsec_micros(),
         std::process::id(),
         n,
         u64::from_be_bytes(random),
-        host()
+        host(),
     ))
 }
 
@@ -82,11 +57,6 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
         Some(raw) => io::Error::from_raw_os_error(raw),
         None => io::Error::other(format!("random source: {e}")),
     })
-}
-
-/// The name in `new/`: `<unique>,S=<size>,W=<rfc822 size>`.
-pub fn final_name(unique: &str, size: u64, rfc822_size: u64) -> String {
-    format!("{unique},S={size},W={rfc822_size}")
 }
 
 /// The name in `cur/`: `<name>:2,<flags>`.
@@ -136,10 +106,7 @@ mod tests {
             assert_eq!(escape_host(raw), *want, "{raw:?}");
         }
         let long = escape_host(&[b'/'; 64]);
-        assert!(
-            long.len() <= MAX_HOST && long.len().is_multiple_of(4),
-            "{long}"
-        );
+        assert!(long.len() <= 100 && long.len().is_multiple_of(4), "{long}");
     }
 
     /// Checks `^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+$` by hand.

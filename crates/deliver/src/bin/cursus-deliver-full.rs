@@ -1,6 +1,6 @@
 //! cursus-deliver-full: the whole MDA. Process hygiene, argument parsing, one delivery, one
 //! `X.Y.Z text` line on failure, the sysexits code. The `cursus-deliver` front executes it
-//! for every request that is not the common case (see `front.rs`); it can also be run
+//! for every request that is not the common case (see cursus-front); it can also be run
 //! directly.
 //!
 //! Trusts nothing it inherits: descriptors above 2 are closed, the umask is set to 077 and
