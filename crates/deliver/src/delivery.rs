@@ -22,6 +22,7 @@ pub use cursus_front::envelope::{Envelope, EnvelopeArgs};
 use cursus_front::envelope::{empty_message, setuid_refusal};
 use cursus_mail::address::{extension, split_address};
 use cursus_mail::{ExitCode, Outcome, codes};
+use cursus_mailbox::errno::describe;
 use cursus_mailbox::{
     FolderName, MailboxError, MaildirOptions, MboxOptions, Message, MhOptions, QuotaLimits, Stored,
     deliver_maildir, deliver_mbox, deliver_mh,
@@ -226,7 +227,10 @@ pub fn spill_dir(getenv: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 /// Reads the message to EOF; an empty message is refused (5.6.0, exit 65).
 pub fn read_input(input: &mut dyn Read, spill_dir: &Path) -> Result<ReadMessage, Outcome> {
     let message = input::read_message(input, spill_dir).map_err(|e| {
-        Outcome::temporary(codes::SYSTEM_STATUS, format!("reading the message: {e}"))
+        Outcome::temporary(
+            codes::SYSTEM_STATUS,
+            format!("reading the message: {}", describe(&e)),
+        )
     })?;
     if message.is_empty() {
         return Err(empty_message());

@@ -888,3 +888,81 @@ fn without_proc_the_front_delivers_through_tmp() {
         assert_eq!(stored(&covered), stored(&normal), "{}", front.display());
     }
 }
+
+/// A front or the full program delivering into a fresh home with a ready Maildir, as the
+/// delivery user; standard input is the caller's.
+fn common_case(program: &Path, s: &Scratch) -> Command {
+    maildir(s);
+    let mut cmd = Command::new(program);
+    cmd.arg0(FRONT)
+        .args(["-f", "alice@example.org"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", s.dir.path())
+        .env("USER", user_name());
+    if is_root() {
+        let (uid, gid) = delivery_ids();
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+#[test]
+fn killed_while_reading_the_front_leaves_nothing_visible() {
+    // The front writes the message into its unnamed file as it reads it: killed half-way,
+    // nothing may appear in new/ or stay in tmp/ (the file goes with the process).
+    use std::io::Write;
+    for front in fronts() {
+        let s = Scratch::new();
+        let mut cmd = common_case(&front, &s);
+        cmd.stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"Subject: half\r\n\r\n").expect("write");
+        for _ in 0..64 {
+            stdin.write_all(&[b'y'; 16384]).expect("write");
+        }
+        // Still reading: the pipe is open and the message not ended.
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "{}",
+            front.display()
+        );
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(
+            files(&s.path("Maildir/new")).is_empty(),
+            "{}",
+            front.display()
+        );
+        assert!(
+            files(&s.path("Maildir/tmp")).is_empty(),
+            "{}",
+            front.display()
+        );
+    }
+}
+
+#[test]
+fn a_read_error_is_answered_as_the_full_program_answers_it() {
+    // Standard input that cannot be read (here a directory: EISDIR): 4.3.0, exit 75, the
+    // same line from both, and nothing stored.
+    let fronts = fronts();
+    let mut seen = Vec::new();
+    for program in fronts.iter().map(PathBuf::as_path).chain([Path::new(FULL)]) {
+        let s = Scratch::new();
+        let mut cmd = common_case(program, &s);
+        let dir = std::fs::File::open(s.dir.path()).expect("open dir");
+        let out = cmd.stdin(dir).output().expect("run");
+        assert_eq!(code(&out), 75, "{}: {}", program.display(), stderr(&out));
+        assert!(
+            files(&s.path("Maildir/new")).is_empty(),
+            "{}",
+            program.display()
+        );
+        seen.push(stderr(&out));
+    }
+    assert_eq!(seen[0], "4.3.0 reading the message: Is a directory\n");
+    assert!(seen.iter().all(|l| *l == seen[0]), "{seen:?}");
+}

@@ -147,11 +147,7 @@ fn write_message(
                 drain(input);
                 return Err(Outcome::temporary(
                     codes::SYSTEM_STATUS,
-                    format!(
-                        "reading the message: {} (os error {})",
-                        sys::describe(e),
-                        e.0
-                    ),
+                    format!("reading the message: {}", sys::describe(e)),
                 ));
             }
         };

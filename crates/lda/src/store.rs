@@ -80,7 +80,13 @@ pub fn deliver(job: &Job<'_>, log: &mut dyn FnMut(String)) -> Outcome {
     let message = match read_message(job.message) {
         Ok(m) => m,
         Err(e) => {
-            return Outcome::temporary(codes::SYSTEM_STATUS, format!("reading the message: {e}"));
+            return Outcome::temporary(
+                codes::SYSTEM_STATUS,
+                format!(
+                    "reading the message: {}",
+                    cursus_mailbox::errno::describe(&e)
+                ),
+            );
         }
     };
     let state = trace_state(&message.header, Some(&job.envelope.final_recipient));

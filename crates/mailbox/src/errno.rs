@@ -44,7 +44,7 @@ pub fn outcome_for_io(error: &io::Error, context: &str) -> Outcome {
 
 /// The error's description without Rust's " (os error N)" suffix, which means nothing to the
 /// reader of a bounce.
-pub(crate) fn describe(error: &io::Error) -> String {
+pub fn describe(error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(raw) => Errno::from_raw(raw).desc().to_string(),
         None => error.to_string(),
