@@ -17,6 +17,7 @@
 
 mod codec;
 pub mod crc;
+mod draft;
 pub mod envelope;
 mod error;
 pub mod fault;
@@ -29,6 +30,7 @@ pub mod schedule;
 mod spool;
 pub mod state;
 
+pub use draft::Draft;
 pub use envelope::{BodyType, Client, Envelope, Notify, Recipient, Ret};
 pub use error::QueueError;
 pub use fault::{FaultHook, Step};

@@ -7,7 +7,9 @@
 //!
 //! The durability argument, step by step (NOTES.md has the long form):
 //! 1. accept writes `<bucket>/<ID>.msg` and fdatasyncs it: the bytes are on disk before any
-//!    journal exists, so a journal never names a message that is not all there.
+//!    journal exists, so a journal never names a message that is not all there. (A message
+//!    streamed as it arrives is the same accept cut in three: `begin` creates the file, the
+//!    caller writes into the [`Draft`], `commit` syncs it and goes on with step 2.)
 //! 2. It writes the envelope record to `tmp/<ID>.jnl` and fdatasyncs it; then renames it to
 //!    `<bucket>/<ID>.jnl`. The rename is the commit point: a journal in a bucket always has
 //!    a whole envelope, so open() can trust names alone and read nothing.
@@ -31,14 +33,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::Bound;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cursus_mail::{EnhancedStatus, Outcome, OutcomeKind};
 use jiff::Timestamp;
 
+use crate::draft::{Draft, DraftState, give_back};
 use crate::envelope::Envelope;
 use crate::error::QueueError;
 use crate::fault::{FaultHook, Step};
@@ -59,11 +61,11 @@ const STRIPES: usize = 64;
 const MAX_JOURNAL: u64 = 64 << 20;
 /// Spare files kept for reuse, at most (a queue run that empties a large queue leaves
 /// that many for the next arrivals).
-const MAX_SPARES: usize = 32768;
+pub(crate) const MAX_SPARES: usize = 32768;
 /// The disk space all spares may hold together (their allocated blocks).
-const MAX_SPARES_SPACE: u64 = 128 << 20;
+pub(crate) const MAX_SPARES_SPACE: u64 = 128 << 20;
 /// Message files larger than this are unlinked, not kept as spares.
-const MAX_SPARE_BYTES: u64 = 256 << 10;
+pub(crate) const MAX_SPARE_BYTES: u64 = 256 << 10;
 /// Room a message written into a spare must leave free on the file system beyond its own
 /// size (what a new file and its journal would have needed), else the accept is refused.
 const MIN_FREE: u64 = 64 << 10;
@@ -92,10 +94,10 @@ fn delivered(index: usize, outcome: &Outcome, relays: &[(usize, Relay)]) -> Chan
 /// The spare files: the path and allocated bytes of each, their sum (with the room
 /// reserved by renames under way), and how many renames are under way (see `retire`).
 #[derive(Default)]
-struct Spares {
-    list: Vec<(PathBuf, u64)>,
-    space: u64,
-    reserved: usize,
+pub(crate) struct Spares {
+    pub(crate) list: Vec<(PathBuf, u64)>,
+    pub(crate) space: u64,
+    pub(crate) reserved: usize,
 }
 
 /// How a queue is opened.
@@ -222,7 +224,7 @@ pub struct Queue {
     accepted: AtomicU64,
     file_syncs: AtomicU64,
     /// The files kept for reuse (`<bucket>/<ID>.{msg,jnl}.spare`, `spare/s<N>`).
-    spares: Mutex<Spares>,
+    spares: Arc<Mutex<Spares>>,
     /// Messages accepted by this process whose file no delivery agent outside it was given
     /// (see [`Queue::handed_out`]): their files can become spares whatever happened.
     fresh: Mutex<HashSet<QueueId>>,
@@ -328,7 +330,7 @@ impl Queue {
             recovery,
             accepted: AtomicU64::new(0),
             file_syncs: AtomicU64::new(0),
-            spares: Mutex::new(spares),
+            spares: Arc::new(Mutex::new(spares)),
             fresh: Mutex::new(HashSet::new()),
         })
     }
@@ -386,18 +388,35 @@ impl Queue {
 
     /// Writes the message and its envelope and makes both durable; the returned id is what
     /// the 250 reply carries. On an error nothing was accepted (a partial message may remain
-    /// until the next open, invisible to every other call).
+    /// until the next open, invisible to every other call). The same as [`Queue::begin`],
+    /// the message copied into the draft, and [`Queue::commit`].
     pub fn accept(&self, envelope: &Envelope, message: impl Read) -> Result<QueueId, QueueError> {
         let mut message = message;
+        let mut draft = self.begin()?;
+        if let Err(e) = io::copy(&mut message, &mut draft) {
+            let path = draft.path().to_path_buf();
+            return Err(QueueError::io("write", path, e));
+        }
+        self.commit(draft, envelope)
+    }
+
+    /// Starts a message whose bytes are then written into the returned [`Draft`] (a message
+    /// too large to hold in memory is streamed there as it arrives); [`Queue::commit`] makes
+    /// it durable. The file is the message's own (`<bucket>/<ID>.msg`, created with O_EXCL)
+    /// or a spare that gets that name at commit: until then no journal names it, so a crash
+    /// leaves an orphan that open removes, and a draft dropped uncommitted removes it.
+    pub fn begin(&self) -> Result<Draft, QueueError> {
         // A spare gets its queue name by a rename that refuses to replace (after the sync);
         // a new file is created in the bucket with O_EXCL. Either way a colliding id is an
         // error, and a fresh id then almost surely is free.
-        let (id, mut file, spare) = match self.take_spare() {
-            Some(path) => {
-                let file =
-                    spool::open_spare(&path).map_err(|e| QueueError::io("open", &path, e))?;
-                (QueueId::generate(), file, Some(path))
-            }
+        let (id, file, spare) = match self.take_spare() {
+            Some(path) => match spool::open_spare(&path) {
+                Ok(file) => (QueueId::generate(), file, Some(path)),
+                Err(e) => {
+                    give_back(&self.spares, path.clone());
+                    return Err(QueueError::io("open", &path, e));
+                }
+            },
             None => {
                 let mut tries = 0;
                 loop {
@@ -413,8 +432,31 @@ impl Queue {
                 }
             }
         };
-        match self.accept_steps(id, &mut file, spare.as_deref(), envelope, &mut message) {
+        let mut draft = Draft {
+            id,
+            file,
+            message: self.layout.message(id),
+            spare,
+            size: 0,
+            spares: self.spares.clone(),
+            state: DraftState::Open,
+        };
+        if let Err(e) = self.fault(Step::MessageCreated) {
+            draft.state = DraftState::Stopped;
+            return Err(e);
+        }
+        Ok(draft)
+    }
+
+    /// Makes a draft's message and `envelope` durable: syncs the message, writes and syncs
+    /// the journal, renames it into the bucket and syncs the directory. The returned id is
+    /// what the 250 reply carries. On an error nothing was accepted and the draft's files
+    /// are removed (a stop injected by a test leaves them as they are).
+    pub fn commit(&self, mut draft: Draft, envelope: &Envelope) -> Result<QueueId, QueueError> {
+        let id = draft.id;
+        match self.accept_steps(&mut draft, envelope) {
             Ok(()) => {
+                draft.state = DraftState::Committed;
                 self.accepted.fetch_add(1, Ordering::Relaxed);
                 self.lock_index()
                     .set(id, Slot::Loaded(Some(envelope.received.as_microsecond())));
@@ -424,15 +466,15 @@ impl Queue {
                     .insert(id);
                 Ok(id)
             }
-            Err(QueueError::Injected(step)) => Err(QueueError::Injected(step)),
+            Err(QueueError::Injected(step)) => {
+                draft.state = DraftState::Stopped;
+                Err(QueueError::Injected(step))
+            }
             Err(e) => {
-                if let Some(path) = spare {
-                    self.give_back(path);
-                }
-                // Best effort: the next open removes whatever this leaves.
+                // Best effort: the next open removes whatever this leaves. The draft's drop
+                // removes the message file (or gives its spare back).
                 let _ = spool::remove_file(&self.layout.journal(id));
                 let _ = spool::remove_file(&self.layout.tmp_journal(id));
-                let _ = spool::remove_file(&self.layout.message(id));
                 Err(e)
             }
         }
@@ -444,18 +486,6 @@ impl Queue {
         let (path, space) = spares.list.pop()?;
         spares.space -= space;
         Some(path)
-    }
-
-    /// Returns a spare taken by an accept that failed before renaming it.
-    fn give_back(&self, path: PathBuf) {
-        if let Ok(meta) = std::fs::symlink_metadata(&path)
-            && meta.is_file()
-        {
-            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
-            let space = meta.blocks() * 512;
-            spares.list.push((path, space));
-            spares.space += space;
-        }
     }
 
     /// Says that the file of message `id` was given to a delivery agent outside this process
@@ -535,18 +565,12 @@ impl Queue {
         spool::remove_file(path)
     }
 
-    fn accept_steps(
-        &self,
-        id: QueueId,
-        file: &mut File,
-        spare: Option<&Path>,
-        envelope: &Envelope,
-        message: &mut dyn Read,
-    ) -> Result<(), QueueError> {
+    fn accept_steps(&self, draft: &mut Draft, envelope: &Envelope) -> Result<(), QueueError> {
+        let id = draft.id;
+        let size = draft.size;
         let msg_path = self.layout.message(id);
-        self.fault(Step::MessageCreated)?;
-        let size = io::copy(message, file).map_err(|e| QueueError::io("write", &msg_path, e))?;
-        if spare.is_some() {
+        let file = &mut draft.file;
+        if draft.spare.is_some() {
             self.check_room(file, size, &msg_path)?;
             // What the spare held beyond the new message goes before the sync.
             file.set_len(size)
@@ -559,9 +583,12 @@ impl Queue {
         }
         self.fault(Step::MessageWritten)?;
         self.sync_file(file, &msg_path)?;
-        if let Some(from) = spare {
+        if let Some(from) = &draft.spare {
             spool::rename_new(from, &msg_path)
                 .map_err(|e| QueueError::io("rename", &msg_path, e))?;
+            // The file now stands under the message's name (removed by the draft's drop if
+            // a later step fails).
+            draft.spare = None;
         }
         self.fault(Step::MessageSynced)?;
 
@@ -580,7 +607,7 @@ impl Queue {
         let (tmp_path, mut journal, spare) = match self.take_spare() {
             Some(path) => {
                 let file = spool::open_spare(&path).map_err(|e| {
-                    self.give_back(path.clone());
+                    give_back(&self.spares, path.clone());
                     QueueError::io("open", &path, e)
                 })?;
                 (path.clone(), file, Some(path))
@@ -595,7 +622,7 @@ impl Queue {
         let written = self.write_journal(&mut journal, &framed, spare.is_some(), &tmp_path);
         drop(journal);
         if let (Err(_), Some(path)) = (&written, spare) {
-            self.give_back(path);
+            give_back(&self.spares, path);
         }
         written?;
         let jnl_path = self.layout.journal(id);

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -71,14 +71,63 @@ fn assert_spool_clean(root: &std::path::Path) {
 
 #[test]
 fn an_accept_stopped_at_any_step_is_absent_or_whole() {
-    accept_stopped_at_every_step(false);
+    accept_stopped_at_every_step(false, Write::Accept);
+}
+
+/// The same for a message streamed into a draft in pieces (begin, writes, commit), as the
+/// daemon does with a message too large to hold in memory.
+#[test]
+fn a_streamed_draft_stopped_at_any_step_is_absent_or_whole() {
+    accept_stopped_at_every_step(false, Write::Streamed);
+    accept_stopped_at_every_step(true, Write::Streamed);
+}
+
+/// A process that dies while a draft is being written (no drop runs) leaves an orphan
+/// message file that the next open removes.
+#[test]
+fn a_crash_in_the_middle_of_a_draft_leaves_nothing_after_open() {
+    for with_spares in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if with_spares {
+            make_spares(dir.path());
+        }
+        {
+            let queue = Queue::open(dir.path()).expect("opens");
+            let mut draft = queue.begin().expect("begins");
+            let big = big_body();
+            draft.write_all(&big[..big.len() / 2]).expect("writes");
+            // As if killed: the drop that removes the file never runs.
+            std::mem::forget(draft);
+        }
+        let queue = Queue::open(dir.path()).expect("reopens");
+        assert_eq!(queue.list().count(), 0);
+        drop(queue);
+        assert_spool_clean(dir.path());
+    }
+}
+
+/// How the stopped message is written.
+#[derive(Clone, Copy, Debug)]
+enum Write {
+    /// `Queue::accept` with the whole message.
+    Accept,
+    /// `Queue::begin`, the message in 64 KiB writes, `Queue::commit`.
+    Streamed,
+}
+
+/// A message larger than a spare and than the daemon's buffer.
+fn big_body() -> Vec<u8> {
+    let mut b = body(3);
+    b.extend((0..1_100_000u32).map(|i| b'a' + (i % 23) as u8));
+    b.extend_from_slice(b"\r\n");
+    b
 }
 
 /// The same with spare files to reuse, longer than what the stopped accept writes: their
 /// old bytes must never show through.
 #[test]
 fn an_accept_into_spare_files_stopped_at_any_step_is_absent_or_whole() {
-    accept_stopped_at_every_step(true);
+    accept_stopped_at_every_step(true, Write::Accept);
 }
 
 /// Leaves two spares (a long message and its journal) in a queue at `dir`.
@@ -98,7 +147,11 @@ fn make_spares(dir: &std::path::Path) {
     assert_eq!(common::spares(dir), 2);
 }
 
-fn accept_stopped_at_every_step(with_spares: bool) {
+fn accept_stopped_at_every_step(with_spares: bool, how: Write) {
+    let message = match how {
+        Write::Accept => body(1),
+        Write::Streamed => big_body(),
+    };
     for step in Step::ACCEPT {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = envelope();
@@ -107,10 +160,18 @@ fn accept_stopped_at_every_step(with_spares: bool) {
         }
         {
             let queue = Queue::open_with(dir.path(), stop_at(step)).expect("opens");
-            let err = queue.accept(&env, &body(1)[..]);
+            let err = match how {
+                Write::Accept => queue.accept(&env, &message[..]),
+                Write::Streamed => queue.begin().and_then(|mut draft| {
+                    for piece in message.chunks(64 << 10) {
+                        draft.write_all(piece).expect("writes");
+                    }
+                    queue.commit(draft, &env)
+                }),
+            };
             assert!(
                 matches!(err, Err(QueueError::Injected(s)) if s == step),
-                "{step:?}"
+                "{step:?} {how:?}"
             );
         }
         let queue = Queue::open(dir.path()).expect("reopens");
@@ -133,7 +194,7 @@ fn accept_stopped_at_every_step(with_spares: bool) {
             Step::Renamed | Step::Committed => {
                 assert_eq!(listed.len(), 1, "{step:?}");
                 assert_eq!(listed[0].envelope, env);
-                assert_eq!(contents(&queue, listed[0].id), body(1));
+                assert_eq!(contents(&queue, listed[0].id), message);
             }
             _ => unreachable!(),
         }

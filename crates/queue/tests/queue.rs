@@ -621,3 +621,104 @@ fn after_a_deferral_only_files_that_never_left_the_process_become_spares() {
     assert!(queue.remove_delivered(id, &ok, now).expect("removes"));
     assert_eq!(spares(), 1, "only the journal is kept");
 }
+
+/// Files in the spool's directories other than spares (messages, journals, tmp/ debris).
+fn queue_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).expect("reads") {
+        let entry = entry.expect("entry");
+        if !entry.file_type().expect("type").is_dir() || entry.file_name() == "spare" {
+            continue;
+        }
+        for inner in std::fs::read_dir(entry.path()).expect("reads") {
+            let path = inner.expect("entry").path();
+            if !path.to_string_lossy().ends_with(".spare") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A message streamed into a draft in pieces is queued exactly as `accept` queues it.
+#[test]
+fn a_streamed_draft_commits_like_accept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long: Vec<u8> = body(3).into_iter().cycle().take(700_000).collect();
+    let env = envelope(&["a@x", "b@x"]);
+    let id = {
+        let queue = Queue::open(dir.path()).expect("opens");
+        let mut draft = queue.begin().expect("begins");
+        for piece in long.chunks(4099) {
+            std::io::Write::write_all(&mut draft, piece).expect("writes");
+        }
+        assert_eq!(draft.size(), long.len() as u64);
+        let planned = draft.id();
+        let id = queue.commit(draft, &env).expect("commits");
+        assert_eq!(id, planned);
+        id
+    };
+    let queue = Queue::open(dir.path()).expect("reopens");
+    let message = queue.message(id).expect("reads");
+    assert_eq!(message.envelope, env);
+    assert_eq!(message.size, long.len() as u64);
+    assert_eq!(read_message(&queue, id), long);
+}
+
+/// RSET, a disconnect or a failed write in the daemon drops the draft: its file goes at
+/// once, not at the next open. A spare the draft was writing goes back to the spares if it
+/// still fits in one, and is unlinked if the message made it larger.
+#[test]
+fn a_draft_dropped_uncommitted_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(dir.path()).expect("opens");
+    let mut draft = queue.begin().expect("begins");
+    std::io::Write::write_all(&mut draft, &body(1)).expect("writes");
+    assert_eq!(queue_files(dir.path()).len(), 1);
+    drop(draft);
+    assert_eq!(queue_files(dir.path()), Vec::<std::path::PathBuf>::new());
+
+    // Two spares (a message file and a journal).
+    let long: Vec<u8> = body(1).into_iter().cycle().take(50_000).collect();
+    let id = queue
+        .accept(&envelope(&["a@x"]), &long[..])
+        .expect("accepts");
+    let ok = [(0, Outcome::delivered("ok"))];
+    assert!(
+        queue
+            .remove_delivered(id, &ok, Timestamp::now())
+            .expect("removes")
+    );
+    assert_eq!(common::spares(dir.path()), 2);
+    let mut draft = queue.begin().expect("begins");
+    std::io::Write::write_all(&mut draft, &body(2)).expect("writes");
+    drop(draft);
+    assert_eq!(
+        common::spares(dir.path()),
+        2,
+        "a small draft's spare is kept"
+    );
+    let mut draft = queue.begin().expect("begins");
+    let huge = vec![b'x'; 300_000];
+    std::io::Write::write_all(&mut draft, &huge).expect("writes");
+    drop(draft);
+    assert_eq!(common::spares(dir.path()), 1, "a grown spare is unlinked");
+    assert_eq!(queue_files(dir.path()), Vec::<std::path::PathBuf>::new());
+    assert!(queue.is_empty());
+}
+
+/// A commit that fails (here: an envelope too large for a journal record) removes the
+/// draft's file and leaves nothing in tmp/.
+#[test]
+fn a_failed_commit_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(dir.path()).expect("opens");
+    let mut draft = queue.begin().expect("begins");
+    std::io::Write::write_all(&mut draft, &body(1)).expect("writes");
+    let mut env = envelope(&["a@x"]);
+    env.envid = Some("x".repeat(17 << 20));
+    let err = queue.commit(draft, &env);
+    assert!(matches!(err, Err(QueueError::EnvelopeTooLarge)), "{err:?}");
+    assert_eq!(queue_files(dir.path()), Vec::<std::path::PathBuf>::new());
+    assert!(queue.is_empty());
+}
