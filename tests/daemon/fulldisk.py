@@ -6,7 +6,9 @@ so each can be filled on its own:
 1. queue full (queue_min_free = 1 MiB): MAIL with a SIZE that does not fit above the
    reserve, DATA once the disk filled after MAIL, and MAIL on a full disk are answered
    452 4.3.1 before any content is sent; a disk that fills while the content is on its way
-   gets 452 4.3.1 at the end of DATA; the session stays usable, nothing of the refused
+   gets 452 4.3.1 at the end of DATA, also when the message is large enough to be written
+   to the queue as it arrives (the disk fills in the middle of it); the session stays
+   usable, nothing of the refused
    messages is left in the queue, and after the space returns the same message is accepted
    and delivered once;
 2. mailboxes full: messages are still accepted (the queue has room), their deliveries are
@@ -160,6 +162,21 @@ def main():
             f"{steps} {code} {text}",
         )
         T.check(c.code("NOOP") == 250, "the session stays usable on a full disk")
+        # f. A message larger than what cursusd holds in memory (256 KiB) is written to the
+        # queue as it arrives; the disk fills in the middle of it: 452 4.3.1 at the end of
+        # DATA (the rest of the content is read and thrown away), nothing left behind.
+        os.unlink(filler)
+        fill_to(filler, 2 * 1024 * 1024)
+        steps = [c.code("MAIL FROM:<a@x.test>"), c.code("RCPT TO:<full@localhost>"), c.code("DATA")]
+        big = body("refused-big", lines=60000)
+        c.send(big + b".\r\n")
+        code, text = c.reply()
+        T.check(
+            steps == [250, 250, 354] and code == 452 and text[0].startswith("4.3.1"),
+            f"the disk filled in the middle of a {len(big)}-octet message: 452 4.3.1 at the end of DATA",
+            f"{steps} {code} {text}",
+        )
+        T.check(c.code("NOOP") == 250, "... the session stays usable")
         T.check(d.proc.poll() is None, "cursusd is still running")
         leftovers = []
         for root, _, files in os.walk(os.path.join(d.data, "queue")):

@@ -11,7 +11,14 @@
 //!
 //! Local submissions (SMTP on the submission socket: `cursus sendmail -bs`, programs) get
 //! the From, Date and Message-ID fields RFC 6409 §8 lets a submission server add, when the
-//! header lacks them (cursus_mail::header::submission_fields, shared with the CLI).
+//! header lacks them (cursus_mail::submission, shared with the CLI).
+//!
+//! A small message is accepted from memory in one step; a larger one is written into a
+//! queue draft as it arrives ([`Backend::spool`]): the Received header first (dated, like
+//! the envelope's arrival time, at the start of DATA or BDAT, as Postfix's smtpd does, so
+//! both paths write the same bytes), then for a local submission the start of the message
+//! is held until its header section is decided (cursus_mail::submission::HeaderHold, at
+//! most 1 MiB) and the missing fields go before it.
 //!
 //! Attacks stopped:
 //! - Open relay: mail for a domain that is not a local domain is accepted only from loopback
@@ -25,17 +32,18 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cursus_mail::submission::{Completion, missing_fields};
+use cursus_mail::submission::{Completion, HeaderHold, Held, missing_fields};
 use cursus_mail::{EnhancedStatus, Sender};
 use cursus_proto::{Body, Notify as ProtoNotify, Protocol, Reply, Ret as ProtoRet};
 use cursus_queue::{
-    BodyType, Client as QueueClient, Envelope, Notify, Queue, QueueId, Recipient, Ret,
+    BodyType, Client as QueueClient, Draft, Envelope, Notify, Queue, QueueError, QueueId,
+    Recipient, Ret,
 };
 use jiff::Timestamp;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::routing::{Routes, Verified};
-use crate::server::{Backend, Client, Incoming, Verdict};
+use crate::server::{Backend, Client, Incoming, Spool, Verdict};
 
 /// The daemon's [`Backend`].
 pub struct Reception {
@@ -167,7 +175,177 @@ impl Backend for Reception {
     }
 
     fn accept(&self, incoming: Incoming, message: Vec<u8>) -> Result<String, Reply> {
-        let now = Timestamp::now();
+        let prepared = self.prepare(&incoming);
+        let completed = prepared
+            .completion
+            .as_ref()
+            .map(|values| values.fields(&message))
+            .unwrap_or_default();
+        let reader = prepared
+            .received
+            .as_bytes()
+            .chain(completed.as_bytes())
+            .chain(&message[..]);
+        let result = self.queue.accept(&prepared.envelope, reader);
+        queued(
+            result,
+            &incoming,
+            &prepared,
+            message.len() as u64,
+            &self.first_attempt,
+        )
+    }
+
+    fn spool(&self, incoming: &Incoming) -> Result<Box<dyn Spool>, Reply> {
+        let prepared = self.prepare(incoming);
+        let mut draft = self.queue.begin().map_err(refusal)?;
+        draft
+            .append(prepared.received.as_bytes())
+            .map_err(refusal)?;
+        Ok(Box::new(Spooled {
+            queue: self.queue.clone(),
+            draft,
+            hold: HeaderHold::new(),
+            prepared,
+            first_attempt: self.first_attempt.clone(),
+        }))
+    }
+}
+
+/// What a message gets from the daemon before its content: the envelope, the Received
+/// header and, for a local submission, the values of the fields it may lack.
+struct Prepared {
+    envelope: Envelope,
+    login: Option<String>,
+    received: String,
+    completion: Option<CompletionValues>,
+}
+
+/// A message too large to hold in memory, written into the queue as it arrives: the
+/// Received header first, then (for a local submission, once its header section is known)
+/// the missing fields, then the content. Dropped before its commit, the file goes.
+struct Spooled {
+    queue: Arc<Queue>,
+    draft: Draft,
+    hold: HeaderHold,
+    prepared: Prepared,
+    first_attempt: UnboundedSender<QueueId>,
+}
+
+impl Spooled {
+    fn write_content(&mut self, content: &[u8]) -> Result<(), QueueError> {
+        let Some(values) = &self.prepared.completion else {
+            return self.draft.append(content);
+        };
+        match self.hold.push(content) {
+            Held::Holding => Ok(()),
+            Held::Passing => self.draft.append(content),
+            Held::Released(head) => {
+                self.draft.append(values.fields(&head).as_bytes())?;
+                self.draft.append(&head)
+            }
+        }
+    }
+}
+
+impl Spool for Spooled {
+    fn write(&mut self, content: &[u8]) -> Result<(), Reply> {
+        self.write_content(content).map_err(refusal)
+    }
+
+    fn commit(self: Box<Self>, incoming: Incoming, size: u64) -> Result<String, Reply> {
+        let mut this = *self;
+        if let (Some(values), Some(head)) = (&this.prepared.completion, this.hold.end()) {
+            this.draft
+                .append(values.fields(&head).as_bytes())
+                .and_then(|()| this.draft.append(&head))
+                .map_err(refusal)?;
+        }
+        let result = this.queue.commit(this.draft, &this.prepared.envelope);
+        queued(result, &incoming, &this.prepared, size, &this.first_attempt)
+    }
+}
+
+/// The reply to a message the queue took (logged, and sent to its first attempt) or
+/// refused. `size` is the content's, without the fields the daemon added.
+fn queued(
+    result: Result<QueueId, QueueError>,
+    incoming: &Incoming,
+    prepared: &Prepared,
+    size: u64,
+    first_attempt: &UnboundedSender<QueueId>,
+) -> Result<String, Reply> {
+    let id = result.map_err(refusal)?;
+    crate::log::line(&format!(
+        "{id}: from=<{}>, size={size}, nrcpt={}, client={}{}",
+        incoming.sender.address().unwrap_or(""),
+        prepared.envelope.recipients.len(),
+        incoming.client.description,
+        prepared
+            .login
+            .as_ref()
+            .map(|l| format!(", login={l}"))
+            .unwrap_or_default()
+    ));
+    let _ = first_attempt.send(id);
+    Ok(id.to_string())
+}
+
+/// The reply when the queue cannot take a message: 452 4.3.1 for a full disk or quota,
+/// else 451 4.3.0 (logged).
+fn refusal(e: QueueError) -> Reply {
+    if e.is_disk_full() {
+        return Reply::new(
+            452,
+            EnhancedStatus::new(4, 3, 1),
+            "Insufficient system storage, try again later".to_string(),
+        );
+    }
+    crate::log::line(&format!("queue refused a message: {e}"));
+    Reply::new(
+        451,
+        EnhancedStatus::new(4, 3, 0),
+        "Local error in processing, try again later".to_string(),
+    )
+}
+
+/// The values of the From, Date and Message-ID fields a local submission may lack.
+struct CompletionValues {
+    /// Empty when neither the user nor the sender is known: no From is added.
+    from: String,
+    full_name: Option<String>,
+    date: String,
+    message_id: String,
+}
+
+impl CompletionValues {
+    /// The fields `header` (the message, or enough of its start) lacks, CRLF line ends.
+    fn fields(&self, header: &[u8]) -> String {
+        let values = Completion {
+            from: &self.from,
+            full_name: self.full_name.as_deref(),
+            date: &self.date,
+            message_id: &self.message_id,
+        };
+        let mut out = String::new();
+        for field in missing_fields(header, &values) {
+            if self.from.is_empty() && field.starts_with("From:") {
+                continue;
+            }
+            out.push_str(&field);
+            out.push_str("\r\n");
+        }
+        out
+    }
+}
+
+impl Reception {
+    /// The envelope, Received header and completion values of a message. Times are those
+    /// of the start of its content (DATA or the first BDAT), as Postfix's smtpd stamps its
+    /// Received header: everything here is known before the content, so a large message is
+    /// written to the queue as it arrives.
+    fn prepare(&self, incoming: &Incoming) -> Prepared {
+        let now = incoming.received;
         let protocol = match (incoming.protocol, incoming.client.ip, incoming.tls) {
             (Protocol::Lmtp, _, _) => "LMTP",
             (_, None, _) => "local",
@@ -216,57 +394,26 @@ impl Backend for Reception {
                 login: login.clone(),
             },
         };
-        let received = received_header(&incoming, protocol, login.as_deref(), &self.hostname, now);
-        let completed = if incoming.client.local_submission && incoming.protocol == Protocol::Smtp {
-            self.completion(&incoming, user.as_ref(), &message, now)
-        } else {
-            String::new()
-        };
-        let reader = received
-            .as_bytes()
-            .chain(completed.as_bytes())
-            .chain(&message[..]);
-        match self.queue.accept(&envelope, reader) {
-            Ok(id) => {
-                crate::log::line(&format!(
-                    "{id}: from=<{}>, size={}, nrcpt={}, client={}{}",
-                    incoming.sender.address().unwrap_or(""),
-                    message.len(),
-                    envelope.recipients.len(),
-                    incoming.client.description,
-                    login.map(|l| format!(", login={l}")).unwrap_or_default()
-                ));
-                let _ = self.first_attempt.send(id);
-                Ok(id.to_string())
-            }
-            Err(e) if e.is_disk_full() => Err(Reply::new(
-                452,
-                EnhancedStatus::new(4, 3, 1),
-                "Insufficient system storage, try again later".to_string(),
-            )),
-            Err(e) => {
-                crate::log::line(&format!("queue refused a message: {e}"));
-                Err(Reply::new(
-                    451,
-                    EnhancedStatus::new(4, 3, 0),
-                    "Local error in processing, try again later".to_string(),
-                ))
-            }
+        let received = received_header(incoming, protocol, login.as_deref(), &self.hostname, now);
+        let completion = (incoming.client.local_submission && incoming.protocol == Protocol::Smtp)
+            .then(|| self.completion(incoming, user.as_ref(), now));
+        Prepared {
+            envelope,
+            login,
+            received,
+            completion,
         }
     }
-}
 
-impl Reception {
-    /// The From, Date and Message-ID fields a local submission lacks (CRLF line ends).
-    /// From names the submitting user (SO_PEERCRED) at our host name, else the envelope
-    /// sender; without either it is left out.
+    /// The From, Date and Message-ID values for a local submission. From names the
+    /// submitting user (SO_PEERCRED) at our host name, else the envelope sender; without
+    /// either it is left out.
     fn completion(
         &self,
         incoming: &Incoming,
         user: Option<&nix::unistd::User>,
-        message: &[u8],
         now: Timestamp,
-    ) -> String {
+    ) -> CompletionValues {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let from = match (user, incoming.sender.address()) {
             (Some(u), _) => format!("{}@{}", u.name, self.hostname),
@@ -293,21 +440,12 @@ impl Reception {
             SEQUENCE.fetch_add(1, Ordering::Relaxed),
             self.hostname
         );
-        let values = Completion {
-            from: &from,
-            full_name: full_name.as_deref(),
-            date: &date,
-            message_id: &message_id,
-        };
-        let mut out = String::new();
-        for field in missing_fields(message, &values) {
-            if from.is_empty() && field.starts_with("From:") {
-                continue;
-            }
-            out.push_str(&field);
-            out.push_str("\r\n");
+        CompletionValues {
+            from,
+            full_name,
+            date,
+            message_id,
         }
-        out
     }
 }
 

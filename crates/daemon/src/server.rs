@@ -22,6 +22,13 @@
 //!   could not be kept.
 //! - Losing accepted mail: `250` after DATA is sent only when the backend returns a queue
 //!   id, which it does only after the message is on disk and synced.
+//! - Memory exhaustion by large messages: a session holds at most [`SPOOL_BUFFER`] of
+//!   content; beyond that the content goes to its queue file as it arrives (writes on the
+//!   blocking pool, awaited before the next read, so a fast client waits for the disk). A
+//!   failed write (452 4.3.1 for a full disk, else 451 4.3.0) is answered at the end of
+//!   the message, once (per recipient in LMTP), the rest of the content read and dropped;
+//!   an abandoned transaction (RSET, size limit, hang-up, timeout, shutdown) unlinks the
+//!   file.
 //! - SMTP smuggling and pipelining abuse: handled by the session (see crates/proto/NOTES.md).
 
 use std::collections::HashMap;
@@ -65,6 +72,9 @@ pub struct Incoming {
     pub sender: Sender,
     pub params: MailParams,
     pub recipients: Vec<(String, RcptParams)>,
+    /// When DATA or the first BDAT was accepted: the date of the Received header and the
+    /// envelope's arrival time (known before the content, which may be spooled as it comes).
+    pub received: jiff::Timestamp,
 }
 
 /// What the daemon answers at RCPT.
@@ -81,6 +91,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes the message durable and returns its queue id; `message` is the content as
     /// received (CRLF line ends). An `Err` is the reply to send instead of 250.
     fn accept(&self, incoming: Incoming, message: Vec<u8>) -> Result<String, Reply>;
+    /// Opens the queue file of a message too large to hold in memory ([`SPOOL_BUFFER`]);
+    /// its content is then written as it arrives. An `Err` is the reply owed at the end of
+    /// the message.
+    fn spool(&self, incoming: &Incoming) -> Result<Box<dyn Spool>, Reply>;
     /// Whether the queue has room for a message of about `size` octets (0: unknown), asked
     /// at MAIL and at the start of DATA or BDAT, on the runtime thread (so it must be quick:
     /// one statvfs of the local spool). An `Err` is the refusal (452 4.3.1).
@@ -88,6 +102,22 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A message being written into the queue as it arrives. Every method may block (the
+/// server calls them on the blocking pool). Dropped without [`Spool::commit`], the message
+/// leaves nothing in the queue.
+pub trait Spool: Send {
+    /// Appends content. An `Err` is the reply owed at the end of the message.
+    fn write(&mut self, content: &[u8]) -> Result<(), Reply>;
+    /// Makes the message durable and returns its queue id, as [`Backend::accept`] does;
+    /// `size` is the size of the content.
+    fn commit(self: Box<Self>, incoming: Incoming, size: u64) -> Result<String, Reply>;
+}
+
+/// Content held in memory before it is written to the queue: a message no larger is
+/// accepted from memory in one step (no file is opened before its end), a larger one is
+/// written to its queue file in pieces of about this size as it arrives.
+pub const SPOOL_BUFFER: usize = 256 << 10;
 
 /// Shared state of all listeners.
 pub struct Server {
@@ -344,9 +374,73 @@ fn release(server: &Server, ip: IpAddr) {
 }
 
 /// The message being received.
+#[derive(Default)]
 struct Transaction {
     recipients: Vec<(String, RcptParams)>,
-    content: Vec<u8>,
+    /// Everything but the content, from DATA or the first BDAT on.
+    incoming: Option<Incoming>,
+    /// Content not yet written to the queue (all of it while the message is small).
+    buffer: Vec<u8>,
+    /// The queue file, once the content outgrew [`SPOOL_BUFFER`].
+    spool: Option<Box<dyn Spool>>,
+    /// The reply owed at the end of the message after a failed write; the rest of the
+    /// content is read and thrown away.
+    failed: Option<Reply>,
+}
+
+impl Drop for Transaction {
+    /// RSET, an abandoned message, QUIT, a disconnect, a timeout or shutdown: the queue
+    /// file goes, unlinked on the blocking pool (a large file may take a while).
+    fn drop(&mut self) {
+        if let Some(spool) = self.spool.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn_blocking(move || drop(spool));
+                }
+                Err(_) => drop(spool),
+            }
+        }
+    }
+}
+
+impl Transaction {
+    /// Writes the buffered content to the queue file (opened at the first call), on the
+    /// blocking pool; the session reads no more until it is done (backpressure). A failure
+    /// drops the file and is remembered for the end of the message.
+    async fn flush(&mut self, backend: &Arc<dyn Backend>) {
+        let content = std::mem::take(&mut self.buffer);
+        let spool = self.spool.take();
+        let opening = if spool.is_none() {
+            self.incoming.clone()
+        } else {
+            None
+        };
+        let backend = backend.clone();
+        let job = move || {
+            let mut spool = match (spool, opening) {
+                (Some(spool), _) => spool,
+                (None, Some(incoming)) => match backend.spool(&incoming) {
+                    Ok(spool) => spool,
+                    Err(r) => return (None, content, Err(r)),
+                },
+                (None, None) => return (None, content, Err(temp_reply("no transaction"))),
+            };
+            match spool.write(&content) {
+                Ok(()) => (Some(spool), content, Ok(())),
+                // Dropped here: the file is unlinked on this thread.
+                Err(r) => (None, content, Err(r)),
+            }
+        };
+        match tokio::task::spawn_blocking(job).await {
+            Ok((spool, mut content, Ok(()))) => {
+                content.clear();
+                self.buffer = content;
+                self.spool = spool;
+            }
+            Ok((_, _, Err(r))) => self.failed = Some(r),
+            Err(_) => self.failed = Some(temp_reply("the queue writer failed")),
+        }
+    }
 }
 
 /// One connection's protocol state; it survives the switch to TLS.
@@ -573,10 +667,7 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
                 return None;
             }
             *pending_mail = Some((sender, params));
-            *transaction = Some(Transaction {
-                recipients: Vec::new(),
-                content: Vec::new(),
-            });
+            *transaction = Some(Transaction::default());
             answer(session, Answer::Accept);
         }
         Event::Rcpt { recipient, params } => {
@@ -604,7 +695,23 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
         Event::DataStart => {
             let size = pending_mail.as_ref().and_then(|(_, p)| p.size).unwrap_or(0);
             match server.backend.room_for(size) {
-                Ok(()) => answer(session, Answer::Accept),
+                Ok(()) => {
+                    if let (Some(t), Some((sender, params))) =
+                        (transaction.as_mut(), pending_mail.as_ref())
+                    {
+                        t.incoming = Some(Incoming {
+                            protocol,
+                            client: client.clone(),
+                            helo: session.helo().map(str::to_string),
+                            tls: session.tls_active(),
+                            sender: sender.clone(),
+                            params: params.clone(),
+                            recipients: std::mem::take(&mut t.recipients),
+                            received: jiff::Timestamp::now(),
+                        });
+                    }
+                    answer(session, Answer::Accept);
+                }
                 Err(r) => {
                     // The session ends the transaction with the refusal.
                     *transaction = None;
@@ -614,34 +721,47 @@ async fn handle_event(server: &Arc<Server>, conn: &mut Conn, event: Event) -> Op
             }
         }
         Event::Data(bytes) => {
-            if let Some(t) = transaction.as_mut() {
-                t.content.extend_from_slice(&bytes);
+            if let Some(t) = transaction.as_mut()
+                && t.failed.is_none()
+            {
+                t.buffer.extend_from_slice(&bytes);
+                if t.buffer.len() >= SPOOL_BUFFER {
+                    t.flush(&server.backend).await;
+                }
             }
         }
         Event::DataAbandoned(_) | Event::Reset => {
             *transaction = None;
             *pending_mail = None;
         }
-        Event::DataEnd { .. } => {
-            let (Some(t), Some((sender, params))) = (transaction.take(), pending_mail.take())
+        Event::DataEnd { size } => {
+            *pending_mail = None;
+            let Some((mut t, incoming)) = transaction
+                .take()
+                .and_then(|mut t| t.incoming.take().map(|i| (t, i)))
             else {
                 answer(session, Answer::Refuse(temp_reply("no transaction")));
                 return None;
             };
-            let count = t.recipients.len();
-            let incoming = Incoming {
-                protocol,
-                client: client.clone(),
-                helo: session.helo().map(str::to_string),
-                tls: session.tls_active(),
-                sender,
-                params,
-                recipients: t.recipients,
-            };
+            let count = incoming.recipients.len();
             let backend = server.backend.clone();
-            let result = tokio::task::spawn_blocking(move || backend.accept(incoming, t.content))
-                .await
-                .unwrap_or_else(|_| Err(temp_reply("the queue writer failed")));
+            let content = std::mem::take(&mut t.buffer);
+            // The reply: a failure during the content, or the queue id once the message
+            // is durable (written and synced on the blocking pool).
+            let result = match (t.failed.take(), t.spool.take()) {
+                (Some(r), _) => Ok(Err(r)),
+                (None, None) => {
+                    tokio::task::spawn_blocking(move || backend.accept(incoming, content)).await
+                }
+                (None, Some(mut spool)) => {
+                    tokio::task::spawn_blocking(move || {
+                        spool.write(&content)?;
+                        spool.commit(incoming, size)
+                    })
+                    .await
+                }
+            }
+            .unwrap_or_else(|_| Err(temp_reply("the queue writer failed")));
             let reply = match result {
                 Ok(id) => Reply::new(
                     250,
