@@ -117,6 +117,15 @@ done
 rm -rf "$H/Maildir-probe"
 
 SPENT=$H/.bench-spent
+# The previous run deleted its Maildirs at its end: let those inodes age too.
+DELETED_AT=$H/.bench-deleted-at
+if [ -e "$DELETED_AT" ]; then
+    age=$(( $(date +%s) - $(stat -c %Y "$DELETED_AT") ))
+    if [ "$age" -lt 61 ]; then
+        echo "note: the previous run deleted its Maildirs ${age} s ago; waiting $((61 - age)) s for their inodes to age"
+        sleep $((61 - age))
+    fi
+fi
 if [ -e "$SPENT" ]; then
     rm -rf "$SPENT"
     echo "note: removed $SPENT left by an aborted run; waiting 61 s for its inodes to age"
@@ -153,6 +162,7 @@ for r in $(seq "$ROUNDS"); do
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)$(busy)"
 rm -rf "$SPENT"
+touch "$DELETED_AT"
 
 # --- what each one fsyncs: strace one delivery into a fresh Maildir ---------------------------
 echo "== fsync calls of one delivery (strace -f -y -e trace=fsync,fdatasync,sync_file_range,syncfs,sync)"
@@ -178,6 +188,8 @@ with open(sys.argv[1], "wb") as f:
 EOF
 chmod 0644 "$W/msg-20m.eml"
 MSGSIZE=$(stat -c %s "$W/msg-20m.eml")
+# An existing Maildir, so the front delivers (a missing one is created by cursus-deliver-full).
+as_user mkdir -p "$H/Maildir-rss/tmp" "$H/Maildir-rss/new" "$H/Maildir-rss/cur"
 as_user /usr/bin/time -v "$W/cursus-deliver" -f bench@example.com --maildir "$H/Maildir-rss" \
     < "$W/msg-20m.eml" > "$W/time.out" 2>&1 || true
 RSS=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$W/time.out")
