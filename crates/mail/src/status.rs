@@ -44,8 +44,14 @@ impl EnhancedStatus {
         if parts.next().is_some() {
             return None;
         }
+        // RFC 3463: subject and detail are "0" / (%x31-39 0*2digit): no leading zero, so
+        // each code has one spelling (a peer's "5.01.0" is not an enhanced status code, and
+        // what we decode we write back unchanged).
         let digits = |s: &str, max: usize| {
-            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s.len() == 1 || !s.starts_with('0'))
         };
         if !digits(class, 1) || !digits(subject, 3) || !digits(detail, 3) {
             return None;
@@ -256,6 +262,11 @@ mod tests {
             ("5.2.2.1", None),
             ("5..2", None),
             ("5.1234.1", None),
+            ("5.0.0", Some("5.0.0")),
+            ("5.01.0", None),
+            ("2.044.9", None),
+            ("5.1.00", None),
+            ("05.1.1", None),
             ("x.2.2", None),
             ("", None),
         ];
