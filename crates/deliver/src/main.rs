@@ -39,8 +39,9 @@ fn main() -> std::process::ExitCode {
     let hand_over = |path: &cursus_front::sys::CPath| {
         let path = std::ffi::OsStr::from_bytes(path.as_bytes());
         let mut cmd = std::process::Command::new(path);
-        if let Some((first, rest)) = std::env::args_os().collect::<Vec<_>>().split_first() {
-            cmd.arg0(first).args(rest);
+        if let Some((first, rest)) = argv_refs.split_first() {
+            cmd.arg0(std::ffi::OsStr::from_bytes(first))
+                .args(rest.iter().map(|a| std::ffi::OsStr::from_bytes(a)));
         }
         let e = cmd.exec();
         // exec(2) failures always carry an errno.

@@ -797,9 +797,7 @@ fn the_common_case_executes_nothing_and_reads_no_user_database() {
     for program in fronts.iter().map(PathBuf::as_path).chain([Path::new(FULL)]) {
         let s = Scratch::new();
         // An existing Maildir: the first delivery, which creates it, is the full program's.
-        for d in ["Maildir/tmp", "Maildir/new", "Maildir/cur"] {
-            s.mkdir(d);
-        }
+        maildir(&s);
         let log = open_dir();
         std::fs::set_permissions(log.path(), std::fs::Permissions::from_mode(0o777))
             .expect("chmod");
@@ -808,15 +806,8 @@ fn the_common_case_executes_nothing_and_reads_no_user_database() {
         cmd.args(["-f", "-qq", "-e", "trace=execve,open,openat", "-o"])
             .arg(&trace)
             .arg(program)
-            .args(["-f", "alice@example.org", "-a", "joe@example.net"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", s.dir.path())
-            .env("USER", user_name());
-        if is_root() {
-            let (uid, gid) = delivery_ids();
-            cmd.uid(uid).gid(gid);
-        }
+            .args(["-f", "alice@example.org", "-a", "joe@example.net"]);
+        as_recipient(&mut cmd, &s);
         let out = run(cmd, MESSAGE);
         let shown = program.display();
         assert_eq!(code(&out), 0, "{shown}: {}", stderr(&out));
@@ -894,9 +885,15 @@ fn without_proc_the_front_delivers_through_tmp() {
 fn common_case(program: &Path, s: &Scratch) -> Command {
     maildir(s);
     let mut cmd = Command::new(program);
-    cmd.arg0(FRONT)
-        .args(["-f", "alice@example.org"])
-        .env_clear()
+    cmd.arg0(FRONT).args(["-f", "alice@example.org"]);
+    as_recipient(&mut cmd, s);
+    cmd
+}
+
+/// What an MTA gives the delivery: a clean environment naming the user and the home, and
+/// (when the tests run as root) the delivery user's ids.
+fn as_recipient(cmd: &mut Command, s: &Scratch) {
+    cmd.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", s.dir.path())
         .env("USER", user_name());
@@ -904,7 +901,6 @@ fn common_case(program: &Path, s: &Scratch) -> Command {
         let (uid, gid) = delivery_ids();
         cmd.uid(uid).gid(gid);
     }
-    cmd
 }
 
 #[test]

@@ -99,14 +99,16 @@ pub fn deliver(
     input: i32,
 ) -> Outcome {
     let new_path = join(&ready.root, "new");
-    let written = match write_message(plan, ready, getenv, input, &new_path) {
+    // Asked once: the recipient's domain when it has none, and the Maildir name's host.
+    let node = sys::nodename();
+    let written = match write_message(plan, ready, getenv, input, &new_path, &node) {
         Ok(w) => w,
         Err(outcome) => return outcome,
     };
     if let Err(e) = sys::fsync(&ready.file) {
         return failure("cannot write", &new_path, e);
     }
-    let name = match link(ready, &new_path, &written) {
+    let name = match link(ready, &new_path, &written, &node) {
         Ok(name) => name,
         Err(outcome) => return outcome,
     };
@@ -129,6 +131,7 @@ fn write_message(
     getenv: &dyn Fn(&str) -> Option<String>,
     input: i32,
     new_path: &str,
+    node: &[u8],
 ) -> Result<Written, Outcome> {
     let mut splitter: Splitter<Vec<u8>> = Splitter::new(Vec::new());
     let mut buf = alloc::vec![0u8; CHUNK];
@@ -162,7 +165,7 @@ fn write_message(
         } else {
             // The header section is complete: the trace fields can be decided.
             out.head_done = true;
-            let envelope = envelope(plan, getenv, splitter.from_line_sender());
+            let envelope = envelope(plan, getenv, splitter.from_line_sender(), node);
             match envelope.trace(splitter.header(), splitter.starts_with_body()) {
                 Ok(prefix) => out.put_all(&[&prefix, splitter.header(), &body]),
                 Err(outcome) => out.failed = Some(Failed::Outcome(outcome)),
@@ -177,7 +180,7 @@ fn write_message(
             if split.header.is_empty() && split.body.is_empty() {
                 return Err(empty_message());
             }
-            let envelope = envelope(plan, getenv, split.from_line_sender.as_deref());
+            let envelope = envelope(plan, getenv, split.from_line_sender.as_deref(), node);
             match envelope.trace(&split.header, split.starts_with_body) {
                 Ok(prefix) => out.put_all(&[&prefix, &split.header, &split.body]),
                 Err(outcome) => out.failed = Some(Failed::Outcome(outcome)),
@@ -243,21 +246,22 @@ fn envelope(
     plan: &Plan<'_>,
     getenv: &dyn Fn(&str) -> Option<String>,
     from_line_sender: Option<&str>,
+    node: &[u8],
 ) -> Envelope {
     Envelope::gather(
         &plan.envelope,
         getenv,
         from_line_sender,
         &plan.recipient_name,
-        &|| host_or_localhost(sys::nodename()),
+        &|| host_or_localhost(node.to_vec()),
     )
 }
 
 /// Gives the unnamed file its final name in `new/`.
-fn link(ready: &Ready, new_path: &str, written: &Written) -> Result<String, Outcome> {
+fn link(ready: &Ready, new_path: &str, written: &Written, node: &[u8]) -> Result<String, Outcome> {
     let source = format!("/proc/self/fd/{}", ready.file.raw());
     let source = CPath::new(source.as_bytes()).ok_or_else(|| no_name(new_path))?;
-    let host = escape_host(&sys::nodename());
+    let host = escape_host(node);
     let pid = sys::getpid();
     for n in 1..=NAME_ATTEMPTS {
         let mut random = [0u8; 8];
@@ -359,17 +363,5 @@ fn no_name(new_path: &str) -> Outcome {
 /// A failed system call as the full program words it (`{action} {path}: {description}`),
 /// classified by the shared errno table.
 pub fn failure(action: &str, path: &str, e: Errno) -> Outcome {
-    class(e).outcome(format!("{action} {path}: {}", sys::describe(e)))
-}
-
-/// cursus-mailbox's errno classes, by number.
-fn class(e: Errno) -> ErrnoClass {
-    match e.0 {
-        libc::EAGAIN | libc::ESTALE => ErrnoClass::Busy,
-        libc::ENOSPC => ErrnoClass::NoSpace,
-        libc::EDQUOT | libc::EFBIG => ErrnoClass::MailboxFull,
-        libc::EACCES | libc::EPERM | libc::EROFS => ErrnoClass::Permission,
-        libc::ENOENT | libc::ENOTDIR => ErrnoClass::Missing,
-        _ => ErrnoClass::Other,
-    }
+    ErrnoClass::from_raw(e.0).outcome(format!("{action} {path}: {}", sys::describe(e)))
 }

@@ -226,6 +226,19 @@ pub enum ErrnoClass {
 }
 
 impl ErrnoClass {
+    /// Sorts an errno number (the operating system's, from `libc`) into its class: the one
+    /// table, for cursus-mailbox's I/O errors and the front's system calls alike.
+    pub fn from_raw(raw: i32) -> ErrnoClass {
+        match raw {
+            libc::EAGAIN | libc::ESTALE => ErrnoClass::Busy,
+            libc::ENOSPC => ErrnoClass::NoSpace,
+            libc::EDQUOT | libc::EFBIG => ErrnoClass::MailboxFull,
+            libc::EACCES | libc::EPERM | libc::EROFS => ErrnoClass::Permission,
+            libc::ENOENT | libc::ENOTDIR => ErrnoClass::Missing,
+            _ => ErrnoClass::Other,
+        }
+    }
+
     /// The outcome of a failed system call of this class; `text` says what was being done,
     /// with the system's description of the error (Postfix `mbox_dsn()`, mda-interface §2:
     /// EAGAIN/ESTALE defer with 4.2.0, ENOSPC defers with 4.3.1, EDQUOT/EFBIG bounce with

@@ -24,14 +24,7 @@ pub fn classify(error: &io::Error) -> ErrnoClass {
     let Some(raw) = error.raw_os_error() else {
         return ErrnoClass::Other;
     };
-    match Errno::from_raw(raw) {
-        Errno::EAGAIN | Errno::ESTALE => ErrnoClass::Busy,
-        Errno::ENOSPC => ErrnoClass::NoSpace,
-        Errno::EDQUOT | Errno::EFBIG => ErrnoClass::MailboxFull,
-        Errno::EACCES | Errno::EPERM | Errno::EROFS => ErrnoClass::Permission,
-        Errno::ENOENT | Errno::ENOTDIR => ErrnoClass::Missing,
-        _ => ErrnoClass::Other,
-    }
+    ErrnoClass::from_raw(raw)
 }
 
 /// Maps an I/O error to a delivery outcome. `context` says what was being done and names the

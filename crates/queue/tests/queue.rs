@@ -544,6 +544,18 @@ fn remove_delivered_removes_only_what_is_complete_and_owes_nothing() {
     assert!(queue.message(id).is_ok());
 }
 
+/// Queues `message` and removes it as delivered: its message file and journal become
+/// spares.
+fn deliver_and_remove(queue: &Queue, message: &[u8]) {
+    let id = queue.accept(&envelope(&["a@x"]), message).expect("accepts");
+    let ok = [(0, Outcome::delivered("ok"))];
+    assert!(
+        queue
+            .remove_delivered(id, &ok, Timestamp::now())
+            .expect("removes")
+    );
+}
+
 #[test]
 fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -551,15 +563,7 @@ fn finished_messages_leave_spares_that_later_accepts_reuse_whole() {
     let long: Vec<u8> = body(1).into_iter().cycle().take(50_000).collect();
     {
         let queue = Queue::open(dir.path()).expect("opens");
-        let id = queue
-            .accept(&envelope(&["a@x"]), &long[..])
-            .expect("accepts");
-        let ok = [(0, Outcome::delivered("ok"))];
-        assert!(
-            queue
-                .remove_delivered(id, &ok, Timestamp::now())
-                .expect("removes")
-        );
+        deliver_and_remove(&queue, &long);
         assert_eq!(spares(), 2);
     }
     // After a reopen the spares are found again and overwritten, cut to the new length.
@@ -680,15 +684,7 @@ fn a_draft_dropped_uncommitted_leaves_no_file() {
 
     // Two spares (a message file and a journal).
     let long: Vec<u8> = body(1).into_iter().cycle().take(50_000).collect();
-    let id = queue
-        .accept(&envelope(&["a@x"]), &long[..])
-        .expect("accepts");
-    let ok = [(0, Outcome::delivered("ok"))];
-    assert!(
-        queue
-            .remove_delivered(id, &ok, Timestamp::now())
-            .expect("removes")
-    );
+    deliver_and_remove(&queue, &long);
     assert_eq!(common::spares(dir.path()), 2);
     let mut draft = queue.begin().expect("begins");
     std::io::Write::write_all(&mut draft, &body(2)).expect("writes");
